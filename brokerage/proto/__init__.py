@@ -1,0 +1,1 @@
+"""Generated from protos/broker/v1 by `python -m devtools.protogen`; never edit by hand."""
