@@ -1,0 +1,1 @@
+"""The domain: money, orders and their state table, placement rules, sharding. Pure Python, no I/O."""

@@ -1,0 +1,49 @@
+"""When the market takes orders: always (development, tests) or the NYSE regular session."""
+
+from __future__ import annotations
+
+import warnings
+from datetime import datetime
+from functools import lru_cache
+from typing import Protocol
+
+
+class MarketClock(Protocol):
+    def is_open(self, at: datetime) -> bool: ...
+
+
+class AlwaysOpen:
+    def is_open(self, at: datetime) -> bool:
+        return True
+
+
+class NyseRegularSession:
+    """09:30-16:00 New York time on NYSE trading days, with its holidays and early closes.
+
+    The calendar comes from exchange_calendars; answers are cached per minute, as sessions change on minutes.
+    """
+
+    def __init__(self) -> None:
+        import exchange_calendars  # imported here: it pulls in pandas, which the always-open clock never needs
+
+        with _quiet_pandas():
+            self._calendar = exchange_calendars.get_calendar("XNYS")
+
+    def is_open(self, at: datetime) -> bool:
+        return self._is_open_on_minute(at.replace(second=0, microsecond=0))
+
+    @lru_cache(maxsize=4)  # noqa: B019 - one clock per process, a handful of minutes cached
+    def _is_open_on_minute(self, minute: datetime) -> bool:
+        import pandas
+
+        timestamp = pandas.Timestamp(minute)
+        with _quiet_pandas():
+            if not self._calendar.first_minute <= timestamp <= self._calendar.last_minute:
+                return False  # beyond the published calendar: no session is known
+            return bool(self._calendar.is_open_on_minute(timestamp))
+
+
+
+def _quiet_pandas() -> warnings.catch_warnings:  # type: ignore[type-arg]
+    """exchange_calendars trips pandas deprecation warnings that say nothing about our use of it."""
+    return warnings.catch_warnings(action="ignore")

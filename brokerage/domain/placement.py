@@ -1,0 +1,127 @@
+"""The rules an order meets before it is stored: well-formed input, then tradable, priced and in hours.
+
+The last rule, enough cash or shares, is checked by the storage transaction that reserves them (rule 1).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from enum import StrEnum
+
+from brokerage.domain.errors import FieldViolation, InvalidRequest
+from brokerage.domain.market_hours import MarketClock
+from brokerage.domain.money import round_down_to_tick, round_up_to_tick
+from brokerage.domain.orders import OrderRequest, Side
+
+MAX_ID_LENGTH = 64
+_PRINTABLE_ID = re.compile(r"^[\x21-\x7e]+$")  # visible ASCII, no spaces: ids end up in logs and subjects
+
+
+@dataclass(frozen=True)
+class Instrument:
+    symbol: str
+    tradable: bool
+    tick_size: Decimal
+
+
+@dataclass(frozen=True)
+class Quote:
+    symbol: str
+    price: Decimal
+    quoted_at: datetime
+
+
+class RejectCode(StrEnum):
+    """Why an order was stored REJECTED; low-cardinality, so it labels metrics."""
+
+    MARKET_CLOSED = "market_closed"
+    HALTED = "halted"
+    NO_QUOTE = "no_quote"
+    STALE_QUOTE = "stale_quote"
+    INSUFFICIENT_BUYING_POWER = "insufficient_buying_power"
+    INSUFFICIENT_SHARES = "insufficient_shares"
+    EXCHANGE = "exchange"
+
+
+@dataclass(frozen=True)
+class Rejection:
+    code: RejectCode
+    reason: str
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """What placing the order must hold: cash for a buy, its shares for a sell."""
+
+    protection_price: Decimal
+    cash: Decimal
+    shares: int
+
+
+@dataclass(frozen=True)
+class PlacementPolicy:
+    price_collar: Decimal
+    max_quantity: int
+    quote_max_age: timedelta
+    clock: MarketClock
+
+    def validate(self, request: OrderRequest, known_symbols: set[str] | frozenset[str]) -> None:
+        """Raises InvalidRequest listing every malformed field; an unknown symbol is malformed input."""
+        violations = [
+            *_id_violations("customer_id", request.customer_id),
+            *_id_violations("client_order_id", request.client_order_id),
+        ]
+        if not request.symbol:
+            violations.append(FieldViolation("symbol", "must not be empty"))
+        elif request.symbol not in known_symbols:
+            violations.append(FieldViolation("symbol", f"unknown symbol {request.symbol!r}"))
+        if request.side is None:
+            violations.append(FieldViolation("side", "must be SIDE_BUY or SIDE_SELL"))
+        if request.quantity <= 0:
+            violations.append(FieldViolation("quantity", "must be a positive number of shares"))
+        elif request.quantity > self.max_quantity:
+            violations.append(FieldViolation("quantity", f"must be at most {self.max_quantity}"))
+        if violations:
+            raise InvalidRequest(violations)
+
+    def price(
+        self, request: OrderRequest, instrument: Instrument, quote: Quote | None, now: datetime
+    ) -> Reservation | Rejection:
+        """The reservation a valid order needs, or why it is rejected before any money is held."""
+        if not self.clock.is_open(now):
+            return Rejection(RejectCode.MARKET_CLOSED, "market closed")
+        if not instrument.tradable:
+            return Rejection(RejectCode.HALTED, f"trading in {instrument.symbol} is halted")
+        if quote is None:
+            return Rejection(RejectCode.NO_QUOTE, f"no reference price for {instrument.symbol}")
+        age = now - quote.quoted_at
+        if age > self.quote_max_age:
+            return Rejection(
+                RejectCode.STALE_QUOTE,
+                f"reference price for {instrument.symbol} is stale ({age.total_seconds():.0f}s old)",
+            )
+        if request.side is Side.BUY:
+            limit = round_up_to_tick(quote.price * (1 + self.price_collar), instrument.tick_size)
+            return Reservation(protection_price=limit, cash=limit * request.quantity, shares=0)
+        limit = round_down_to_tick(quote.price * (1 - self.price_collar), instrument.tick_size)
+        return Reservation(
+            protection_price=max(limit, instrument.tick_size), cash=Decimal(0), shares=request.quantity
+        )
+
+
+def insufficient_holdings(side: Side) -> RejectCode:
+    """The code when the reserving transaction found too little cash (a buy) or too few shares (a sell)."""
+    return RejectCode.INSUFFICIENT_BUYING_POWER if side is Side.BUY else RejectCode.INSUFFICIENT_SHARES
+
+
+def _id_violations(field: str, value: str) -> list[FieldViolation]:
+    if not value:
+        return [FieldViolation(field, "must not be empty")]
+    if len(value) > MAX_ID_LENGTH:
+        return [FieldViolation(field, f"must be at most {MAX_ID_LENGTH} characters")]
+    if not _PRINTABLE_ID.match(value):
+        return [FieldViolation(field, "must be visible ASCII characters without spaces")]
+    return []

@@ -1,0 +1,63 @@
+"""Configuration: environment variables (prefix BROKER_) read once at start-up into one validated object.
+
+A bad or missing value stops the process before it serves anything.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from enum import StrEnum
+
+from pydantic import Field, PostgresDsn, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class MarketHours(StrEnum):
+    ALWAYS_OPEN = "always"
+    NYSE = "nyse"  # the NYSE regular session: 09:30-16:00 New York time on trading days
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BROKER_", frozen=True)
+
+    database_url: PostgresDsn = Field(default=PostgresDsn("postgresql://postgres@127.0.0.1:5432/brokerage"))
+    database_pool_min: int = Field(default=4, ge=1)
+    database_pool_max: int = Field(default=16, ge=1)
+    statement_timeout_ms: int = Field(default=5_000, ge=100)
+
+    nats_url: str = "nats://127.0.0.1:4222"
+    stream_replicas: int = Field(default=1, ge=1, le=5)
+    stream_max_bytes: int = Field(default=1 << 30, ge=1 << 20)
+    stream_duplicate_window_seconds: int = Field(default=900, ge=120)
+    shard_count: int = Field(default=16, ge=1, le=4096)
+
+    grpc_host: str = "127.0.0.1"
+    grpc_port: int = Field(default=50051, ge=0, le=65535)
+    metrics_port: int = Field(default=9464, ge=0, le=65535)
+    # On SIGTERM: readiness goes NOT_SERVING, we wait this long for load balancers to notice, then drain.
+    shutdown_readiness_delay_seconds: float = Field(default=5.0, ge=0)
+    shutdown_grace_seconds: float = Field(default=10.0, ge=0)
+
+    price_collar: Decimal = Field(default=Decimal("0.05"), gt=0, lt=1)
+    max_order_quantity: int = Field(default=1_000_000, ge=1)
+    quote_max_age_seconds: float = Field(default=10.0, gt=0)
+    market_hours: MarketHours = MarketHours.ALWAYS_OPEN
+    reference_refresh_seconds: float = Field(default=0.5, gt=0)
+
+    relay_batch_size: int = Field(default=500, ge=1, le=10_000)
+    relay_poll_seconds: float = Field(default=1.0, gt=0)
+    publish_timeout_seconds: float = Field(default=5.0, gt=0)
+
+    log_level: str = "INFO"
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError(f"unknown log level {value!r}")
+        return level
+
+    @property
+    def dsn(self) -> str:
+        return str(self.database_url)
