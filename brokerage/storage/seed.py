@@ -1,0 +1,82 @@
+"""Demo data: the tradable universe with reference prices, and funded customers.
+
+`python -m brokerage.storage.seed --customers 1000`. Idempotent: instruments are upserted, quotes refreshed
+to now, and only customers not yet funded are funded (each with a funding ledger entry).
+"""
+
+from __future__ import annotations
+
+import argparse
+from decimal import Decimal
+
+import psycopg
+
+from brokerage.settings import Settings
+from brokerage.telemetry import configure_logging, get_logger
+
+log = get_logger(__name__)
+
+# symbol, name, reference price (late 2026 levels are unknowable; these are realistic magnitudes)
+INSTRUMENTS: list[tuple[str, str, Decimal]] = [
+    ("AAPL", "Apple Inc.", Decimal("227.50")),
+    ("MSFT", "Microsoft Corporation", Decimal("418.20")),
+    ("GOOGL", "Alphabet Inc. Class A", Decimal("172.35")),
+    ("AMZN", "Amazon.com, Inc.", Decimal("186.90")),
+    ("TSLA", "Tesla, Inc.", Decimal("248.75")),
+    ("NVDA", "NVIDIA Corporation", Decimal("131.40")),
+    ("META", "Meta Platforms, Inc. Class A", Decimal("562.10")),
+    ("JPM", "JPMorgan Chase & Co.", Decimal("221.05")),
+]
+TICK = Decimal("0.01")
+DEFAULT_FUNDING = Decimal("100000.00")
+
+_UPSERT_INSTRUMENT = """
+INSERT INTO instruments (symbol, name, tick_size) VALUES (%s, %s, %s)
+ON CONFLICT (symbol) DO UPDATE SET name = excluded.name
+"""
+_UPSERT_QUOTE = """
+INSERT INTO quotes (symbol, price, quoted_at) VALUES (%s, %s, now())
+ON CONFLICT (symbol) DO UPDATE SET price = excluded.price, quoted_at = excluded.quoted_at
+"""
+# Only customers not yet present are funded, so a re-run never funds twice; funding is a ledger entry.
+_FUND_CUSTOMERS = """
+WITH funded AS (
+    INSERT INTO balances (customer_id, available)
+    SELECT customer_id, %(amount)s FROM unnest(%(customer_ids)s::text[]) AS customer_id
+    ON CONFLICT (customer_id) DO NOTHING
+    RETURNING customer_id, available
+)
+INSERT INTO ledger_entries (customer_id, asset, kind, available_delta)
+SELECT customer_id, 'USD', 'funding', available FROM funded
+"""
+
+
+def seed(database_url: str, customers: int, amount: Decimal = DEFAULT_FUNDING) -> int:
+    """Seeds instruments, quotes and customers "1".."N"; returns how many customers were newly funded."""
+    with psycopg.connect(database_url) as conn:
+        with conn.cursor() as cur:
+            cur.executemany(_UPSERT_INSTRUMENT, [(s, n, TICK) for s, n, _ in INSTRUMENTS])
+            cur.executemany(_UPSERT_QUOTE, [(s, p) for s, _, p in INSTRUMENTS])
+        return fund_customers(conn, [str(i) for i in range(1, customers + 1)], amount)
+
+
+def fund_customers(conn: psycopg.Connection, customer_ids: list[str], amount: Decimal) -> int:
+    """Opens and funds the customers not yet known; returns how many were funded."""
+    with conn.cursor() as cur:
+        cur.execute(_FUND_CUSTOMERS, {"amount": amount, "customer_ids": customer_ids})
+        return cur.rowcount
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--customers", type=int, default=1000, help="fund customers 1..N")
+    parser.add_argument("--amount", type=Decimal, default=DEFAULT_FUNDING, help="cash per new customer")
+    args = parser.parse_args()
+    settings = Settings()
+    configure_logging(settings.log_level)
+    funded = seed(settings.dsn, args.customers, args.amount)
+    log.info("demo data seeded", instruments=len(INSTRUMENTS), customers_funded=funded)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,18 @@
+"""The shard count, recorded once when the system is first set up; customers never move between shards."""
+
+from __future__ import annotations
+
+from psycopg_pool import AsyncConnectionPool
+
+from brokerage.messaging.streams import ShardCountMismatch
+from brokerage.storage.queries import query
+
+
+async def check_shard_count(pool: AsyncConnectionPool, configured: int) -> None:
+    """Records the configured count if none is recorded yet; raises ShardCountMismatch if another is."""
+    async with pool.connection() as conn:
+        cursor = await conn.execute(query("record_shard_count"), {"shard_count": configured})
+        row = await cursor.fetchone()
+    assert row is not None
+    if row[0] != configured:
+        raise ShardCountMismatch("the database", row[0], configured)
