@@ -1,0 +1,70 @@
+"""One NATS connection per process, made lazily so a process starts (and keeps its outbox) while NATS is down."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import nats
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+
+from brokerage.telemetry import get_logger
+
+log = get_logger(__name__)
+OnConnected = Callable[[JetStreamContext], Awaitable[None]]
+
+
+class JetStreamLink:
+    def __init__(self, url: str, name: str, on_connected: OnConnected | None = None) -> None:
+        self._url = url
+        self._name = name
+        self._on_connected = on_connected
+        self._client: Client | None = None
+        self._js: JetStreamContext | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def connected(self) -> bool:
+        return self._client is not None and self._client.is_connected
+
+    async def jetstream(self) -> JetStreamContext:
+        """The JetStream context, connecting first if needed; raises while NATS cannot be reached."""
+        async with self._lock:
+            if self._js is None:
+                client = await nats.connect(
+                    self._url,
+                    name=self._name,
+                    connect_timeout=2,
+                    max_reconnect_attempts=-1,  # keep trying for ever, also for the first connection
+                    reconnect_time_wait=1.0,
+                    error_cb=_log_error,
+                    disconnected_cb=_log_disconnected,
+                    reconnected_cb=_log_reconnected,
+                )
+                js = client.jetstream()
+                try:
+                    if self._on_connected:
+                        await self._on_connected(js)
+                except BaseException:
+                    await client.close()
+                    raise
+                self._client, self._js = client, js
+            return self._js
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.drain()
+        self._client = self._js = None
+
+
+async def _log_error(error: Exception) -> None:
+    log.warning("nats error", error=str(error))
+
+
+async def _log_disconnected() -> None:
+    log.warning("nats disconnected")
+
+
+async def _log_reconnected() -> None:
+    log.info("nats reconnected")

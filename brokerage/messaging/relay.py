@@ -1,0 +1,99 @@
+"""The outbox relay: publishes committed messages to JetStream and marks them sent once JetStream has them.
+
+Any number of relays may run (one per OrderService replica): each claims its own rows with SKIP LOCKED,
+and a message published twice (a relay died between the ack and its commit) is dropped by JetStream's
+duplicate window, keyed by Nats-Msg-Id. While NATS is down messages wait in the outbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from nats.js import JetStreamContext
+from nats.js.api import PubAck
+from prometheus_client import Counter, Histogram
+
+from brokerage.messaging.connection import JetStreamLink
+from brokerage.messaging.streams import ShardCountMismatch
+from brokerage.storage.outbox import Outbox, OutboxMessage
+from brokerage.telemetry import get_logger
+
+log = get_logger(__name__)
+
+PUBLISHED = Counter("outbox_messages_published_total", "Outbox messages JetStream acknowledged")
+PUBLISH_FAILURES = Counter("outbox_publish_failures_total", "Outbox batches that failed to publish")
+BATCH_SIZE = Histogram("outbox_batch_size", "Messages per published outbox batch", buckets=(1, 5, 20, 100, 500))
+
+MAX_BACKOFF_SECONDS = 2.0
+PURGE_EVERY_SECONDS = 60.0
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        outbox: Outbox,
+        link: JetStreamLink,
+        *,
+        batch_size: int,
+        poll_seconds: float,
+        publish_timeout: float,
+        retention: timedelta = timedelta(hours=1),
+    ) -> None:
+        self._outbox = outbox
+        self._link = link
+        self._batch_size = batch_size
+        self._poll_seconds = poll_seconds
+        self._publish_timeout = publish_timeout
+        self._retention = retention
+        self._wakeup = asyncio.Event()
+
+    def wake(self) -> None:
+        """Called after a commit that added to the outbox, so the message goes out without waiting a poll."""
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        """Relays until cancelled. Transient failures back off and retry; a shard count mismatch is fatal."""
+        backoff = 0.05
+        last_purge = 0.0
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                if await self.relay_batch() == self._batch_size:
+                    continue  # more are waiting
+                backoff = 0.05
+                if loop.time() - last_purge > PURGE_EVERY_SECONDS:
+                    await self._outbox.purge_published(self._retention)
+                    last_purge = loop.time()
+                await self._wait_for_work()
+            except ShardCountMismatch:
+                raise
+            except Exception as error:
+                PUBLISH_FAILURES.inc()
+                log.warning("outbox relay failed; retrying", error=repr(error), retry_in=backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+
+    async def relay_batch(self) -> int:
+        """Publishes one batch of pending messages in outbox order; returns how many."""
+        js = await self._link.jetstream()
+        async with self._outbox.claim(self._batch_size) as batch:
+            if not batch.messages:
+                return 0
+            acks = [await self._publish(js, message) for message in batch.messages]
+            await asyncio.wait_for(asyncio.gather(*acks), self._publish_timeout)
+            await batch.mark_published()
+        PUBLISHED.inc(len(batch.messages))
+        BATCH_SIZE.observe(len(batch.messages))
+        return len(batch.messages)
+
+    @staticmethod
+    async def _publish(js: JetStreamContext, message: OutboxMessage) -> asyncio.Future[PubAck]:
+        return await js.publish_async(message.subject, message.payload, headers={"Nats-Msg-Id": message.dedupe_id})
+
+    async def _wait_for_work(self) -> None:
+        try:
+            await asyncio.wait_for(self._wakeup.wait(), self._poll_seconds)
+        except TimeoutError:
+            pass
+        self._wakeup.clear()
