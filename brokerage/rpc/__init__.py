@@ -1,0 +1,1 @@
+"""gRPC plumbing every server shares: the server bootstrap, health, the call boundary and error mapping."""

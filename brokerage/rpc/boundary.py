@@ -1,0 +1,106 @@
+"""What every call crosses on its way in: timing and counting (the metric names dashboards expect),
+domain errors turned into status codes, and unexpected errors logged and hidden behind INTERNAL."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from grpc import aio
+from prometheus_client import Counter, Histogram
+
+from brokerage.domain.errors import DomainError
+from brokerage.rpc.errors import to_status
+from brokerage.telemetry import get_logger, log_context
+
+log = get_logger(__name__)
+
+LABELS = ("grpc_type", "grpc_service", "grpc_method")
+STARTED = Counter("grpc_server_started_total", "RPCs started on the server.", LABELS)
+HANDLED = Counter("grpc_server_handled_total", "RPCs completed on the server.", (*LABELS, "grpc_code"))
+HANDLING_SECONDS = Histogram(
+    "grpc_server_handling_seconds",
+    "Time to handle an RPC on the server.",
+    LABELS,
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+
+class CallBoundary(aio.ServerInterceptor):
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None:
+            return handler
+        service, _, method = details.method.lstrip("/").partition("/")  # type: ignore[attr-defined]
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                _unary(handler.unary_unary, ("unary", service, method)),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                _server_stream(handler.unary_stream, ("server_stream", service, method)),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler  # client and bidirectional streams: none are served yet
+
+
+def _unary(behavior: Callable[..., Awaitable[Any]], labels: tuple[str, str, str]) -> Callable[..., Awaitable[Any]]:
+    async def call(request: Any, context: aio.ServicerContext) -> Any:
+        started = _start(labels)
+        try:
+            with log_context(rpc=labels[2]):
+                return await behavior(request, context)
+        except DomainError as error:
+            await context.abort_with_status(to_status(error))
+        except (aio.AbortError, grpc.RpcError):
+            raise
+        except Exception:
+            log.exception("unhandled error", rpc=labels[2])
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+        finally:
+            _finish(labels, context, started)
+
+    return call
+
+
+def _server_stream(
+    behavior: Callable[..., AsyncIterator[Any]], labels: tuple[str, str, str]
+) -> Callable[..., AsyncIterator[Any]]:
+    async def call(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
+        started = _start(labels)
+        try:
+            with log_context(rpc=labels[2]):
+                async for response in behavior(request, context):
+                    yield response
+        except DomainError as error:
+            await context.abort_with_status(to_status(error))
+        except (aio.AbortError, grpc.RpcError):
+            raise
+        except Exception:
+            log.exception("unhandled error", rpc=labels[2])
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+        finally:
+            _finish(labels, context, started)
+
+    return call
+
+
+def _start(labels: tuple[str, str, str]) -> float:
+    STARTED.labels(*labels).inc()
+    return time.perf_counter()
+
+
+def _finish(labels: tuple[str, str, str], context: aio.ServicerContext, started: float) -> None:
+    code = context.code() or grpc.StatusCode.OK
+    name = code.name if isinstance(code, grpc.StatusCode) else str(code)
+    HANDLED.labels(*labels, name).inc()
+    HANDLING_SECONDS.labels(*labels).observe(time.perf_counter() - started)

@@ -1,0 +1,98 @@
+"""Builds and runs a grpc.aio server the same way for every service: health, reflection, the call boundary,
+metrics, and a graceful stop on SIGTERM (NOT_SERVING, wait for load balancers, drain, stop)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from grpc import aio
+from grpc_health.v1 import health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from brokerage.rpc.boundary import CallBoundary
+from brokerage.rpc.health import Health
+from brokerage.telemetry import get_logger
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Service:
+    """A servicer and how to register it: `add_to_server` is the generated add_XServicer_to_server."""
+
+    name: str  # the full name, e.g. broker.v1.OrderService
+    servicer: object
+    add_to_server: Callable[[Any, aio.Server], None]
+
+
+@dataclass
+class RunningServer:
+    server: aio.Server
+    port: int
+    health: Health
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+async def create_server(address: str, services: Sequence[Service]) -> RunningServer:
+    """Starts serving on address (port 0 picks a free one): for tests and for main alike."""
+    server = aio.server(interceptors=[CallBoundary()], options=[("grpc.so_reuseport", 0)])
+    health = Health([s.name for s in services])
+    for service in services:
+        service.add_to_server(service.servicer, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
+    names = [s.name for s in services]
+    reflection.enable_server_reflection([*names, "grpc.health.v1.Health", reflection.SERVICE_NAME], server)
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"cannot listen on {address}")
+    await health.start()
+    await server.start()
+    return RunningServer(server=server, port=port, health=health)
+
+
+async def stop_gracefully(running: RunningServer, *, readiness_delay: float, grace: float) -> None:
+    """NOT_SERVING first, then a readiness period so load balancers stop routing here, then drain."""
+    await running.health.shut_down()
+    if readiness_delay:
+        await asyncio.sleep(readiness_delay)
+    await running.server.stop(grace)
+    for task in running.tasks:
+        task.cancel()
+    await asyncio.gather(*running.tasks, return_exceptions=True)
+
+
+async def serve_until_signalled(
+    running: RunningServer,
+    background: Sequence[Coroutine[Any, Any, None]],
+    *,
+    readiness_delay: float,
+    grace: float,
+) -> int:
+    """Runs the background work beside the server until SIGTERM or SIGINT, or until background work fails;
+    then stops gracefully. Returns the process exit code."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    failed: list[BaseException] = []
+
+    def on_done(task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            failed.append(task.exception())  # type: ignore[arg-type]
+            log.error("background task failed; shutting down", task=task.get_name(), error=repr(task.exception()))
+            stop.set()
+
+    for coroutine in background:
+        task = asyncio.create_task(coroutine, name=getattr(coroutine, "__qualname__", None))
+        task.add_done_callback(on_done)
+        running.tasks.append(task)
+    log.info("serving", port=running.port)
+    await stop.wait()
+    log.info("shutting down", readiness_delay=readiness_delay, grace=grace)
+    await stop_gracefully(running, readiness_delay=readiness_delay, grace=grace)
+    log.info("stopped")
+    return 1 if failed else 0
