@@ -1,0 +1,139 @@
+"""The order desk: takes a customer's order through the placement rules into the record.
+
+It knows the domain and the stores, not gRPC: the servicer translates, the desk decides.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from prometheus_client import Counter
+from ulid import ULID
+
+from brokerage.domain.errors import FailedPrecondition, IdempotencyConflict, OrderNotFound
+from brokerage.domain.orders import Order, OrderRequest, OrderStatus
+from brokerage.domain.placement import PlacementPolicy, Rejection, Reservation, insufficient_holdings
+from brokerage.domain.sharding import shard_for, subject_for_shard
+from brokerage.messaging.messages import encode_order_placed
+from brokerage.storage.orders import NewOrder, OrderStore
+from brokerage.storage.reference import ReferenceData
+from brokerage.telemetry import get_logger
+
+log = get_logger(__name__)
+
+ORDERS_PLACED = Counter("orders_placed_total", "Orders accepted and reserved", ("side",))
+ORDERS_REJECTED = Counter("orders_rejected_total", "Orders stored REJECTED at placement", ("reason",))
+
+
+@dataclass(frozen=True)
+class Placement:
+    order: Order
+    created: bool  # False: a retry that returned the first order
+
+
+class OrderDesk:
+    def __init__(
+        self,
+        store: OrderStore,
+        reference: ReferenceData,
+        policy: PlacementPolicy,
+        shard_count: int,
+        on_placed: Callable[[], None] = lambda: None,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._store = store
+        self._reference = reference
+        self._policy = policy
+        self._shard_count = shard_count
+        self._on_placed = on_placed
+        self._now = now
+
+    async def place(self, request: OrderRequest) -> Placement:
+        """Stores the order PLACED (reserved) or REJECTED; a retry of the same request returns the first."""
+        snapshot = self._reference.snapshot
+        self._policy.validate(request, snapshot.symbols)
+        decision = self._policy.price(
+            request, snapshot.instruments[request.symbol], snapshot.quotes.get(request.symbol), self._now()
+        )
+        new = self._new_order(request, decision)
+        order = await self._store.place(new)
+        if order.order_id != new.order_id:
+            return self._retried(order, request)
+        self._count(order, decision if isinstance(decision, Rejection) else None)
+        return Placement(order, created=True)
+
+    async def get(self, customer_id: str, order_id: str) -> Order:
+        order = await self._store.get(customer_id, order_id)
+        if order is None:
+            raise OrderNotFound(order_id)
+        return order
+
+    async def cancel(self, customer_id: str, order_id: str) -> Order:
+        """Cancels an order no worker has taken yet; a retried cancel returns the canceled order."""
+        order = await self._store.cancel_placed(customer_id, order_id)
+        if order is None:
+            raise OrderNotFound(order_id)
+        if order.status is not OrderStatus.CANCELED:
+            raise FailedPrecondition(
+                f"order/{order_id}",
+                "ORDER_NOT_CANCELABLE",
+                f"order {order_id} is {order.status.value}"
+                + (" and already taken to the exchange" if order.status is OrderStatus.PLACED else "")
+                + "; only an order not yet taken to the exchange can be canceled",
+            )
+        log.info("order canceled", order_id=order_id, customer_id=customer_id)
+        return order
+
+    def _new_order(self, request: OrderRequest, decision: Reservation | Rejection) -> NewOrder:
+        assert request.side is not None  # validated
+        shard = shard_for(request.customer_id, self._shard_count)
+        unpriced = NewOrder(
+            order_id=str(ULID()),
+            customer_id=request.customer_id,
+            client_order_id=request.client_order_id,
+            symbol=request.symbol,
+            side=request.side,
+            quantity=request.quantity,
+            protection_price=None,
+            reserve_cash=Decimal(0),
+            reject_reason=None,
+            subject=subject_for_shard(shard),
+            payload=b"",
+        )
+        if isinstance(decision, Rejection):
+            return replace(unpriced, reject_reason=decision.reason)
+        payload = encode_order_placed(
+            order_id=unpriced.order_id,
+            customer_id=request.customer_id,
+            symbol=request.symbol,
+            side=request.side,
+            quantity=request.quantity,
+            protection_price=decision.protection_price,
+            shard=shard,
+        )
+        return replace(
+            unpriced, protection_price=decision.protection_price, reserve_cash=decision.cash, payload=payload
+        )
+
+    def _retried(self, order: Order, request: OrderRequest) -> Placement:
+        if not order.same_request_as(request):
+            raise IdempotencyConflict(
+                f"client_order_id {request.client_order_id!r} was already used for order {order.order_id} "
+                f"({order.side.value} {order.quantity} {order.symbol})"
+            )
+        log.info("order placement retried", order_id=order.order_id, customer_id=order.customer_id)
+        return Placement(order, created=False)
+
+    def _count(self, order: Order, rejection: Rejection | None) -> None:
+        ids = {"order_id": order.order_id, "customer_id": order.customer_id}
+        if order.status is OrderStatus.PLACED:
+            ORDERS_PLACED.labels(order.side.value).inc()
+            self._on_placed()
+            log.info("order placed", **ids, sequence=order.sequence, symbol=order.symbol, side=order.side.value)
+            return
+        code = rejection.code if rejection else insufficient_holdings(order.side)
+        ORDERS_REJECTED.labels(code.value).inc()
+        log.info("order rejected", **ids, reason=order.status_reason)

@@ -1,0 +1,68 @@
+"""broker.v1.OrderService over gRPC: translates each call for the order desk and the answer back."""
+
+from __future__ import annotations
+
+from grpc import aio
+
+from brokerage.proto import orders_pb2, orders_pb2_grpc
+from brokerage.storage.orders import OrderStore
+from brokerage.telemetry import log_context
+from order_service import translate
+from order_service.desk import OrderDesk
+
+
+class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
+    def __init__(self, desk: OrderDesk, store: OrderStore) -> None:
+        self._desk = desk
+        self._store = store
+
+    async def PlaceOrder(self, request: orders_pb2.PlaceOrderRequest, context: aio.ServicerContext) -> orders_pb2.Order:
+        with log_context(customer_id=request.customer_id, client_order_id=request.client_order_id):
+            placement = await self._desk.place(translate.order_request(request))
+        return translate.order(placement.order)
+
+    async def GetOrder(self, request: orders_pb2.GetOrderRequest, context: aio.ServicerContext) -> orders_pb2.Order:
+        customer_id = translate.required_id("customer_id", request.customer_id)
+        order_id = translate.required_id("order_id", request.order_id)
+        return translate.order(await self._desk.get(customer_id, order_id))
+
+    async def CancelOrder(
+        self, request: orders_pb2.CancelOrderRequest, context: aio.ServicerContext
+    ) -> orders_pb2.Order:
+        customer_id = translate.required_id("customer_id", request.customer_id)
+        order_id = translate.required_id("order_id", request.order_id)
+        with log_context(customer_id=customer_id, order_id=order_id):
+            return translate.order(await self._desk.cancel(customer_id, order_id))
+
+    async def ListOrders(
+        self, request: orders_pb2.ListOrdersRequest, context: aio.ServicerContext
+    ) -> orders_pb2.ListOrdersResponse:
+        customer_id = translate.required_id("customer_id", request.customer_id)
+        limit = translate.page_size(request.page_size)
+        await self._store.account(customer_id)  # an unknown customer is NOT_FOUND, not an empty list
+        orders = await self._store.list_orders(
+            customer_id,
+            side=translate.side_filter(request.side),
+            status=translate.status_filter(request.status),
+            before_sequence=translate.decode_page_token(request.page_token),
+            limit=limit + 1,  # one more tells whether another page exists
+        )
+        page = orders[:limit]
+        next_token = translate.encode_page_token(page[-1].sequence) if len(orders) > limit else ""
+        return orders_pb2.ListOrdersResponse(orders=[translate.order(o) for o in page], next_page_token=next_token)
+
+    async def GetAccount(
+        self, request: orders_pb2.GetAccountRequest, context: aio.ServicerContext
+    ) -> orders_pb2.Account:
+        customer_id = translate.required_id("customer_id", request.customer_id)
+        return translate.account(await self._store.account(customer_id))
+
+    async def ListPositions(
+        self, request: orders_pb2.ListPositionsRequest, context: aio.ServicerContext
+    ) -> orders_pb2.ListPositionsResponse:
+        customer_id = translate.required_id("customer_id", request.customer_id)
+        positions = await self._store.positions(customer_id)
+        return orders_pb2.ListPositionsResponse(positions=[translate.position(p) for p in positions])
+
+    # WatchOrders arrives with settlement (the settlement issue); until then the generated base answers
+    # UNIMPLEMENTED.

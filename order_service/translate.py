@@ -1,0 +1,123 @@
+"""Protobuf to domain and back: the only module of the service that knows both."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, TypeVar
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from brokerage.domain.errors import FieldViolation, InvalidRequest
+from brokerage.domain.money import format_decimal
+from brokerage.domain.orders import Account, Order, OrderRequest, OrderStatus, Position, Side
+from brokerage.proto import common_pb2, orders_pb2
+
+SIDE_TO_PROTO = {Side.BUY: common_pb2.SIDE_BUY, Side.SELL: common_pb2.SIDE_SELL}
+SIDE_FROM_PROTO = {v: k for k, v in SIDE_TO_PROTO.items()}
+STATUS_TO_PROTO: dict[OrderStatus, Any] = {
+    status: common_pb2.OrderStatus.Value(f"ORDER_STATUS_{status.value}") for status in OrderStatus
+}
+STATUS_FROM_PROTO = {v: k for k, v in STATUS_TO_PROTO.items()}
+
+T = TypeVar("T")
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+
+
+def order_request(request: orders_pb2.PlaceOrderRequest) -> OrderRequest:
+    return OrderRequest(
+        customer_id=request.customer_id,
+        client_order_id=request.client_order_id,
+        symbol=request.symbol.strip().upper(),
+        side=SIDE_FROM_PROTO.get(request.side),
+        quantity=request.quantity,
+    )
+
+
+def order(o: Order) -> orders_pb2.Order:
+    return orders_pb2.Order(
+        order_id=o.order_id,
+        client_order_id=o.client_order_id,
+        customer_id=o.customer_id,
+        symbol=o.symbol,
+        side=SIDE_TO_PROTO[o.side],
+        quantity=o.quantity,
+        status=STATUS_TO_PROTO[o.status],
+        status_reason=o.status_reason,
+        filled_quantity=o.filled_quantity,
+        average_fill_price=format_decimal(o.average_fill_price),
+        created_at=timestamp(o.created_at),
+        updated_at=timestamp(o.updated_at),
+        sequence=o.sequence,
+        protection_price=format_decimal(o.protection_price),
+        reserved_amount=format_decimal(o.reserved_cash) if o.side is Side.BUY else str(o.reserved_shares),
+        cancel_requested=o.cancel_requested,
+    )
+
+
+def account(a: Account) -> orders_pb2.Account:
+    return orders_pb2.Account(
+        customer_id=a.customer_id,
+        available=format_decimal(a.available),
+        reserved=format_decimal(a.reserved),
+        updated_at=timestamp(a.updated_at),
+    )
+
+
+def position(p: Position) -> orders_pb2.Position:
+    return orders_pb2.Position(
+        symbol=p.symbol, quantity=p.quantity, reserved=p.reserved, average_cost=format_decimal(p.average_cost)
+    )
+
+
+def timestamp(moment: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
+def side_filter(side: int) -> Side | None:
+    return None if side == common_pb2.SIDE_UNSPECIFIED else _known(SIDE_FROM_PROTO, side, "side")
+
+
+def status_filter(status: int) -> OrderStatus | None:
+    return None if status == common_pb2.ORDER_STATUS_UNSPECIFIED else _known(STATUS_FROM_PROTO, status, "status")
+
+
+def page_size(requested: int) -> int:
+    """0 means the default; above the maximum is coerced down to it (AIP-158)."""
+    if requested < 0:
+        raise InvalidRequest([FieldViolation("page_size", "must not be negative")])
+    return min(requested or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+
+
+def encode_page_token(last_sequence: int) -> str:
+    return base64.urlsafe_b64encode(f"v1:{last_sequence}".encode()).decode()
+
+
+def decode_page_token(token: str) -> int | None:
+    """The sequence the next page starts below; None for the first page."""
+    if not token:
+        return None
+    try:
+        version, _, sequence = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
+        if version == "v1" and sequence.isdigit():
+            return int(sequence)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        pass
+    raise InvalidRequest([FieldViolation("page_token", "not a token this service issued")])
+
+
+def required_id(field: str, value: str) -> str:
+    if not value:
+        raise InvalidRequest([FieldViolation(field, "must not be empty")])
+    return value
+
+
+def _known(mapping: Mapping[Any, T], value: int, field: str) -> T:
+    if value not in mapping:
+        raise InvalidRequest([FieldViolation(field, f"unknown value {value}")])
+    return mapping[value]
