@@ -40,7 +40,7 @@ def log_context(**ids: Any) -> Iterator[None]:
         yield
 
 
-def serve_metrics(port: int, host: str = "0.0.0.0") -> int:  # noqa: S104 - scraped from outside the pod
+def serve_metrics(port: int, host: str = "0.0.0.0") -> int:
     """Starts the Prometheus /metrics endpoint on a thread; returns the port it listens on."""
     server, _thread = start_http_server(port, addr=host)
     return int(server.server_port)

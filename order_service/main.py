@@ -91,7 +91,11 @@ async def start(settings: Settings) -> OrderServiceApp:
 
 
 async def serve(settings: Settings) -> int:
-    app = await start(settings)
+    try:
+        app = await start(settings)
+    except Exception as error:
+        log.critical("order service failed to start", error=repr(error))
+        return 1
     try:
         return await serve_until_signalled(
             app.running,
@@ -107,9 +111,4 @@ def main() -> None:
     settings = Settings()
     configure_logging(settings.log_level)
     serve_metrics(settings.metrics_port)
-    try:
-        code = asyncio.run(serve(settings))
-    except Exception as error:
-        log.critical("order service failed to start", error=repr(error))
-        code = 1
-    sys.exit(code)
+    sys.exit(asyncio.run(serve(settings)))

@@ -43,7 +43,6 @@ class NyseRegularSession:
             return bool(self._calendar.is_open_on_minute(timestamp))
 
 
-
 def _quiet_pandas() -> warnings.catch_warnings:  # type: ignore[type-arg]
     """exchange_calendars trips pandas deprecation warnings that say nothing about our use of it."""
     return warnings.catch_warnings(action="ignore")

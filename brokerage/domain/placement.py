@@ -107,9 +107,7 @@ class PlacementPolicy:
             limit = round_up_to_tick(quote.price * (1 + self.price_collar), instrument.tick_size)
             return Reservation(protection_price=limit, cash=limit * request.quantity, shares=0)
         limit = round_down_to_tick(quote.price * (1 - self.price_collar), instrument.tick_size)
-        return Reservation(
-            protection_price=max(limit, instrument.tick_size), cash=Decimal(0), shares=request.quantity
-        )
+        return Reservation(protection_price=max(limit, instrument.tick_size), cash=Decimal(0), shares=request.quantity)
 
 
 def insufficient_holdings(side: Side) -> RejectCode:

@@ -53,9 +53,14 @@ class JetStreamLink:
             return self._js
 
     async def close(self) -> None:
-        if self._client is not None:
-            await self._client.drain()
-        self._client = self._js = None
+        """Drains pending acknowledgements when connected; otherwise just closes."""
+        client, self._client, self._js = self._client, None, None
+        if client is None:
+            return
+        try:
+            await (client.drain() if client.is_connected else client.close())
+        except Exception as error:  # shutting down: nothing is left to save
+            log.warning("nats close failed", error=repr(error))
 
 
 async def _log_error(error: Exception) -> None:

