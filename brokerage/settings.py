@@ -5,10 +5,12 @@ A bad or missing value stops the process before it serves anything.
 
 from __future__ import annotations
 
+import json
+import sys
 from decimal import Decimal
 from enum import StrEnum
 
-from pydantic import Field, PostgresDsn, field_validator
+from pydantic import Field, PostgresDsn, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -37,6 +39,7 @@ class Settings(BaseSettings):
     # On SIGTERM: readiness goes NOT_SERVING, we wait this long for load balancers to notice, then drain.
     shutdown_readiness_delay_seconds: float = Field(default=5.0, ge=0)
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
+    readiness_interval_seconds: float = Field(default=2.0, gt=0)
 
     price_collar: Decimal = Field(default=Decimal("0.05"), gt=0, lt=1)
     max_order_quantity: int = Field(default=1_000_000, ge=1)
@@ -61,3 +64,16 @@ class Settings(BaseSettings):
     @property
     def dsn(self) -> str:
         return str(self.database_url)
+
+
+def load_settings() -> Settings:
+    """The settings from the environment, or a clear message and exit status 2 before anything starts."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        problems = [
+            {"setting": "BROKER_" + "_".join(str(p) for p in e["loc"]).upper(), "problem": e["msg"]}
+            for e in error.errors()
+        ]
+        print(json.dumps({"level": "critical", "event": "invalid settings", "problems": problems}), file=sys.stderr)
+        sys.exit(2)

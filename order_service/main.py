@@ -18,7 +18,7 @@ from brokerage.messaging.relay import OutboxRelay
 from brokerage.messaging.streams import ensure_orders_stream
 from brokerage.proto import orders_pb2_grpc
 from brokerage.rpc.server import RunningServer, Service, create_server, serve_until_signalled
-from brokerage.settings import MarketHours, Settings
+from brokerage.settings import MarketHours, Settings, load_settings
 from brokerage.storage.orders import OrderStore
 from brokerage.storage.outbox import Outbox
 from brokerage.storage.pool import open_pool
@@ -47,7 +47,7 @@ class OrderServiceApp:
         return [
             self.relay.run(),
             self.reference.keep_fresh(),
-            self.running.health.follow([self.ping_database]),
+            self.running.health.follow([self.ping_database], interval=self.settings.readiness_interval_seconds),
         ]
 
     async def ping_database(self) -> None:
@@ -108,7 +108,7 @@ async def serve(settings: Settings) -> int:
 
 
 def main() -> None:
-    settings = Settings()
+    settings = load_settings()
     configure_logging(settings.log_level)
     serve_metrics(settings.metrics_port)
     sys.exit(asyncio.run(serve(settings)))

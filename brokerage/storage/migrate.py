@@ -7,7 +7,7 @@ from pathlib import Path
 
 from yoyo import get_backend, read_migrations
 
-from brokerage.settings import Settings
+from brokerage.settings import load_settings
 from brokerage.telemetry import configure_logging, get_logger
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -34,7 +34,7 @@ def apply(database_url: str) -> int:
 
 
 def main() -> None:
-    settings = Settings()
+    settings = load_settings()
     configure_logging(settings.log_level)
     logging.getLogger("yoyo").setLevel(logging.WARNING)  # one JSON line below says what was applied
     applied = apply(settings.dsn)

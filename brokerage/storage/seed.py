@@ -11,7 +11,7 @@ from decimal import Decimal
 
 import psycopg
 
-from brokerage.settings import Settings
+from brokerage.settings import load_settings
 from brokerage.telemetry import configure_logging, get_logger
 
 log = get_logger(__name__)
@@ -72,7 +72,7 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=1000, help="fund customers 1..N")
     parser.add_argument("--amount", type=Decimal, default=DEFAULT_FUNDING, help="cash per new customer")
     args = parser.parse_args()
-    settings = Settings()
+    settings = load_settings()
     configure_logging(settings.log_level)
     funded = seed(settings.dsn, args.customers, args.amount)
     log.info("demo data seeded", instruments=len(INSTRUMENTS), customers_funded=funded)

@@ -1,0 +1,95 @@
+"""OrderService as a real process (`python -m order_service`), as make run and Kubernetes start it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from brokerage.storage.seed import seed
+from devtools.stack import PostgresCluster, free_port, spawn, stop_processes, wait_until
+
+GRPCURL = str(Path(sys.prefix) / "bin" / "grpcurl")
+
+
+@dataclass
+class ServiceProcess:
+    process: subprocess.Popen[bytes]
+    port: int
+    metrics_port: int
+    log_path: Path
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def health(self, service: str = "") -> str:
+        with grpc.insecure_channel(self.target) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            response = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=2)
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+
+    def logs(self) -> list[dict[str, object]]:
+        lines = self.log_path.read_text().splitlines()
+        return [json.loads(line) for line in lines if line.startswith("{")]
+
+
+def start_order_service(database_url: str, nats_url: str, log_path: Path, **env: str) -> ServiceProcess:
+    port, metrics_port = free_port(), free_port()
+    environment = {
+        **os.environ,
+        "BROKER_DATABASE_URL": database_url,
+        "BROKER_NATS_URL": nats_url,
+        "BROKER_GRPC_PORT": str(port),
+        "BROKER_METRICS_PORT": str(metrics_port),
+        "BROKER_QUOTE_MAX_AGE_SECONDS": "86400",
+        "BROKER_SHUTDOWN_READINESS_DELAY_SECONDS": "0",
+        "BROKER_READINESS_INTERVAL_SECONDS": "0.25",
+        **env,
+    }
+    with log_path.open("ab") as log:
+        process = spawn([sys.executable, "-m", "order_service"], env=environment, stdout=log, stderr=subprocess.STDOUT)
+    return ServiceProcess(process, port, metrics_port, log_path)
+
+
+def wait_serving(service: ServiceProcess, health_name: str = "readiness", timeout: float = 20) -> None:
+    def serving() -> bool:
+        if service.process.poll() is not None:
+            raise RuntimeError(f"order service exited: {service.log_path.read_text()[-2000:]}")
+        try:
+            return service.health(health_name) == "SERVING"
+        except grpc.RpcError:
+            return False
+
+    wait_until(serving, timeout, f"order service {health_name} SERVING")
+
+
+@pytest.fixture
+def e2e_database(postgres_cluster: PostgresCluster, database_url: str) -> str:
+    seed(database_url, 100)
+    return database_url
+
+
+@pytest.fixture
+def order_service(e2e_database: str, fresh_nats: str, tmp_path: Path) -> Iterator[ServiceProcess]:
+    service = start_order_service(e2e_database, fresh_nats, tmp_path / "order-service.log")
+    try:
+        wait_serving(service)
+        yield service
+    finally:
+        stop_processes([service.process], timeout=10)
+
+
+def grpcurl(target: str, *args: str, data: dict[str, object] | None = None) -> subprocess.CompletedProcess[str]:
+    command = [GRPCURL, "-plaintext", "-max-time", "10"]
+    if data is not None:
+        command += ["-d", json.dumps(data)]
+    return subprocess.run([*command, target, *args], capture_output=True, text=True, timeout=30, check=False)
