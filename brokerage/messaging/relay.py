@@ -81,7 +81,7 @@ class OutboxRelay:
             if not batch.messages:
                 return 0
             acks = [await self._publish(js, message) for message in batch.messages]
-            await asyncio.wait_for(asyncio.gather(*acks), self._publish_timeout)
+            await self._await_acks(acks)
             await batch.mark_published()
         PUBLISHED.inc(len(batch.messages))
         BATCH_SIZE.observe(len(batch.messages))
@@ -90,6 +90,18 @@ class OutboxRelay:
     @staticmethod
     async def _publish(js: JetStreamContext, message: OutboxMessage) -> asyncio.Future[PubAck]:
         return await js.publish_async(message.subject, message.payload, headers={"Nats-Msg-Id": message.dedupe_id})
+
+    async def _await_acks(self, acks: list[asyncio.Future[PubAck]]) -> None:
+        """Waits for every acknowledgement (in order) or fails the batch; whatever is still outstanding is
+        cancelled, which also frees the client's in-flight slots (an ack lost in a disconnect never comes)."""
+        try:
+            async with asyncio.timeout(self._publish_timeout):
+                for ack in acks:
+                    await ack
+        finally:
+            for ack in acks:
+                if not ack.cancel() and not ack.cancelled():
+                    ack.exception()  # retrieved: a failure after the first one is already being handled
 
     async def _wait_for_work(self) -> None:
         try:

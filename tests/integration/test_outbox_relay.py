@@ -137,3 +137,31 @@ def shard(customer_id: str) -> int:
     from brokerage.domain.sharding import shard_for
 
     return shard_for(customer_id, 16)
+
+
+async def test_a_relay_that_dies_between_the_ack_and_its_commit_publishes_nothing_twice(
+    app: OrderServiceApp,
+    stub: orders_pb2_grpc.OrderServiceStub,
+    db: psycopg.Connection,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from brokerage.storage.outbox import OutboxBatch
+
+    mark_published = OutboxBatch.mark_published
+    crashes = 0
+
+    async def crash_once(batch: OutboxBatch) -> None:
+        nonlocal crashes
+        if crashes == 0:
+            crashes += 1
+            raise ConnectionError("relay lost its database connection after JetStream acknowledged")
+        await mark_published(batch)
+
+    monkeypatch.setattr(OutboxBatch, "mark_published", crash_once)
+    orders = [await stub.PlaceOrder(place(customer=str(c), key="k"), timeout=5) for c in range(1, 6)]
+    await wait_until_published(db)
+
+    assert crashes == 1
+    ids = [message_id for message_id, _ in await stream_messages(settings.nats_url)]
+    assert sorted(ids) == sorted(o.order_id for o in orders)  # the republished batch was deduplicated
