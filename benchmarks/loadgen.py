@@ -1,0 +1,155 @@
+"""The load generator process: a fixed number of PlaceOrder (or echo) calls in flight over one grpc.aio channel.
+
+`python -m benchmarks.loadgen --kind place --target 127.0.0.1:N --concurrency 32 --measure-from T0 --measure-until T1`
+calls from start-up (the warm-up) until T1 (time.monotonic(), shared by every process on Linux), then lets the calls
+in flight finish and prints one JSON object on stdout: the outcome of every call, and the latency of each call that
+completed inside [T0, T1). Each request buys 1 share of a random symbol for a random customer "1".."N" with a
+client_order_id unique to this process; the echo kind sends the same serialized request to the echo server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from grpc import aio
+
+from benchmarks.echo_server import METHOD as ECHO_METHOD
+from brokerage.proto import common_pb2, orders_pb2
+
+PLACE_METHOD = "/broker.v1.OrderService/PlaceOrder"
+SYMBOLS = ("AAPL", "MSFT", "GOOGL", "AMZN", "TSLA")
+PLACED = common_pb2.OrderStatus.Name(common_pb2.ORDER_STATUS_PLACED)
+ECHOED = "ECHOED"
+READY_TIMEOUT_SECONDS = 10.0
+
+
+@dataclass
+class Tally:
+    """Outcomes of all calls; latencies (ms) and outcomes of the calls that completed inside the window."""
+
+    window_start: float
+    window_end: float
+    outcomes_all: Counter[str] = field(default_factory=Counter)
+    outcomes_window: Counter[str] = field(default_factory=Counter)
+    latencies_ms: list[float] = field(default_factory=list)
+    first_call_at: float | None = None  # when the first call started: after window_start, the warm-up was short
+
+    def record(self, started: float, ended: float, outcome: str) -> None:
+        if self.first_call_at is None or started < self.first_call_at:
+            self.first_call_at = started
+        self.outcomes_all[outcome] += 1
+        if self.window_start <= ended < self.window_end:
+            self.outcomes_window[outcome] += 1
+            self.latencies_ms.append((ended - started) * 1000.0)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "outcomes_all": dict(self.outcomes_all),
+            "outcomes_window": dict(self.outcomes_window),
+            "latencies_ms": [round(x, 4) for x in self.latencies_ms],
+            "first_call_at": self.first_call_at if self.first_call_at is not None else self.window_end,
+        }
+
+
+class Requests:
+    """Buy orders of 1 share: random customer and symbol, client_order_id unique across processes and runs."""
+
+    def __init__(self, customers: int, seed: int | None) -> None:
+        self._customers = customers
+        self._random = random.Random(seed)
+        self._prefix = f"bench-{uuid.uuid4().hex[:12]}"
+        self._count = 0
+
+    def next(self) -> orders_pb2.PlaceOrderRequest:
+        self._count += 1
+        return orders_pb2.PlaceOrderRequest(
+            customer_id=str(self._random.randint(1, self._customers)),
+            client_order_id=f"{self._prefix}-{self._count}",
+            symbol=self._random.choice(SYMBOLS),
+            side=common_pb2.SIDE_BUY,
+            quantity=1,
+        )
+
+
+def place_outcome(request: orders_pb2.PlaceOrderRequest, response: orders_pb2.Order) -> str:
+    """The order's status name: ORDER_STATUS_PLACED is the only success."""
+    return common_pb2.OrderStatus.Name(response.status)
+
+
+def echo_outcome(request: orders_pb2.PlaceOrderRequest, response: orders_pb2.PlaceOrderRequest) -> str:
+    """ECHOED when the request came back intact."""
+    return ECHOED if response == request else "ECHO_MISMATCH"
+
+
+def callable_for(channel: aio.Channel, kind: str) -> tuple[aio.UnaryUnaryMultiCallable, Callable[..., str]]:
+    """The multicallable and the outcome function of a kind: both serialize a PlaceOrderRequest."""
+    serialize = orders_pb2.PlaceOrderRequest.SerializeToString
+    if kind == "place":
+        call = channel.unary_unary(PLACE_METHOD, serialize, orders_pb2.Order.FromString)
+        return call, place_outcome
+    call = channel.unary_unary(ECHO_METHOD, serialize, orders_pb2.PlaceOrderRequest.FromString)
+    return call, echo_outcome
+
+
+async def caller(
+    call: aio.UnaryUnaryMultiCallable,
+    outcome_of: Callable[..., str],
+    requests: Requests,
+    tally: Tally,
+    deadline: float,
+) -> None:
+    """One in-flight slot: calls back to back until the window ends; every call has a deadline."""
+    while time.monotonic() < tally.window_end:
+        request = requests.next()
+        started = time.monotonic()
+        try:
+            outcome = outcome_of(request, await call(request, timeout=deadline))
+        except aio.AioRpcError as error:
+            outcome = error.code().name
+        tally.record(started, time.monotonic(), outcome)
+
+
+async def run(args: argparse.Namespace) -> Tally:
+    """Opens the channel, waits until it is ready, and drives `concurrency` callers until the window ends."""
+    tally = Tally(args.measure_from, args.measure_until)
+    requests = Requests(args.customers, args.seed)
+    async with aio.insecure_channel(args.target) as channel:
+        await asyncio.wait_for(channel.channel_ready(), READY_TIMEOUT_SECONDS)
+        call, outcome_of = callable_for(channel, args.kind)
+        callers = (caller(call, outcome_of, requests, tally, args.deadline) for _ in range(args.concurrency))
+        await asyncio.gather(*callers)
+    return tally
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--kind", choices=("place", "echo"), required=True)
+    parser.add_argument("--target", required=True, help="host:port")
+    parser.add_argument("--concurrency", type=int, required=True, help="calls in flight in this process")
+    parser.add_argument("--measure-from", type=float, required=True, help="time.monotonic() the window opens")
+    parser.add_argument("--measure-until", type=float, required=True, help="time.monotonic() the load stops")
+    parser.add_argument("--deadline", type=float, default=5.0, help="per-call deadline, seconds")
+    parser.add_argument("--customers", type=int, default=1_000_000, help="customers are '1'..N")
+    parser.add_argument("--seed", type=int, default=None, help="random seed of customers and symbols")
+    return parser.parse_args(argv)
+
+
+def main() -> None:
+    args = parse_args()
+    tally = asyncio.run(run(args))
+    json.dump(tally.as_json(), sys.stdout)
+    sys.stdout.write("\n")
+
+
+if __name__ == "__main__":
+    main()
