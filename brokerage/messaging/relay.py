@@ -104,8 +104,11 @@ class OutboxRelay:
                     ack.exception()  # retrieved: a failure after the first one is already being handled
 
     async def _wait_for_work(self) -> None:
+        # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation that arrives as the
+        # event fires, and the relay would then never stop.
         try:
-            await asyncio.wait_for(self._wakeup.wait(), self._poll_seconds)
+            async with asyncio.timeout(self._poll_seconds):
+                await self._wakeup.wait()
         except TimeoutError:
             pass
         self._wakeup.clear()
