@@ -83,7 +83,9 @@ async def start(settings: Settings) -> OrderServiceApp:
         quote_max_age=timedelta(seconds=settings.quote_max_age_seconds),
         clock=market_clock(settings),
     )
-    store = OrderStore(pool)
+    store = OrderStore(
+        pool, placement_batch=settings.placement_batch_max, placement_flushers=settings.placement_flushers
+    )
     desk = OrderDesk(store, reference, policy, settings.shard_count, on_placed=relay.wake)
     service = Service(SERVICE_NAME, OrderServicer(desk, store), orders_pb2_grpc.add_OrderServiceServicer_to_server)
     running = await create_server(f"{settings.grpc_host}:{settings.grpc_port}", [service])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -11,12 +11,12 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from brokerage.domain.errors import Unavailable, UnknownCustomer
+from brokerage.domain.errors import DomainError, Unavailable, UnknownCustomer
 from brokerage.domain.orders import Account, Order, OrderStatus, Position, Side
+from brokerage.storage.batching import MicroBatcher
 from brokerage.storage.queries import query
 
 T = TypeVar("T")
-UNKNOWN_CUSTOMER = "BR001"
 # Safe to run again whole: every write here is idempotent (placement by its key, cancel by its guard).
 _RETRYABLE = (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected, psycopg.OperationalError)
 _ATTEMPTS = 3
@@ -40,27 +40,34 @@ class NewOrder:
 
 
 class OrderStore:
-    def __init__(self, pool: AsyncConnectionPool) -> None:
+    def __init__(self, pool: AsyncConnectionPool, *, placement_batch: int = 64, placement_flushers: int = 4) -> None:
         self._pool = pool
+        self._placements: MicroBatcher[NewOrder, Order] = MicroBatcher(
+            self._place_batch, max_batch=placement_batch, max_in_flight=placement_flushers
+        )
 
     async def place(self, new: NewOrder) -> Order:
-        """Inserts and reserves in one transaction; returns the stored order, which for a retried
-        client_order_id is the first one (possibly for other fields: the caller compares)."""
-        params = {
-            "order_id": new.order_id,
-            "customer_id": new.customer_id,
-            "client_order_id": new.client_order_id,
-            "symbol": new.symbol,
-            "side": new.side.value,
-            "quantity": new.quantity,
-            "protection_price": new.protection_price,
-            "reserve_cash": new.reserve_cash,
-            "reject_reason": new.reject_reason,
-            "subject": new.subject,
-            "payload": new.payload,
-        }
-        rows = await self._fetch("place_order", params)
-        return order_from_row(rows[0])
+        """Inserts and reserves in one transaction (shared with placements arriving at the same moment);
+        returns the stored order, which for a retried client_order_id is the first one (possibly for other
+        fields: the caller compares). Raises UnknownCustomer."""
+        return await self._placements.submit(new)
+
+    async def _place_batch(self, batch: Sequence[NewOrder]) -> list[Order | BaseException]:
+        by_customer = sorted(range(len(batch)), key=lambda i: batch[i].customer_id)  # stable: FIFO per customer
+        try:
+            rows = await self._fetch("place_orders", _placement_arrays([batch[i] for i in by_customer]))
+        except DomainError:
+            raise  # the database is unavailable: every caller hears it
+        except psycopg.Error:
+            if len(batch) == 1:
+                raise
+            # One order the database refuses must not fail the others: place each alone.
+            return [await _outcome(self._place_batch([new])) for new in batch]
+        results: list[Order | BaseException] = [UnknownCustomer(new.customer_id) for new in batch]
+        for i, row in zip(by_customer, rows, strict=True):
+            if row["order_id"] is not None:
+                results[i] = order_from_row(row)
+        return results
 
     async def cancel_placed(self, customer_id: str, order_id: str) -> Order | None:
         """Cancels the order if no worker has claimed it; returns it as it now stands, None if unknown."""
@@ -112,8 +119,6 @@ class OrderStore:
         try:
             return await with_retries(run)
         except psycopg.Error as error:
-            if error.sqlstate == UNKNOWN_CUSTOMER:
-                raise UnknownCustomer(params["customer_id"]) from error
             if isinstance(error, psycopg.OperationalError):
                 raise Unavailable(f"database unavailable: {error.__class__.__name__}") from error
             raise
@@ -133,6 +138,30 @@ async def with_retries(operation: Callable[[], Awaitable[T]]) -> T:
             if attempt == _ATTEMPTS or isinstance(error, psycopg.errors.QueryCanceled):
                 raise
     raise AssertionError("unreachable")
+
+
+def _placement_arrays(batch: Sequence[NewOrder]) -> dict[str, list[Any]]:
+    """The batch as one array per column, the shape place_orders() takes."""
+    return {
+        "order_id": [n.order_id for n in batch],
+        "customer_id": [n.customer_id for n in batch],
+        "client_order_id": [n.client_order_id for n in batch],
+        "symbol": [n.symbol for n in batch],
+        "side": [n.side.value for n in batch],
+        "quantity": [n.quantity for n in batch],
+        "protection_price": [n.protection_price for n in batch],
+        "reserve_cash": [n.reserve_cash for n in batch],
+        "reject_reason": [n.reject_reason for n in batch],
+        "subject": [n.subject for n in batch],
+        "payload": [n.payload for n in batch],
+    }
+
+
+async def _outcome(single: Awaitable[list[Order | BaseException]]) -> Order | BaseException:
+    try:
+        return (await single)[0]
+    except Exception as error:
+        return error
 
 
 def order_from_row(row: dict[str, Any]) -> Order:

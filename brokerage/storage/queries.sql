@@ -1,9 +1,13 @@
 -- Named queries: each starts with a "-- name:" line and runs to the next one. Parameters are psycopg's.
 
--- name: place_order
-SELECT * FROM place_order(%(order_id)s, %(customer_id)s, %(client_order_id)s, %(symbol)s, %(side)s,
-                          %(quantity)s, %(protection_price)s, %(reserve_cash)s, %(reject_reason)s,
-                          %(subject)s, %(payload)s);
+-- name: place_orders
+-- One row per order, in the order given (a row of nulls: unknown customer).
+SELECT * FROM place_orders(%(order_id)s::text[], %(customer_id)s::text[], %(client_order_id)s::text[],
+                           %(symbol)s::text[], %(side)s::text[], %(quantity)s::bigint[],
+                           %(protection_price)s::numeric[], %(reserve_cash)s::numeric[], %(reject_reason)s::text[],
+                           %(subject)s::text[], %(payload)s::bytea[])
+       WITH ORDINALITY
+ ORDER BY ordinality;
 
 -- name: cancel_placed_order
 SELECT * FROM cancel_placed_order(%(customer_id)s, %(order_id)s);

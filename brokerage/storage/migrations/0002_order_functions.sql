@@ -2,9 +2,6 @@
 -- window in which a lost connection leaves half a change. Every per-customer transaction locks the
 -- customer's balances row first, so a customer's changes are serialised and never deadlock each other.
 
--- Custom SQLSTATEs the storage adapter turns into domain errors.
---   BR001 unknown customer
-
 -- Money in messages people read: at least two decimals, no trailing zeros beyond them (as Python's
 -- brokerage.domain.money.format_decimal).
 CREATE FUNCTION format_money(p_amount numeric) RETURNS text
@@ -25,7 +22,7 @@ CREATE FUNCTION place_order(
     p_reject_reason text,     -- decided before the transaction (halted, no quote, ...); null to try to reserve
     p_subject text,           -- where the relay publishes the order
     p_payload bytea
-) RETURNS orders
+) RETURNS orders  -- null for an unknown customer
 LANGUAGE plpgsql AS $$
 DECLARE
     v_balance balances;
@@ -37,7 +34,7 @@ BEGIN
     -- Rule 3: the row lock orders the customer's placements; the sequence is taken under it.
     SELECT * INTO v_balance FROM balances WHERE customer_id = p_customer_id FOR UPDATE;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'unknown customer %', p_customer_id USING ERRCODE = 'BR001';
+        RETURN NULL;
     END IF;
 
     -- Rule 2: a retry (also one that waited on the lock above) returns the first order and reserves nothing.
@@ -104,6 +101,35 @@ BEGIN
         INSERT INTO outbox (dedupe_id, subject, payload) VALUES (p_order_id, p_subject, p_payload);
     END IF;
     RETURN v_order;
+END;
+$$;
+
+-- Group commit: several placements in one transaction, one round trip and one WAL flush, in the order given.
+-- Callers sort a batch by customer, so concurrent batches lock customers in one order and cannot deadlock.
+-- Returns one row per order, in order; a row of nulls for an unknown customer.
+CREATE FUNCTION place_orders(
+    p_order_ids text[],
+    p_customer_ids text[],
+    p_client_order_ids text[],
+    p_symbols text[],
+    p_sides text[],
+    p_quantities bigint[],
+    p_protection_prices numeric[],
+    p_reserve_cash numeric[],
+    p_reject_reasons text[],
+    p_subjects text[],
+    p_payloads bytea[]
+) RETURNS SETOF orders
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_order orders;
+BEGIN
+    FOR i IN 1 .. cardinality(p_order_ids) LOOP
+        v_order := place_order(p_order_ids[i], p_customer_ids[i], p_client_order_ids[i], p_symbols[i], p_sides[i],
+                               p_quantities[i], p_protection_prices[i], p_reserve_cash[i], p_reject_reasons[i],
+                               p_subjects[i], p_payloads[i]);
+        RETURN NEXT v_order;
+    END LOOP;
 END;
 $$;
 

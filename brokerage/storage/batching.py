@@ -1,0 +1,56 @@
+"""Group commit for a hot write: calls that arrive while earlier ones are in the database share one
+transaction, one round trip and one WAL flush.
+
+No timer: a lone call goes out at once. Only when `max_in_flight` batches are already in the database do
+new calls queue, and the next free flusher takes up to `max_batch` of them together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+# Runs one batch and returns, per item and in order, its result or the exception that item alone met.
+RunBatch = Callable[[Sequence[Item]], Awaitable[Sequence[Result | BaseException]]]
+
+
+class MicroBatcher(Generic[Item, Result]):
+    def __init__(self, run_batch: RunBatch[Item, Result], *, max_batch: int, max_in_flight: int) -> None:
+        self._run_batch = run_batch
+        self._max_batch = max_batch
+        self._max_in_flight = max_in_flight
+        self._queue: list[tuple[Item, asyncio.Future[Result]]] = []
+        self._flushers = 0
+
+    async def submit(self, item: Item) -> Result:
+        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        self._queue.append((item, future))
+        if self._flushers < self._max_in_flight:
+            self._flushers += 1
+            asyncio.create_task(self._flush())  # noqa: RUF006 - it ends by itself once the queue is empty
+        return await future
+
+    async def _flush(self) -> None:
+        try:
+            while self._queue:
+                batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
+                await self._settle(batch)
+        finally:
+            self._flushers -= 1
+
+    async def _settle(self, batch: list[tuple[Item, asyncio.Future[Result]]]) -> None:
+        try:
+            results: Sequence[Result | BaseException] = await self._run_batch([item for item, _ in batch])
+        except Exception as error:  # the whole batch failed: every caller hears why
+            results = [error] * len(batch)
+        for (_, future), result in zip(batch, results, strict=True):
+            if future.done():  # the caller gave up (cancelled); the work is done regardless
+                continue
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)

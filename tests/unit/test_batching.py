@@ -1,0 +1,89 @@
+"""The group-commit batcher, with a fake batch runner: no I/O."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import pytest
+
+from brokerage.storage.batching import MicroBatcher
+
+
+class Recorder:
+    def __init__(self, delay: float = 0.01) -> None:
+        self.batches: list[list[int]] = []
+        self.delay = delay
+
+    async def run(self, items: Sequence[int]) -> list[int | BaseException]:
+        self.batches.append(list(items))
+        await asyncio.sleep(self.delay)
+        return [ValueError(f"odd {i}") if i % 2 else i * 10 for i in items]
+
+
+async def test_a_lone_call_goes_out_at_once_alone() -> None:
+    recorder = Recorder()
+    batcher = MicroBatcher(recorder.run, max_batch=10, max_in_flight=2)
+
+    assert await batcher.submit(4) == 40
+    assert recorder.batches == [[4]]
+
+
+async def test_calls_that_arrive_while_the_flushers_are_busy_share_a_batch_in_arrival_order() -> None:
+    recorder = Recorder()
+    batcher = MicroBatcher(recorder.run, max_batch=3, max_in_flight=1)
+
+    results = await asyncio.gather(*(batcher.submit(i) for i in (0, 2, 4, 6, 8)), return_exceptions=True)
+
+    assert results == [0, 20, 40, 60, 80]
+    assert recorder.batches == [[0, 2, 4], [6, 8]]  # calls of the same moment share the first batch
+
+
+async def test_each_caller_gets_its_own_outcome() -> None:
+    batcher = MicroBatcher(Recorder().run, max_batch=10, max_in_flight=1)
+
+    results = await asyncio.gather(*(batcher.submit(i) for i in range(4)), return_exceptions=True)
+
+    assert results[0] == 0 and results[2] == 20
+    assert isinstance(results[1], ValueError) and isinstance(results[3], ValueError)
+
+
+async def test_a_batch_that_fails_whole_fails_each_of_its_callers() -> None:
+    async def broken(items: Sequence[int]) -> list[int | BaseException]:
+        raise ConnectionError("database gone")
+
+    batcher = MicroBatcher(broken, max_batch=10, max_in_flight=1)
+
+    results = await asyncio.gather(*(batcher.submit(i) for i in range(3)), return_exceptions=True)
+
+    assert all(isinstance(r, ConnectionError) for r in results)
+
+
+async def test_no_more_than_max_in_flight_batches_run_at_once() -> None:
+    running = peak = 0
+
+    async def run(items: Sequence[int]) -> list[int | BaseException]:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.01)
+        running -= 1
+        return list(items)
+
+    batcher = MicroBatcher(run, max_batch=2, max_in_flight=3)
+    assert await asyncio.gather(*(batcher.submit(i) for i in range(20))) == list(range(20))
+    assert peak == 3
+
+
+async def test_a_cancelled_caller_does_not_disturb_the_others() -> None:
+    recorder = Recorder(delay=0.05)
+    batcher = MicroBatcher(recorder.run, max_batch=10, max_in_flight=1)
+    first = asyncio.create_task(batcher.submit(0))
+    await asyncio.sleep(0)
+    gone, kept = asyncio.create_task(batcher.submit(2)), asyncio.create_task(batcher.submit(4))
+    await asyncio.sleep(0.01)
+    gone.cancel()
+
+    assert await first == 0 and await kept == 40
+    with pytest.raises(asyncio.CancelledError):
+        await gone
