@@ -185,7 +185,8 @@ def prepare_database(cluster: PostgresCluster, customers: int) -> tuple[str, flo
 def order_service_env(
     database_url: str, nats_url: str, ports: tuple[int, int], log_level: str, application_name: str
 ) -> dict[str, str]:
-    """The process environment without inherited BROKER_* variables, plus the benchmark's settings."""
+    """The process environment without inherited BROKER_* variables, plus the benchmark's settings, plus any
+    BENCH_BROKER_* variables as BROKER_* ones (to measure the service under other settings)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("BROKER_")}
     env.update(
         {
@@ -199,6 +200,7 @@ def order_service_env(
             "BROKER_SHUTDOWN_READINESS_DELAY_SECONDS": "0",
         }
     )
+    env.update({k.removeprefix("BENCH_"): v for k, v in os.environ.items() if k.startswith("BENCH_BROKER_")})
     return env
 
 

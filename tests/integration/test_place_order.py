@@ -275,3 +275,19 @@ async def test_an_unknown_customer_in_a_batch_is_refused_alone(seeded_database: 
 
     assert isinstance(results[1], UnknownCustomer)
     assert [r.customer_id for r in (results[0], results[2])] == ["1", "2"]  # type: ignore[union-attr]
+
+
+def test_placement_never_scans_the_orders_table_even_when_its_statistics_say_it_is_empty(
+    db: psycopg.Connection,
+) -> None:
+    # A fresh deployment analyzes empty tables; a cached sequential-scan plan would then make every placement
+    # read every order. The per-transaction statistics show whether any statement scanned the table.
+    with db.transaction():
+        db.execute("ANALYZE orders")
+        for i in range(12):
+            db.execute(
+                "SELECT place_order(%s, '1', %s, 'AAPL', 'BUY', 1, 238.88, 238.88, NULL, 'orders.1', '')",
+                (f"order-{i}", f"key-{i}"),
+            )
+        scans = db.execute("SELECT seq_scan FROM pg_stat_xact_user_tables WHERE relname = 'orders'").fetchone()
+    assert scans == (0,)

@@ -1,6 +1,11 @@
--- Placement, cancellation and funding as single server-side transactions: one round trip each, and no
--- window in which a lost connection leaves half a change. Every per-customer transaction locks the
--- customer's balances row first, so a customer's changes are serialised and never deadlock each other.
+-- Placement and cancellation as single server-side transactions: one round trip each, and no window in which
+-- a lost connection leaves half a change. Every per-customer transaction locks the customer's balances row
+-- first, so a customer's changes are serialised and never deadlock each other.
+--
+-- These functions only ever look rows up by key. PL/pgSQL caches a generic plan per statement; planned while
+-- a table looked empty (a fresh deployment, just analyzed) that plan is a sequential scan, and it would stay
+-- cached while the table grows, making every placement scan every order. enable_seqscan = off pins them to
+-- their indexes whatever the statistics say.
 
 -- Money in messages people read: at least two decimals, no trailing zeros beyond them (as Python's
 -- brokerage.domain.money.format_decimal).
@@ -23,7 +28,7 @@ CREATE FUNCTION place_order(
     p_subject text,           -- where the relay publishes the order
     p_payload bytea
 ) RETURNS orders  -- null for an unknown customer
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET enable_seqscan = off AS $$
 DECLARE
     v_balance balances;
     v_order   orders;
@@ -120,7 +125,7 @@ CREATE FUNCTION place_orders(
     p_subjects text[],
     p_payloads bytea[]
 ) RETURNS SETOF orders
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET enable_seqscan = off AS $$
 DECLARE
     v_order orders;
 BEGIN
@@ -136,7 +141,7 @@ $$;
 -- Cancels an order no worker has claimed (rule 6) and releases what it holds. Returns the order as it now
 -- stands (canceled, or untouched when it could not be), or nothing when the customer has no such order.
 CREATE FUNCTION cancel_placed_order(p_customer_id text, p_order_id text) RETURNS SETOF orders
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET enable_seqscan = off AS $$
 DECLARE
     v_event_sequence bigint;
     v_order          orders;
@@ -167,7 +172,7 @@ $$;
 -- Gives back what an order still holds, by its reserve and release ledger entries, so a reservation is
 -- released once whatever path the order took. The caller holds the customer's balances row lock.
 CREATE FUNCTION release_reservation(p_order_id text) RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET enable_seqscan = off AS $$
 DECLARE
     v_held record;
 BEGIN
