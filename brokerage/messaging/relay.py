@@ -14,6 +14,7 @@ from nats.js import JetStreamContext
 from nats.js.api import PubAck
 from prometheus_client import Counter, Histogram
 
+from brokerage.background import stop_requested
 from brokerage.messaging.connection import JetStreamLink
 from brokerage.messaging.streams import ShardCountMismatch
 from brokerage.storage.outbox import Outbox, OutboxMessage
@@ -57,7 +58,7 @@ class OutboxRelay:
         backoff = 0.05
         last_purge = 0.0
         loop = asyncio.get_running_loop()
-        while True:
+        while not stop_requested():
             try:
                 if await self.relay_batch() == self._batch_size:
                     continue  # more are waiting
@@ -104,11 +105,12 @@ class OutboxRelay:
                     ack.exception()  # retrieved: a failure after the first one is already being handled
 
     async def _wait_for_work(self) -> None:
-        # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation that arrives as the
-        # event fires, and the relay would then never stop.
+        # The poll is a timer that sets the same event, not a timeout around the wait: in Python 3.11 both
+        # asyncio.wait_for and asyncio.timeout can swallow a cancellation that meets their own expiry, and the
+        # relay would then outlive its shutdown.
+        timer = asyncio.get_running_loop().call_later(self._poll_seconds, self._wakeup.set)
         try:
-            async with asyncio.timeout(self._poll_seconds):
-                await self._wakeup.wait()
-        except TimeoutError:
-            pass
-        self._wakeup.clear()
+            await self._wakeup.wait()
+        finally:
+            timer.cancel()
+            self._wakeup.clear()

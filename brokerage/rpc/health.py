@@ -10,6 +10,7 @@ from grpc_health.v1 import health_pb2
 from grpc_health.v1.health import aio as health_aio
 from prometheus_client import Gauge
 
+from brokerage.background import stop_requested
 from brokerage.telemetry import get_logger
 
 log = get_logger(__name__)
@@ -35,7 +36,7 @@ class Health:
 
     async def follow(self, checks: Sequence[DependencyCheck], *, interval: float = 2.0, timeout: float = 1.0) -> None:
         """Sets readiness from the dependency checks every interval, until cancelled."""
-        while True:
+        while not stop_requested():
             await self._set_ready(await _all_pass(checks, timeout))
             await asyncio.sleep(interval)
 

@@ -83,7 +83,12 @@ async def stop_gracefully(running: RunningServer, *, readiness_delay: float, gra
     await running.server.stop(grace)
     for task in running.tasks:
         task.cancel()
-    await asyncio.gather(*running.tasks, return_exceptions=True)
+    if not running.tasks:
+        return
+    _done, stuck = await asyncio.wait(running.tasks, timeout=max(grace, 1.0))
+    for task in stuck:  # a shutdown must end within its grace; name what would have held it up
+        frames = [f"{f.f_code.co_filename}:{f.f_lineno} {f.f_code.co_name}" for f in task.get_stack()]
+        log.error("background task ignored cancellation", task=task.get_name(), frames=frames)
 
 
 async def serve_until_signalled(

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from brokerage.background import stop_requested
 from brokerage.domain.placement import Instrument, Quote
 from brokerage.storage.queries import query
 from brokerage.telemetry import get_logger
@@ -48,7 +49,7 @@ class ReferenceData:
 
     async def keep_fresh(self) -> None:
         """Refreshes until cancelled; a failed refresh keeps the last snapshot (stale quotes then reject)."""
-        while True:
+        while not stop_requested():
             await asyncio.sleep(self._refresh_seconds)
             try:
                 await self.refresh()
