@@ -59,13 +59,10 @@ def _unary(behavior: Callable[..., Awaitable[Any]], labels: tuple[str, str, str]
         try:
             with log_context(rpc=labels[2]):
                 return await behavior(request, context)
-        except DomainError as error:
-            await context.abort_with_status(to_status(error))
         except (aio.AbortError, grpc.RpcError):
             raise
-        except Exception:
-            log.exception("unhandled error", rpc=labels[2])
-            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+        except Exception as error:
+            await _abort(context, error, labels[2])
         finally:
             _finish(labels, context, started)
 
@@ -81,17 +78,22 @@ def _server_stream(
             with log_context(rpc=labels[2]):
                 async for response in behavior(request, context):
                     yield response
-        except DomainError as error:
-            await context.abort_with_status(to_status(error))
         except (aio.AbortError, grpc.RpcError):
             raise
-        except Exception:
-            log.exception("unhandled error", rpc=labels[2])
-            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+        except Exception as error:
+            await _abort(context, error, labels[2])
         finally:
             _finish(labels, context, started)
 
     return call
+
+
+async def _abort(context: aio.ServicerContext, error: Exception, method: str) -> None:
+    """A domain error becomes its status code; anything else is logged and hidden behind INTERNAL."""
+    if isinstance(error, DomainError):
+        await context.abort_with_status(to_status(error))
+    log.exception("unhandled error", rpc=method)
+    await context.abort(grpc.StatusCode.INTERNAL, "internal error")
 
 
 def _start(labels: tuple[str, str, str]) -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from decimal import Decimal
 
 import grpc
@@ -10,9 +11,12 @@ import psycopg
 import pytest
 from google.rpc import error_details_pb2
 
-from brokerage.domain.orders import OrderStatus
+from brokerage.domain.errors import UnknownCustomer
+from brokerage.domain.orders import OrderStatus, Side
 from brokerage.proto import common_pb2, orders_pb2, orders_pb2_grpc
-from tests.integration.conftest import available, snapshot
+from brokerage.storage.orders import NewOrder, OrderStore
+from brokerage.storage.pool import open_pool
+from tests.integration.conftest import available, make_settings, snapshot
 
 pytestmark = pytest.mark.integration
 
@@ -207,71 +211,48 @@ def _bad_request(error: grpc.aio.AioRpcError) -> error_details_pb2.BadRequest:
     raise AssertionError("no google.rpc.BadRequest in the error details")
 
 
-async def test_an_order_the_database_refuses_does_not_fail_the_others_in_its_batch(seeded_database: str) -> None:
-    from decimal import Decimal as D
+def new_order(order_id: str, customer_id: str, symbol: str = "AAPL") -> NewOrder:
+    """A buy of 1 share priced as placement would price it, straight for the store."""
+    return NewOrder(
+        order_id=order_id,
+        customer_id=customer_id,
+        client_order_id=f"key-{order_id}",
+        symbol=symbol,
+        side=Side.BUY,
+        quantity=1,
+        protection_price=Decimal("238.88"),
+        reserve_cash=Decimal("238.88"),
+        reject_reason=None,
+        subject="orders.0",
+        payload=b"",
+    )
 
-    from brokerage.domain.orders import Side
-    from brokerage.storage.orders import NewOrder, OrderStore
-    from brokerage.storage.pool import open_pool
-    from tests.integration.conftest import make_settings
 
-    def new(i: int, symbol: str = "AAPL") -> NewOrder:
-        return NewOrder(
-            order_id=f"order-{i}",
-            customer_id=str(i % 5 + 1),
-            client_order_id=f"k-{i}",
-            symbol=symbol,
-            side=Side.BUY,
-            quantity=1,
-            protection_price=D("238.88"),
-            reserve_cash=D("238.88"),
-            reject_reason=None,
-            subject="orders.0",
-            payload=b"",
-        )
-
+@pytest.fixture
+async def store(seeded_database: str) -> AsyncIterator[OrderStore]:
+    """An OrderStore whose single flusher batches every placement submitted in the same moment."""
     pool = await open_pool(make_settings(seeded_database, "nats://unused"))
     try:
-        store = OrderStore(pool, placement_batch=64, placement_flushers=1)
-        batch = [new(i) for i in range(10)]
-        batch.insert(5, new(99, symbol="DELISTED"))  # no such instrument: the database refuses it
-        results = await asyncio.gather(*(store.place(n) for n in batch), return_exceptions=True)
+        yield OrderStore(pool, placement_batch=64, placement_flushers=1)
     finally:
         await pool.close()
+
+
+async def test_an_order_the_database_refuses_does_not_fail_the_others_in_its_batch(store: OrderStore) -> None:
+    batch = [new_order(f"order-{i}", str(i % 5 + 1)) for i in range(10)]
+    batch.insert(5, new_order("order-99", "1", symbol="DELISTED"))  # no such instrument: the database refuses it
+
+    results = await asyncio.gather(*(store.place(n) for n in batch), return_exceptions=True)
 
     refused = results.pop(5)
     assert isinstance(refused, psycopg.errors.ForeignKeyViolation)
     assert [r.status for r in results] == [OrderStatus.PLACED] * 10  # type: ignore[union-attr]
 
 
-async def test_an_unknown_customer_in_a_batch_is_refused_alone(seeded_database: str) -> None:
-    from brokerage.domain.errors import UnknownCustomer
-    from brokerage.domain.orders import Side
-    from brokerage.storage.orders import NewOrder, OrderStore
-    from brokerage.storage.pool import open_pool
-    from tests.integration.conftest import make_settings
+async def test_an_unknown_customer_in_a_batch_is_refused_alone(store: OrderStore) -> None:
+    customers = ("1", "nobody", "2")
 
-    def new(customer: str) -> NewOrder:
-        return NewOrder(
-            order_id=f"order-{customer}",
-            customer_id=customer,
-            client_order_id="k",
-            symbol="AAPL",
-            side=Side.BUY,
-            quantity=1,
-            protection_price=Decimal("238.88"),
-            reserve_cash=Decimal("238.88"),
-            reject_reason=None,
-            subject="orders.0",
-            payload=b"",
-        )
-
-    pool = await open_pool(make_settings(seeded_database, "nats://unused"))
-    try:
-        store = OrderStore(pool, placement_batch=64, placement_flushers=1)
-        results = await asyncio.gather(*(store.place(new(c)) for c in ("1", "nobody", "2")), return_exceptions=True)
-    finally:
-        await pool.close()
+    results = await asyncio.gather(*(store.place(new_order(f"o-{c}", c)) for c in customers), return_exceptions=True)
 
     assert isinstance(results[1], UnknownCustomer)
     assert [r.customer_id for r in (results[0], results[2])] == ["1", "2"]  # type: ignore[union-attr]
