@@ -40,7 +40,7 @@ class NewOrder:
 
 
 class OrderStore:
-    def __init__(self, pool: AsyncConnectionPool, *, placement_batch: int = 64, placement_flushers: int = 4) -> None:
+    def __init__(self, pool: AsyncConnectionPool, *, placement_batch: int = 64, placement_flushers: int = 1) -> None:
         self._pool = pool
         self._placements: MicroBatcher[NewOrder, Order] = MicroBatcher(
             self._place_batch, max_batch=placement_batch, max_in_flight=placement_flushers
