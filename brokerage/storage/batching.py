@@ -24,27 +24,29 @@ class MicroBatcher(Generic[Item, Result]):
         self._max_batch = max_batch
         self._max_in_flight = max_in_flight
         self._queue: list[tuple[Item, asyncio.Future[Result]]] = []
-        self._flushers = 0
+        self._flushers: set[asyncio.Task[None]] = set()  # held here: the loop keeps only weak references
 
     async def submit(self, item: Item) -> Result:
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._queue.append((item, future))
-        if self._flushers < self._max_in_flight:
-            self._flushers += 1
-            asyncio.create_task(self._flush())  # noqa: RUF006 - it ends by itself once the queue is empty
+        if len(self._flushers) < self._max_in_flight:
+            flusher = asyncio.create_task(self._flush())  # ends by itself once the queue is empty
+            self._flushers.add(flusher)
+            flusher.add_done_callback(self._flushers.discard)
         return await future
 
     async def _flush(self) -> None:
-        try:
-            while self._queue:
-                batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
-                await self._settle(batch)
-        finally:
-            self._flushers -= 1
+        while self._queue:
+            batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
+            await self._settle(batch)
 
     async def _settle(self, batch: list[tuple[Item, asyncio.Future[Result]]]) -> None:
         try:
             results: Sequence[Result | BaseException] = await self._run_batch([item for item, _ in batch])
+        except asyncio.CancelledError:
+            for _, future in batch:  # never leave a caller waiting on a batch that will not finish
+                future.cancel()
+            raise
         except Exception as error:  # the whole batch failed: every caller hears why
             results = [error] * len(batch)
         for (_, future), result in zip(batch, results, strict=True):

@@ -87,3 +87,21 @@ async def test_a_cancelled_caller_does_not_disturb_the_others() -> None:
     assert await first == 0 and await kept == 40
     with pytest.raises(asyncio.CancelledError):
         await gone
+
+
+async def test_callers_of_a_cancelled_batch_are_cancelled_too() -> None:
+    started = asyncio.Event()
+
+    async def never_finishes(items: Sequence[int]) -> list[int | BaseException]:
+        started.set()
+        await asyncio.sleep(3600)
+        return list(items)
+
+    batcher = MicroBatcher(never_finishes, max_batch=10, max_in_flight=1)
+    callers = [asyncio.create_task(batcher.submit(i)) for i in range(3)]
+    await started.wait()
+    for flusher in list(batcher._flushers):
+        flusher.cancel()
+
+    results = await asyncio.gather(*callers, return_exceptions=True)
+    assert all(isinstance(r, asyncio.CancelledError) for r in results)
