@@ -165,3 +165,16 @@ async def test_a_relay_that_dies_between_the_ack_and_its_commit_publishes_nothin
     assert crashes == 1
     ids = [message_id for message_id, _ in await stream_messages(settings.nats_url)]
     assert sorted(ids) == sorted(o.order_id for o in orders)  # the republished batch was deduplicated
+
+
+async def test_the_service_starts_and_takes_orders_while_nats_has_never_been_reachable(
+    seeded_database: str, db: psycopg.Connection
+) -> None:
+    from devtools.stack import free_port
+
+    settings = make_settings(seeded_database, f"nats://127.0.0.1:{free_port()}")  # nothing listens there
+    async with running_app(settings) as app, grpc.aio.insecure_channel(f"127.0.0.1:{app.running.port}") as channel:
+        order = await orders_pb2_grpc.OrderServiceStub(channel).PlaceOrder(place(), timeout=5)
+
+    assert order.status == common_pb2.ORDER_STATUS_PLACED
+    assert db.execute("SELECT count(*) FROM outbox WHERE published_at IS NULL").fetchone() == (1,)  # waits for NATS
