@@ -6,7 +6,7 @@ It knows the domain and the stores, not gRPC: the servicer translates, the desk 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -28,12 +28,6 @@ ORDERS_PLACED = Counter("orders_placed_total", "Orders accepted and reserved", (
 ORDERS_REJECTED = Counter("orders_rejected_total", "Orders stored REJECTED at placement", ("reason",))
 
 
-@dataclass(frozen=True)
-class Placement:
-    order: Order
-    created: bool  # False: a retry that returned the first order
-
-
 class OrderDesk:
     def __init__(
         self,
@@ -51,7 +45,7 @@ class OrderDesk:
         self._on_placed = on_placed
         self._now = now
 
-    async def place(self, request: OrderRequest) -> Placement:
+    async def place(self, request: OrderRequest) -> Order:
         """Stores the order PLACED (reserved) or REJECTED; a retry of the same request returns the first."""
         snapshot = self._reference.snapshot
         self._policy.validate(request, snapshot.symbols)
@@ -63,7 +57,7 @@ class OrderDesk:
         if order.order_id != new.order_id:
             return self._retried(order, request)
         self._count(order, decision if isinstance(decision, Rejection) else None)
-        return Placement(order, created=True)
+        return order
 
     async def get(self, customer_id: str, order_id: str) -> Order:
         order = await self._store.get(customer_id, order_id)
@@ -118,14 +112,14 @@ class OrderDesk:
             unpriced, protection_price=decision.protection_price, reserve_cash=decision.cash, payload=payload
         )
 
-    def _retried(self, order: Order, request: OrderRequest) -> Placement:
+    def _retried(self, order: Order, request: OrderRequest) -> Order:
         if not order.same_request_as(request):
             raise IdempotencyConflict(
                 f"client_order_id {request.client_order_id!r} was already used for order {order.order_id} "
                 f"({order.side.value} {order.quantity} {order.symbol})"
             )
         log.info("order placement retried", order_id=order.order_id, customer_id=order.customer_id)
-        return Placement(order, created=False)
+        return order
 
     def _count(self, order: Order, rejection: Rejection | None) -> None:
         ids = {"order_id": order.order_id, "customer_id": order.customer_id}

@@ -18,8 +18,8 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
 
     async def PlaceOrder(self, request: orders_pb2.PlaceOrderRequest, context: aio.ServicerContext) -> orders_pb2.Order:
         with log_context(customer_id=request.customer_id, client_order_id=request.client_order_id):
-            placement = await self._desk.place(translate.order_request(request))
-        return translate.order(placement.order)
+            order = await self._desk.place(translate.order_request(request))
+        return translate.order(order)
 
     async def GetOrder(self, request: orders_pb2.GetOrderRequest, context: aio.ServicerContext) -> orders_pb2.Order:
         customer_id = translate.required_id("customer_id", request.customer_id)

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import psycopg
 from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from brokerage.domain.errors import DomainError, Unavailable, UnknownCustomer
 from brokerage.domain.orders import Account, Order, OrderStatus, Position, Side
@@ -134,8 +134,8 @@ async def with_retries(operation: Callable[[], Awaitable[T]]) -> T:
         try:
             return await operation()
         except _RETRYABLE as error:
-            # A statement timeout means overload: running it again would only add to it.
-            if attempt == _ATTEMPTS or isinstance(error, psycopg.errors.QueryCanceled):
+            # A statement timeout or no free connection means overload: running it again would only add to it.
+            if attempt == _ATTEMPTS or isinstance(error, (psycopg.errors.QueryCanceled, PoolTimeout)):
                 raise
     raise AssertionError("unreachable")
 

@@ -35,6 +35,7 @@ DECLARE
     v_status  text := 'PLACED';
     v_reason  text := coalesce(p_reject_reason, '');
     v_held    bigint;
+    v_counted boolean := false;  -- the customer's sequences already taken by the reserving update
 BEGIN
     -- Rule 3: the row lock orders the customer's placements; the sequence is taken under it.
     SELECT * INTO v_balance FROM balances WHERE customer_id = p_customer_id FOR UPDATE;
@@ -49,10 +50,14 @@ BEGIN
         RETURN v_order;
     END IF;
 
-    -- Rule 1: reserve with a guarded update; no row updated means not enough.
+    -- Rule 1: reserve with a guarded update (which also takes the sequences); no row updated means not enough.
     IF p_reject_reason IS NULL AND p_side = 'BUY' THEN
-        UPDATE balances SET available = available - p_reserve_cash, reserved = reserved + p_reserve_cash
+        UPDATE balances SET available = available - p_reserve_cash, reserved = reserved + p_reserve_cash,
+                            next_order_sequence = next_order_sequence + 1,
+                            next_event_sequence = next_event_sequence + 1,
+                            updated_at = now()
          WHERE customer_id = p_customer_id AND available >= p_reserve_cash;
+        v_counted := FOUND;
         IF NOT FOUND THEN
             v_status := 'REJECTED';
             v_reason := format('insufficient buying power: requires %s, available %s',
@@ -85,10 +90,12 @@ BEGIN
         RAISE EXCEPTION 'order % conflicts with an existing order', p_order_id USING ERRCODE = 'unique_violation';
     END IF;
 
-    UPDATE balances SET next_order_sequence = next_order_sequence + 1,
-                        next_event_sequence = next_event_sequence + 1,
-                        updated_at = now()
-     WHERE customer_id = p_customer_id;
+    IF NOT v_counted THEN
+        UPDATE balances SET next_order_sequence = next_order_sequence + 1,
+                            next_event_sequence = next_event_sequence + 1,
+                            updated_at = now()
+         WHERE customer_id = p_customer_id;
+    END IF;
 
     INSERT INTO order_events (customer_id, sequence, order_id, event_type, status, status_reason)
     VALUES (p_customer_id, v_balance.next_event_sequence, p_order_id,
