@@ -42,3 +42,11 @@ class ReportExecutionResponse(_message.Message):
     DUPLICATE_FIELD_NUMBER: _ClassVar[int]
     duplicate: bool
     def __init__(self, duplicate: _Optional[bool] = ...) -> None: ...
+
+class ExecutionAck(_message.Message):
+    __slots__ = ("exec_id", "duplicate")
+    EXEC_ID_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    exec_id: str
+    duplicate: bool
+    def __init__(self, exec_id: _Optional[str] = ..., duplicate: _Optional[bool] = ...) -> None: ...

@@ -39,6 +39,11 @@ class CallbackServiceStub:
                 request_serializer=broker_dot_v1_dot_callback__pb2.ExecutionReport.SerializeToString,
                 response_deserializer=broker_dot_v1_dot_callback__pb2.ReportExecutionResponse.FromString,
                 _registered_method=True)
+        self.StreamExecutions = channel.stream_stream(
+                '/broker.v1.CallbackService/StreamExecutions',
+                request_serializer=broker_dot_v1_dot_callback__pb2.ExecutionReport.SerializeToString,
+                response_deserializer=broker_dot_v1_dot_callback__pb2.ExecutionAck.FromString,
+                _registered_method=True)
 
 
 class CallbackServiceServicer:
@@ -52,6 +57,15 @@ class CallbackServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StreamExecutions(self, request_iterator, context):
+        """The same for a stream of reports, without a call's overhead for each: every report is acknowledged on the
+        way back once it is booked (by exec_id; not necessarily in the order sent). A report whose acknowledgement has
+        not arrived when the stream ends is to be sent again. A malformed report ends the stream with INVALID_ARGUMENT.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CallbackServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -59,6 +73,11 @@ def add_CallbackServiceServicer_to_server(servicer, server):
                     servicer.ReportExecution,
                     request_deserializer=broker_dot_v1_dot_callback__pb2.ExecutionReport.FromString,
                     response_serializer=broker_dot_v1_dot_callback__pb2.ReportExecutionResponse.SerializeToString,
+            ),
+            'StreamExecutions': grpc.stream_stream_rpc_method_handler(
+                    servicer.StreamExecutions,
+                    request_deserializer=broker_dot_v1_dot_callback__pb2.ExecutionReport.FromString,
+                    response_serializer=broker_dot_v1_dot_callback__pb2.ExecutionAck.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -88,6 +107,33 @@ class CallbackService:
             '/broker.v1.CallbackService/ReportExecution',
             broker_dot_v1_dot_callback__pb2.ExecutionReport.SerializeToString,
             broker_dot_v1_dot_callback__pb2.ReportExecutionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamExecutions(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/broker.v1.CallbackService/StreamExecutions',
+            broker_dot_v1_dot_callback__pb2.ExecutionReport.SerializeToString,
+            broker_dot_v1_dot_callback__pb2.ExecutionAck.FromString,
             options,
             channel_credentials,
             insecure,

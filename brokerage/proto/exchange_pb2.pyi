@@ -104,16 +104,22 @@ class Quote(_message.Message):
     def __init__(self, symbol: _Optional[str] = ..., price: _Optional[str] = ..., quoted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., halted: _Optional[bool] = ...) -> None: ...
 
 class GetDropCopyRequest(_message.Message):
-    __slots__ = ("trading_day",)
+    __slots__ = ("trading_day", "page_size", "page_token")
     TRADING_DAY_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     trading_day: str
-    def __init__(self, trading_day: _Optional[str] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, trading_day: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class GetDropCopyResponse(_message.Message):
-    __slots__ = ("executions",)
+    __slots__ = ("executions", "next_page_token")
     EXECUTIONS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     executions: _containers.RepeatedCompositeFieldContainer[DropCopyEntry]
-    def __init__(self, executions: _Optional[_Iterable[_Union[DropCopyEntry, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, executions: _Optional[_Iterable[_Union[DropCopyEntry, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class DropCopyEntry(_message.Message):
     __slots__ = ("report", "customer_id", "arrival_sequence")

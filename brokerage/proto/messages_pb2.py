@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from . import common_pb2 as broker_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x62roker/v1/messages.proto\x12\tbroker.v1\x1a\x16\x62roker/v1/common.proto\"\xb0\x01\n\x0bOrderPlaced\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x10\n\x08sequence\x18\x03 \x01(\x03\x12\x0e\n\x06symbol\x18\x04 \x01(\t\x12\x1d\n\x04side\x18\x05 \x01(\x0e\x32\x0f.broker.v1.Side\x12\x10\n\x08quantity\x18\x06 \x01(\x03\x12\x18\n\x10protection_price\x18\x07 \x01(\t\x12\r\n\x05shard\x18\x08 \x01(\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x62roker/v1/messages.proto\x12\tbroker.v1\x1a\x16\x62roker/v1/common.proto\"\xb0\x01\n\x0bOrderPlaced\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x10\n\x08sequence\x18\x03 \x01(\x03\x12\x0e\n\x06symbol\x18\x04 \x01(\t\x12\x1d\n\x04side\x18\x05 \x01(\x0e\x32\x0f.broker.v1.Side\x12\x10\n\x08quantity\x18\x06 \x01(\x03\x12\x18\n\x10protection_price\x18\x07 \x01(\t\x12\r\n\x05shard\x18\x08 \x01(\x05\"G\n\x0f\x43\x61ncelRequested\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\r\n\x05shard\x18\x03 \x01(\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,4 +34,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ORDERPLACED']._serialized_start=64
   _globals['_ORDERPLACED']._serialized_end=240
+  _globals['_CANCELREQUESTED']._serialized_start=242
+  _globals['_CANCELREQUESTED']._serialized_end=313
 # @@protoc_insertion_point(module_scope)

@@ -24,3 +24,13 @@ class OrderPlaced(_message.Message):
     protection_price: str
     shard: int
     def __init__(self, order_id: _Optional[str] = ..., customer_id: _Optional[str] = ..., sequence: _Optional[int] = ..., symbol: _Optional[str] = ..., side: _Optional[_Union[_common_pb2.Side, str]] = ..., quantity: _Optional[int] = ..., protection_price: _Optional[str] = ..., shard: _Optional[int] = ...) -> None: ...
+
+class CancelRequested(_message.Message):
+    __slots__ = ("order_id", "customer_id", "shard")
+    ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
+    SHARD_FIELD_NUMBER: _ClassVar[int]
+    order_id: str
+    customer_id: str
+    shard: int
+    def __init__(self, order_id: _Optional[str] = ..., customer_id: _Optional[str] = ..., shard: _Optional[int] = ...) -> None: ...
