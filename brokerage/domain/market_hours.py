@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import warnings
-from datetime import datetime
+from datetime import date, datetime
 from functools import lru_cache
 from typing import Protocol
+from zoneinfo import ZoneInfo
+
+NEW_YORK = ZoneInfo("America/New_York")
+
+
+def trading_day(moment: datetime) -> date:
+    """The exchange's trading day of a moment: its date in New York."""
+    return moment.astimezone(NEW_YORK).date()
 
 
 class MarketClock(Protocol):

@@ -114,3 +114,13 @@ class Position:
     quantity: int
     reserved: int
     average_cost: Decimal
+
+
+@dataclass(frozen=True)
+class OrderEvent:
+    """One change of an order, as its customer watches it."""
+
+    sequence: int  # the customer's event sequence: where a watcher resumes
+    event_type: str  # placed, rejected, submitted, partially_filled, filled, cancel_requested, canceled
+    occurred_at: datetime
+    order: Order  # the order as this change left it (what it still holds is not kept per event: zero here)
