@@ -2,7 +2,8 @@
 transaction, one round trip and one WAL flush.
 
 No timer: a lone call goes out at once. Only when `max_in_flight` batches are already in the database do
-new calls queue, and the next free flusher takes up to `max_batch` of them together.
+new calls queue, and the next free flusher takes up to `max_batch` of them together, leaving out the calls
+whose callers have given up.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
+
+import psycopg
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -37,8 +40,12 @@ class MicroBatcher(Generic[Item, Result]):
 
     async def _flush(self) -> None:
         while self._queue:
-            batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
-            await self._settle(batch)
+            # A caller that gave up (its deadline passed) is not waited for: under overload, work nobody awaits
+            # would only delay the callers still waiting. What a batch has started, it finishes.
+            waiting = [(item, future) for item, future in self._queue if not future.done()]
+            batch, self._queue = waiting[: self._max_batch], waiting[self._max_batch :]
+            if batch:
+                await self._settle(batch)
 
     async def _settle(self, batch: list[tuple[Item, asyncio.Future[Result]]]) -> None:
         try:
@@ -56,3 +63,25 @@ class MicroBatcher(Generic[Item, Result]):
                 future.set_exception(result)
             else:
                 future.set_result(result)
+
+
+def isolating_refusals(run_batch: RunBatch[Item, Result]) -> RunBatch[Item, Result]:
+    """The batch transaction, except that when the database refuses it (a constraint, a bad value) each item is
+    run again alone, so only the item at fault fails. A database that cannot be reached fails the whole batch."""
+
+    async def run(batch: Sequence[Item]) -> Sequence[Result | BaseException]:
+        try:
+            return await run_batch(batch)
+        except psycopg.Error:
+            if len(batch) == 1:
+                raise
+            return [await _alone(run_batch, item) for item in batch]
+
+    return run
+
+
+async def _alone(run_batch: RunBatch[Item, Result], item: Item) -> Result | BaseException:
+    try:
+        return (await run_batch([item]))[0]
+    except Exception as error:
+        return error

@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any
 
-import psycopg
-from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import AsyncConnectionPool
 
-from brokerage.domain.errors import DomainError, Unavailable, UnknownCustomer
-from brokerage.domain.orders import Account, Order, OrderStatus, Position, Side
-from brokerage.storage.batching import MicroBatcher
-from brokerage.storage.queries import query
-
-T = TypeVar("T")
-# Safe to run again whole: every write here is idempotent (placement by its key, cancel by its guard).
-_RETRYABLE = (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected, psycopg.OperationalError)
-_ATTEMPTS = 3
+from brokerage.domain.errors import UnknownCustomer
+from brokerage.domain.orders import Account, Order, OrderEvent, OrderStatus, Position, Side
+from brokerage.messaging.publishing import Publication
+from brokerage.storage.batching import MicroBatcher, isolating_refusals
+from brokerage.storage.queries import fetch_all
 
 
 @dataclass(frozen=True)
@@ -43,7 +37,7 @@ class OrderStore:
     def __init__(self, pool: AsyncConnectionPool, *, placement_batch: int = 64, placement_flushers: int = 1) -> None:
         self._pool = pool
         self._placements: MicroBatcher[NewOrder, Order] = MicroBatcher(
-            self._place_batch, max_batch=placement_batch, max_in_flight=placement_flushers
+            isolating_refusals(self._place_batch), max_batch=placement_batch, max_in_flight=placement_flushers
         )
 
     async def place(self, new: NewOrder) -> Order:
@@ -54,24 +48,24 @@ class OrderStore:
 
     async def _place_batch(self, batch: Sequence[NewOrder]) -> list[Order | BaseException]:
         by_customer = sorted(range(len(batch)), key=lambda i: batch[i].customer_id)  # stable: FIFO per customer
-        try:
-            rows = await self._fetch("place_orders", _placement_arrays([batch[i] for i in by_customer]))
-        except DomainError:
-            raise  # the database is unavailable: every caller hears it
-        except psycopg.Error:
-            if len(batch) == 1:
-                raise
-            # One order the database refuses must not fail the others: place each alone.
-            return [await _outcome(self._place_batch([new])) for new in batch]
+        rows = await self._fetch("place_orders", _placement_arrays([batch[i] for i in by_customer]))
         results: list[Order | BaseException] = [UnknownCustomer(new.customer_id) for new in batch]
         for i, row in zip(by_customer, rows, strict=True):
             if row["order_id"] is not None:
                 results[i] = order_from_row(row)
         return results
 
-    async def cancel_placed(self, customer_id: str, order_id: str) -> Order | None:
-        """Cancels the order if no worker has claimed it; returns it as it now stands, None if unknown."""
-        rows = await self._fetch("cancel_placed_order", {"customer_id": customer_id, "order_id": order_id})
+    async def cancel(self, customer_id: str, order_id: str, cancel_request: Publication) -> Order | None:
+        """Cancels the order at once if no worker has claimed it; otherwise, if it is still open, records the
+        customer's request and the message that takes it to the exchange. Returns the order as it now stands,
+        None if the customer has no such order."""
+        params = {
+            "customer_id": customer_id,
+            "order_id": order_id,
+            "subject": cancel_request.subject,
+            "payload": cancel_request.payload,
+        }
+        rows = await self._fetch("cancel_order", params)
         return order_from_row(rows[0]) if rows else None
 
     async def get(self, customer_id: str, order_id: str) -> Order | None:
@@ -110,34 +104,13 @@ class OrderStore:
         rows = await self._fetch("list_positions", {"customer_id": customer_id})
         return [Position(**row) for row in rows]
 
+    async def events_after(self, customer_id: str, after: int, limit: int) -> list[OrderEvent]:
+        """The customer's order events after sequence `after`, oldest first."""
+        rows = await self._fetch("order_events_after", {"customer_id": customer_id, "after": after, "limit": limit})
+        return [_event_from_row(row) for row in rows]
+
     async def _fetch(self, name: str, params: dict[str, Any]) -> list[dict[str, Any]]:
-        async def run() -> list[dict[str, Any]]:
-            async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-                await cur.execute(query(name), params)
-                return await cur.fetchall()
-
-        try:
-            return await with_retries(run)
-        except psycopg.Error as error:
-            if isinstance(error, psycopg.OperationalError):
-                raise Unavailable(f"database unavailable: {error.__class__.__name__}") from error
-            raise
-
-
-async def with_retries(operation: Callable[[], Awaitable[T]]) -> T:
-    """Runs a whole transaction again on serialization failure, deadlock or a lost connection.
-
-    A connection lost during COMMIT leaves the outcome unknown; the operations passed here are idempotent,
-    so running them again looks the result up rather than doing the work twice.
-    """
-    for attempt in range(1, _ATTEMPTS + 1):
-        try:
-            return await operation()
-        except _RETRYABLE as error:
-            # A statement timeout or no free connection means overload: running it again would only add to it.
-            if attempt == _ATTEMPTS or isinstance(error, (psycopg.errors.QueryCanceled, PoolTimeout)):
-                raise
-    raise AssertionError("unreachable")
+        return await fetch_all(self._pool, name, params)
 
 
 def _placement_arrays(batch: Sequence[NewOrder]) -> dict[str, list[Any]]:
@@ -157,11 +130,13 @@ def _placement_arrays(batch: Sequence[NewOrder]) -> dict[str, list[Any]]:
     }
 
 
-async def _outcome(single: Awaitable[list[Order | BaseException]]) -> Order | BaseException:
-    try:
-        return (await single)[0]
-    except Exception as error:
-        return error
+def _event_from_row(row: dict[str, Any]) -> OrderEvent:
+    """An event with the order as it stood after it: the event's own status, fills and cancel flag; an event
+    carries no reservation."""
+    unreserved = {"reserved_cash": Decimal(0), "reserved_shares": 0, "cancel_requested_at": None}
+    order = order_from_row({**row, **unreserved, "updated_at": row["occurred_at"]})
+    order = replace(order, cancel_requested=row["cancel_requested"])  # as the event recorded it
+    return OrderEvent(row["event_sequence"], row["event_type"], row["occurred_at"], order)
 
 
 def order_from_row(row: dict[str, Any]) -> Order:
@@ -180,7 +155,8 @@ def order_from_row(row: dict[str, Any]) -> Order:
         reserved_shares=row["reserved_shares"],
         filled_quantity=row["filled_quantity"],
         average_fill_price=row["average_fill_price"],
-        cancel_requested=row["cancel_requested_at"] is not None,
+        # asked of the exchange and not yet answered: the order's end is the answer
+        cancel_requested=row["cancel_requested_at"] is not None and not OrderStatus(row["status"]).is_terminal,
         created_at=row["created_at"],
         updated_at=row["updated_at"],
     )

@@ -19,6 +19,7 @@ class OutboxMessage:
     dedupe_id: str
     subject: str
     payload: bytes
+    message_type: str
 
 
 class OutboxBatch:
@@ -42,7 +43,7 @@ class Outbox:
         async with self._pool.connection() as conn, conn.transaction():
             cursor = await conn.execute(query("claim_outbox_batch"), {"limit": limit})
             rows = await cursor.fetchall()
-            yield OutboxBatch(conn, [OutboxMessage(r[0], r[1], r[2], bytes(r[3])) for r in rows])
+            yield OutboxBatch(conn, [OutboxMessage(r[0], r[1], r[2], bytes(r[3]), r[4]) for r in rows])
 
     async def purge_published(self, retention: timedelta) -> int:
         async with self._pool.connection() as conn:

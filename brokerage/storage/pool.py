@@ -5,6 +5,7 @@ from __future__ import annotations
 from psycopg_pool import AsyncConnectionPool
 
 from brokerage.settings import Settings
+from brokerage.storage.queries import query
 
 
 async def open_pool(settings: Settings, *, timeout: float = 30.0) -> AsyncConnectionPool:
@@ -13,8 +14,20 @@ async def open_pool(settings: Settings, *, timeout: float = 30.0) -> AsyncConnec
         settings.dsn,
         min_size=settings.database_pool_min,
         max_size=settings.database_pool_max,
-        # Each server-side function is its own transaction; multi-statement work opens one explicitly.
-        kwargs={"autocommit": True, "options": f"-c statement_timeout={settings.statement_timeout_ms}"},
+        # Each server-side function is its own transaction; multi-statement work opens one explicitly. JIT compiles
+        # for milliseconds what these short statements run in microseconds, so it is off.
+        kwargs={
+            "autocommit": True,
+            "options": f"-c statement_timeout={settings.statement_timeout_ms} -c jit=off",
+            # The statement timeout needs a server to enforce it. A primary that vanished (a failover) answers
+            # nothing, and without these a caller would wait for the kernel's TCP timeout, some 15 minutes.
+            "connect_timeout": 5,
+            "tcp_user_timeout": 2 * settings.statement_timeout_ms,
+            "keepalives": 1,
+            "keepalives_idle": 10,
+            "keepalives_interval": 5,
+            "keepalives_count": 3,
+        },
         # A caller waits for a free connection no longer than a statement may run.
         timeout=settings.statement_timeout_ms / 1000,
         open=False,
@@ -22,3 +35,9 @@ async def open_pool(settings: Settings, *, timeout: float = 30.0) -> AsyncConnec
     )
     await pool.open(wait=True, timeout=timeout)
     return pool
+
+
+async def ping(pool: AsyncConnectionPool) -> None:
+    """Raises unless the database answers: the readiness check of every service that needs it."""
+    async with pool.connection() as conn:
+        await conn.execute(query("ping"))

@@ -1,20 +1,102 @@
-"""The named queries of queries.sql, loaded once: SQL stays in SQL files, Python refers to it by name."""
+"""The named queries of queries.sql and how every store runs them: SQL stays in SQL files, Python refers to it
+by name; whole transactions are retried where that is safe, and driver errors become ours at this boundary."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from functools import cache
 from pathlib import Path
+from typing import Any, TypeVar
 
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from brokerage.domain.errors import Unavailable
+
+T = TypeVar("T")
 _NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
+_ATTEMPTS = 3
+# The server going away; a client-side failure (a connection lost or refused) has no SQLSTATE at all.
+_SERVER_GONE = frozenset({"57P01", "57P02", "57P03"})  # admin_shutdown, crash_shutdown, cannot_connect_now
 
 
 @cache
 def _load() -> dict[str, str]:
     text = (Path(__file__).parent / "queries.sql").read_text()
     parts = _NAME.split(text)[1:]
-    return {name: body.strip() for name, body in zip(parts[::2], parts[1::2], strict=True)}
+    return {name: _without_trailing_comments(body) for name, body in zip(parts[::2], parts[1::2], strict=True)}
+
+
+def _without_trailing_comments(body: str) -> str:
+    """Comments after a query's last statement introduce what follows (a section, the next query): not its SQL."""
+    lines = body.strip().splitlines()
+    while lines and (not lines[-1].strip() or lines[-1].lstrip().startswith("--")):
+        lines.pop()
+    return "\n".join(lines)
 
 
 def query(name: str) -> str:
     return _load()[name]
+
+
+async def fetch_all(pool: AsyncConnectionPool, name: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Runs a named query as its own transaction and returns its rows as dicts.
+
+    Only for idempotent work: it runs again on serialization failure, deadlock or a lost connection. A database
+    that cannot be reached is Unavailable.
+    """
+
+    async def run() -> list[dict[str, Any]]:
+        async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(query(name), params)
+            return await cur.fetchall() if cur.description else []
+
+    return await run_idempotent(run)
+
+
+async def run_idempotent(transaction: Callable[[], Awaitable[T]]) -> T:
+    """Runs an idempotent transaction with_retries; a database that cannot be reached is Unavailable."""
+    try:
+        return await with_retries(transaction)
+    except psycopg.OperationalError as error:
+        if (outage := as_unavailable(error)) is not None:
+            raise outage from error
+        raise
+
+
+def as_unavailable(error: psycopg.OperationalError) -> Unavailable | None:
+    """Unavailable when the database could not be asked or timed out (the caller may retry); None for an answer
+    the database gave (a paused shard, say), which is the caller's to interpret."""
+    if unreachable(error) or isinstance(error, psycopg.errors.QueryCanceled):
+        return Unavailable(f"database unavailable: {error.__class__.__name__}")
+    return None
+
+
+async def with_retries(operation: Callable[[], Awaitable[T]]) -> T:
+    """Runs a whole transaction again on serialization failure, deadlock or a lost connection.
+
+    A connection lost during COMMIT leaves the outcome unknown; the operations passed here are idempotent,
+    so running them again looks the result up rather than doing the work twice.
+    """
+    for attempt in range(1, _ATTEMPTS + 1):
+        try:
+            return await operation()
+        except psycopg.OperationalError as error:
+            if attempt == _ATTEMPTS or not _worth_retrying(error):
+                raise
+    raise AssertionError("unreachable")
+
+
+def unreachable(error: psycopg.OperationalError) -> bool:
+    """Whether the database could not be asked at all (a connection lost or refused, the server going away), as
+    opposed to having answered with an error."""
+    return error.sqlstate is None or error.sqlstate.startswith("08") or error.sqlstate in _SERVER_GONE
+
+
+def _worth_retrying(error: psycopg.OperationalError) -> bool:
+    if isinstance(error, (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected)):
+        return True
+    # No free connection means overload (and a statement timeout is not unreachable): again would only add to it.
+    return unreachable(error) and not isinstance(error, PoolTimeout)

@@ -9,8 +9,8 @@ SELECT * FROM place_orders(%(order_id)s::text[], %(customer_id)s::text[], %(clie
        WITH ORDINALITY
  ORDER BY ordinality;
 
--- name: cancel_placed_order
-SELECT * FROM cancel_placed_order(%(customer_id)s, %(order_id)s);
+-- name: cancel_order
+SELECT * FROM cancel_order(%(customer_id)s, %(order_id)s, %(subject)s, %(payload)s);
 
 -- name: get_order
 SELECT * FROM orders WHERE customer_id = %(customer_id)s AND order_id = %(order_id)s;
@@ -38,15 +38,16 @@ SELECT i.symbol, i.tradable, i.tick_size, q.price, q.quoted_at
   FROM instruments i LEFT JOIN quotes q USING (symbol);
 
 -- name: record_shard_count
--- The first process to start records the count; every later one reads it back and must agree.
-WITH recorded AS (
-    INSERT INTO shard_config (shard_count) VALUES (%(shard_count)s) ON CONFLICT DO NOTHING RETURNING shard_count
-)
-SELECT shard_count FROM recorded UNION ALL SELECT shard_count FROM shard_config;
+-- The first process to start records the count (a process starting at the same moment waits for it here).
+INSERT INTO shard_config (shard_count) VALUES (%(shard_count)s) ON CONFLICT DO NOTHING;
+
+-- name: recorded_shard_count
+-- A statement of its own, after record_shard_count: its snapshot sees whichever process recorded the count.
+SELECT shard_count FROM shard_config WHERE singleton;
 
 -- name: claim_outbox_batch
 -- SKIP LOCKED: relays in several replicas each take their own rows; a crashed relay's rows come back.
-SELECT message_id, dedupe_id, subject, payload FROM outbox
+SELECT message_id, dedupe_id, subject, payload, message_type FROM outbox
  WHERE published_at IS NULL
  ORDER BY message_id
  LIMIT %(limit)s
@@ -60,5 +61,224 @@ DELETE FROM outbox WHERE message_id IN (
     SELECT message_id FROM outbox WHERE published_at < now() - %(retention)s::interval LIMIT 10000
 );
 
+-- name: claim_for_submission
+SELECT * FROM claim_for_submission(%(order_id)s);
+
+-- name: record_submitted
+SELECT * FROM record_submitted(%(order_id)s, %(venue_order_id)s);
+
+-- name: record_venue_rejection
+SELECT * FROM record_venue_rejection(%(order_id)s, %(reason)s);
+
+-- name: shard_states
+-- Per shard: its pause, its oldest order still PLACED, and the order a worker has claimed but the exchange
+-- has not yet acknowledged (the one in flight).
+SELECT s.shard, p.shard IS NOT NULL AS paused, coalesce(p.reason, '') AS pause_reason,
+       (SELECT min(o.created_at) FROM orders o WHERE o.shard = s.shard AND o.status = 'PLACED') AS oldest_placed_at,
+       (SELECT o.order_id FROM orders o
+         WHERE o.shard = s.shard AND o.status = 'PLACED' AND o.claimed_at IS NOT NULL
+         ORDER BY o.claimed_at DESC LIMIT 1) AS order_in_flight
+  FROM unnest(%(shards)s::integer[]) AS s (shard)
+  LEFT JOIN paused_shards p USING (shard)
+ ORDER BY s.shard;
+
+-- name: paused_shards
+SELECT shard FROM paused_shards;
+
+-- name: pause_shard
+INSERT INTO paused_shards (shard, reason) VALUES (%(shard)s, %(reason)s)
+ON CONFLICT (shard) DO UPDATE SET reason = excluded.reason;
+
+-- name: resume_shard
+DELETE FROM paused_shards WHERE shard = %(shard)s;
+
+-- name: claim_unsent_placed
+-- The sweeper's first question: orders of these shards PLACED (and not re-driven) for longer than the limit, in
+-- shards not paused: `after` in an idle shard (nothing waiting, nothing in flight: the wake-up is lost),
+-- `busy_after` in a busy one (the order may only be queued, and a later message of its customer submits it too).
+-- Row locks (SKIP LOCKED) keep concurrent sweepers off the same orders, and the swept mark, committed at once
+-- (before the republish: no row stays locked while NATS answers), keeps later sweeps off them until the limit
+-- passes again; sweep_count makes each republish's message id new.
+WITH due AS (
+    SELECT order_id FROM orders
+     WHERE status = 'PLACED' AND shard = ANY(%(shards)s)
+       AND coalesce(swept_at, created_at)
+           < now() - CASE WHEN shard = ANY(%(idle_shards)s) THEN %(after)s ELSE %(busy_after)s END
+       AND shard NOT IN (SELECT shard FROM paused_shards)
+     ORDER BY shard, created_at
+     LIMIT %(limit)s
+     FOR UPDATE SKIP LOCKED
+)
+UPDATE orders o SET swept_at = now(), sweep_count = o.sweep_count + 1
+  FROM due WHERE o.order_id = due.order_id
+RETURNING o.order_id, o.customer_id, o.shard, o.symbol, o.side, o.quantity, o.protection_price, o.sweep_count;
+
+-- name: claim_unsent_cancels
+-- The sweeper's third question: cancels asked for longer than the limit and not yet sent (their message lost),
+-- with the same limits as claim_unsent_placed, timed by their own mark (the silent-order question renews
+-- swept_at of these very orders).
+WITH due AS (
+    SELECT order_id FROM orders
+     WHERE cancel_requested_at IS NOT NULL AND cancel_sent_at IS NULL
+       AND status IN ('PLACED', 'SUBMITTED', 'PARTIALLY_FILLED') AND shard = ANY(%(shards)s)
+       AND coalesce(cancel_swept_at, cancel_requested_at)
+           < now() - CASE WHEN shard = ANY(%(idle_shards)s) THEN %(after)s ELSE %(busy_after)s END
+       AND shard NOT IN (SELECT shard FROM paused_shards)
+     ORDER BY cancel_requested_at
+     LIMIT %(limit)s
+     FOR UPDATE SKIP LOCKED
+)
+UPDATE orders o SET cancel_swept_at = now(), sweep_count = o.sweep_count + 1
+  FROM due WHERE o.order_id = due.order_id
+RETURNING o.order_id, o.customer_id, o.shard, o.sweep_count;
+
+-- name: claim_silent_submitted
+-- The sweeper's second question: orders at the exchange with no change for longer than the limit.
+WITH due AS (
+    SELECT order_id FROM orders
+     WHERE status IN ('SUBMITTED', 'PARTIALLY_FILLED') AND shard = ANY(%(shards)s)
+       AND updated_at < now() - %(after)s AND (swept_at IS NULL OR swept_at < now() - %(after)s)
+     ORDER BY updated_at
+     LIMIT %(limit)s
+     FOR UPDATE SKIP LOCKED
+)
+UPDATE orders o SET swept_at = now(), sweep_count = o.sweep_count + 1
+  FROM due WHERE o.order_id = due.order_id
+RETURNING o.order_id, o.customer_id;
+
+-- name: record_quotes
+-- Reference prices from the exchange; a newer price replaces an older one, and only for instruments we list.
+-- (A halt at the exchange is the exchange's to enforce: it refuses the order, which ends REJECTED with its reason.)
+INSERT INTO quotes (symbol, price, quoted_at)
+SELECT symbol, price, quoted_at
+  FROM unnest(%(symbol)s::text[], %(price)s::numeric[], %(quoted_at)s::timestamptz[]) AS q (symbol, price, quoted_at)
+ WHERE symbol IN (SELECT symbol FROM instruments)
+ON CONFLICT (symbol) DO UPDATE SET price = excluded.price, quoted_at = excluded.quoted_at
+ WHERE quotes.quoted_at < excluded.quoted_at;
+
 -- name: ping
 SELECT 1;
+
+-- name: apply_execution_reports
+-- One row per report, with its ordinal in the batch.
+SELECT * FROM apply_execution_reports(%(exec_id)s::text[], %(order_id)s::text[], %(venue_order_id)s::text[],
+                                      %(exec_type)s::text[], %(last_quantity)s::bigint[], %(last_price)s::numeric[],
+                                      %(cumulative_quantity)s::bigint[], %(reason)s::text[],
+                                      %(transact_time)s::timestamptz[], %(report)s::jsonb[]);
+
+-- name: pending_cancel
+-- An order at the exchange whose customer asked to cancel it, the cancel not yet sent.
+SELECT * FROM orders
+ WHERE order_id = %(order_id)s AND cancel_requested_at IS NOT NULL AND cancel_sent_at IS NULL
+   AND status IN ('SUBMITTED', 'PARTIALLY_FILLED');
+
+-- name: record_cancel_sent
+UPDATE orders SET cancel_sent_at = now() WHERE order_id = %(order_id)s AND cancel_sent_at IS NULL;
+
+-- name: order_events_after
+-- A customer's order events after a sequence, oldest first, each with the order as that event left it.
+SELECT e.sequence AS event_sequence, e.event_type, e.occurred_at, e.status, e.status_reason, e.filled_quantity,
+       e.average_fill_price, e.cancel_requested,
+       o.order_id, o.client_order_id, o.customer_id, o.sequence, o.symbol, o.side, o.quantity, o.protection_price,
+       o.created_at
+  FROM order_events e JOIN orders o USING (order_id)
+ WHERE e.customer_id = %(customer_id)s AND e.sequence > %(after)s
+ ORDER BY e.sequence
+ LIMIT %(limit)s;
+
+-- Reconciliation (DESIGN.md rule 8): each query returns the discrepancies of one check, as a subject and what is
+-- wrong with it; no rows is a clean check. They read the tables alone. They are run with parameters, so a
+-- literal percent sign is doubled.
+
+-- name: reconcile_balances_vs_ledger
+SELECT 'customer ' || b.customer_id AS subject,
+       format('available %%s, reserved %%s; the ledger says %%s and %%s', format_money(b.available),
+              format_money(b.reserved), format_money(coalesce(l.available, 0)), format_money(coalesce(l.reserved, 0)))
+       AS detail
+  FROM balances b
+  LEFT JOIN (SELECT customer_id, sum(available_delta) AS available, sum(reserved_delta) AS reserved
+               FROM ledger_entries WHERE asset = 'USD' GROUP BY customer_id) l USING (customer_id)
+ WHERE (b.available, b.reserved) IS DISTINCT FROM (coalesce(l.available, 0), coalesce(l.reserved, 0));
+
+-- name: reconcile_negative_cash
+SELECT 'customer ' || customer_id AS subject,
+       format('available %%s, reserved %%s', format_money(available), format_money(reserved)) AS detail
+  FROM balances WHERE available < 0 OR reserved < 0;
+
+-- name: reconcile_reserved_cash_vs_open_orders
+SELECT 'customer ' || b.customer_id AS subject,
+       format('reserved %%s; open orders hold %%s', format_money(b.reserved), format_money(coalesce(o.held, 0)))
+       AS detail
+  FROM balances b
+  LEFT JOIN (SELECT customer_id, sum(reserved_cash) AS held FROM orders
+              WHERE status IN ('PLACED', 'SUBMITTED', 'PARTIALLY_FILLED') GROUP BY customer_id) o USING (customer_id)
+ WHERE b.reserved <> coalesce(o.held, 0);
+
+-- name: reconcile_reserved_shares_vs_open_orders
+SELECT format('customer %%s %%s', coalesce(p.customer_id, o.customer_id), coalesce(p.symbol, o.symbol)) AS subject,
+       format('%%s shares reserved; open sells hold %%s', coalesce(p.reserved, 0), coalesce(o.held, 0)) AS detail
+  FROM positions p
+  FULL JOIN (SELECT customer_id, symbol, sum(reserved_shares) AS held FROM orders
+              WHERE side = 'SELL' AND status IN ('PLACED', 'SUBMITTED', 'PARTIALLY_FILLED')
+              GROUP BY customer_id, symbol) o USING (customer_id, symbol)
+ WHERE coalesce(p.reserved, 0) <> coalesce(o.held, 0);
+
+-- name: reconcile_positions_vs_ledger
+SELECT format('customer %%s %%s', coalesce(p.customer_id, l.customer_id), coalesce(p.symbol, l.asset)) AS subject,
+       format('%%s shares (%%s reserved); the ledger says %%s (%%s)', coalesce(p.quantity, 0), coalesce(p.reserved, 0),
+              coalesce(l.quantity, 0), coalesce(l.reserved, 0)) AS detail
+  FROM positions p
+  FULL JOIN (SELECT customer_id, asset, sum(available_delta + reserved_delta) AS quantity,
+                    sum(reserved_delta) AS reserved
+               FROM ledger_entries WHERE asset <> 'USD' GROUP BY customer_id, asset) l
+    ON l.customer_id = p.customer_id AND l.asset = p.symbol
+ WHERE (coalesce(p.quantity, 0), coalesce(p.reserved, 0)) IS DISTINCT FROM (coalesce(l.quantity, 0), coalesce(l.reserved, 0));
+
+-- name: reconcile_positions_vs_fills
+SELECT format('customer %%s %%s', coalesce(p.customer_id, f.customer_id), coalesce(p.symbol, f.symbol)) AS subject,
+       format('%%s shares held; fills bought less sold %%s', coalesce(p.quantity, 0), coalesce(f.quantity, 0)) AS detail
+  FROM positions p
+  FULL JOIN (SELECT o.customer_id, o.symbol,
+                    sum(CASE o.side WHEN 'BUY' THEN e.quantity ELSE -e.quantity END) AS quantity
+               FROM executions e JOIN orders o USING (order_id)
+              WHERE e.quantity > 0 GROUP BY o.customer_id, o.symbol) f USING (customer_id, symbol)
+ WHERE coalesce(p.quantity, 0) <> coalesce(f.quantity, 0);
+
+-- name: reconcile_filled_vs_executions
+SELECT 'order ' || o.order_id AS subject,
+       format('%%s filled; its executions add up to %%s', o.filled_quantity, coalesce(sum(e.quantity), 0)) AS detail
+  FROM orders o LEFT JOIN executions e USING (order_id)
+ GROUP BY o.order_id
+HAVING o.filled_quantity <> coalesce(sum(e.quantity), 0);
+
+-- name: reconcile_fills_vs_ledger
+-- Each fill moved exactly its cost (a buy) or proceeds (a sell), and its shares.
+SELECT 'execution ' || e.exec_id AS subject,
+       format('%%s %%s at %%s: the ledger moved %%s cash and %%s shares', o.side, e.quantity, format_money(e.price),
+              format_money(coalesce(l.cash, 0)), coalesce(l.shares, 0)) AS detail
+  FROM executions e JOIN orders o USING (order_id)
+  LEFT JOIN (SELECT exec_id,
+                    sum(available_delta + reserved_delta) FILTER (WHERE asset = 'USD') AS cash,
+                    sum(available_delta + reserved_delta) FILTER (WHERE asset <> 'USD') AS shares
+               FROM ledger_entries WHERE kind = 'fill' GROUP BY exec_id) l USING (exec_id)
+ WHERE e.quantity > 0
+   AND (coalesce(l.cash, 0), coalesce(l.shares, 0)) IS DISTINCT FROM
+       (CASE o.side WHEN 'BUY' THEN -e.quantity * e.price ELSE e.quantity * e.price END,
+        CASE o.side WHEN 'BUY' THEN e.quantity ELSE -e.quantity END);
+
+-- name: reconcile_stuck_orders
+SELECT 'order ' || order_id AS subject,
+       format('%%s since %%s (customer %%s)', status, updated_at, customer_id) AS detail
+  FROM orders
+ WHERE status IN ('PLACED', 'SUBMITTED', 'PARTIALLY_FILLED') AND updated_at < now() - %(stuck_after)s
+ ORDER BY updated_at;
+
+-- name: reconcile_open_breaks
+SELECT format('execution %%s of order %%s', exec_id, order_id) AS subject, detail
+  FROM breaks WHERE resolved_at IS NULL ORDER BY recorded_at;
+
+-- name: reconcile_day_fills
+-- Our fills of a trading day (New York), to compare with the exchange's drop copy.
+SELECT e.exec_id, e.order_id, o.side, e.quantity, e.price
+  FROM executions e JOIN orders o USING (order_id)
+ WHERE e.quantity > 0 AND (e.executed_at AT TIME ZONE 'America/New_York')::date = %(day)s;

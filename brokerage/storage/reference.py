@@ -1,4 +1,5 @@
-"""The tradable universe and reference prices, held in memory and refreshed on a short interval.
+"""The tradable universe and reference prices: stored as the exchange quotes them, and held in memory by the
+order desk, refreshed on a short interval.
 
 Placement reads them on every order; a process-wide snapshot saves a round trip per order, at the cost
 of seeing a halt or a new quote up to one refresh interval late.
@@ -14,7 +15,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from brokerage.background import stop_requested
 from brokerage.domain.placement import Instrument, Quote
-from brokerage.storage.queries import query
+from brokerage.storage.queries import fetch_all, query
 from brokerage.telemetry import get_logger
 
 log = get_logger(__name__)
@@ -28,6 +29,19 @@ class ReferenceSnapshot:
     @property
     def symbols(self) -> frozenset[str]:
         return frozenset(self.instruments)
+
+
+async def record_quotes(pool: AsyncConnectionPool, quotes: list[Quote]) -> None:
+    """Stores reference prices from the exchange: a newer price replaces an older one, for symbols we list."""
+    await fetch_all(
+        pool,
+        "record_quotes",
+        {
+            "symbol": [q.symbol for q in quotes],
+            "price": [q.price for q in quotes],
+            "quoted_at": [q.quoted_at for q in quotes],
+        },
+    )
 
 
 class ReferenceData:

@@ -11,23 +11,12 @@ from decimal import Decimal
 
 import psycopg
 
+from brokerage.listings import DEMO_LISTINGS
 from brokerage.settings import load_settings
 from brokerage.telemetry import configure_logging, get_logger
 
 log = get_logger(__name__)
 
-# symbol, name, reference price (late 2026 levels are unknowable; these are realistic magnitudes)
-INSTRUMENTS: list[tuple[str, str, Decimal]] = [
-    ("AAPL", "Apple Inc.", Decimal("227.50")),
-    ("MSFT", "Microsoft Corporation", Decimal("418.20")),
-    ("GOOGL", "Alphabet Inc. Class A", Decimal("172.35")),
-    ("AMZN", "Amazon.com, Inc.", Decimal("186.90")),
-    ("TSLA", "Tesla, Inc.", Decimal("248.75")),
-    ("NVDA", "NVIDIA Corporation", Decimal("131.40")),
-    ("META", "Meta Platforms, Inc. Class A", Decimal("562.10")),
-    ("JPM", "JPMorgan Chase & Co.", Decimal("221.05")),
-]
-TICK = Decimal("0.01")
 DEFAULT_FUNDING = Decimal("100000.00")
 
 _UPSERT_INSTRUMENT = """
@@ -55,8 +44,8 @@ def seed(database_url: str, customers: int, amount: Decimal = DEFAULT_FUNDING) -
     """Seeds instruments, quotes and customers "1".."N"; returns how many customers were newly funded."""
     with psycopg.connect(database_url) as conn:
         with conn.cursor() as cur:
-            cur.executemany(_UPSERT_INSTRUMENT, [(s, n, TICK) for s, n, _ in INSTRUMENTS])
-            cur.executemany(_UPSERT_QUOTE, [(s, p) for s, _, p in INSTRUMENTS])
+            cur.executemany(_UPSERT_INSTRUMENT, [(x.symbol, x.name, x.tick_size) for x in DEMO_LISTINGS])
+            cur.executemany(_UPSERT_QUOTE, [(x.symbol, x.reference_price) for x in DEMO_LISTINGS])
         return fund_customers(conn, [str(i) for i in range(1, customers + 1)], amount)
 
 
@@ -75,7 +64,7 @@ def main() -> None:
     settings = load_settings()
     configure_logging(settings.log_level)
     funded = seed(settings.dsn, args.customers, args.amount)
-    log.info("demo data seeded", instruments=len(INSTRUMENTS), customers_funded=funded)
+    log.info("demo data seeded", instruments=len(DEMO_LISTINGS), customers_funded=funded)
 
 
 if __name__ == "__main__":

@@ -65,19 +65,25 @@ async def test_canceling_a_sell_releases_its_shares(
     assert db.execute("SELECT quantity, reserved FROM positions").fetchall() == [(5, 0)]
 
 
-async def test_a_claimed_order_cannot_be_canceled_and_keeps_its_reservation(
+async def test_canceling_a_claimed_order_asks_the_exchange_and_keeps_its_reservation_until_it_answers(
     stub: orders_pb2_grpc.OrderServiceStub, db: psycopg.Connection
 ) -> None:
     order = await stub.PlaceOrder(place(), timeout=5)
     db.execute("UPDATE orders SET claimed_at = now() WHERE order_id = %s", (order.order_id,))
-    before = snapshot(db)
+    held = available(db, "1")
 
-    with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await stub.CancelOrder(cancel(order.order_id), timeout=5)
+    requested = await stub.CancelOrder(cancel(order.order_id), timeout=5)
+    again = await stub.CancelOrder(cancel(order.order_id), timeout=5)
 
-    assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert "already taken to the exchange" in (raised.value.details() or "")
-    assert snapshot(db) == before
+    assert (requested.status, requested.cancel_requested) == (common_pb2.ORDER_STATUS_PLACED, True)
+    assert (again.status, again.cancel_requested) == (common_pb2.ORDER_STATUS_PLACED, True)
+    assert requested.reserved_amount == order.reserved_amount and available(db, "1") == held
+    messages = db.execute("SELECT dedupe_id, message_type FROM outbox WHERE dedupe_id LIKE '%:cancel'").fetchall()
+    assert messages == [(f"{order.order_id}:cancel", "CancelRequested")]  # once, however often it is asked
+    events = db.execute(
+        "SELECT event_type, cancel_requested FROM order_events WHERE order_id = %s ORDER BY sequence", (order.order_id,)
+    ).fetchall()
+    assert events == [("placed", False), ("cancel_requested", True)]
 
 
 async def test_a_rejected_order_cannot_be_canceled(stub: orders_pb2_grpc.OrderServiceStub) -> None:

@@ -105,3 +105,16 @@ async def test_callers_of_a_cancelled_batch_are_cancelled_too() -> None:
 
     results = await asyncio.gather(*callers, return_exceptions=True)
     assert all(isinstance(r, asyncio.CancelledError) for r in results)
+
+
+async def test_a_caller_that_gave_up_while_queued_is_never_run() -> None:
+    recorder = Recorder(delay=0.05)
+    batcher = MicroBatcher(recorder.run, max_batch=10, max_in_flight=1)
+    first = asyncio.create_task(batcher.submit(0))  # takes the only flusher
+    await asyncio.sleep(0)
+    queued = [asyncio.create_task(batcher.submit(i)) for i in (2, 4, 6)]
+    await asyncio.sleep(0.01)
+    queued[1].cancel()  # its deadline passed while it waited
+
+    assert await first == 0 and await queued[0] == 20 and await queued[2] == 60
+    assert recorder.batches == [[0], [2, 6]]

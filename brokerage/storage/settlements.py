@@ -1,0 +1,71 @@
+"""Execution reports booked exactly once (rule 7), in apply_execution_reports(): reports that arrive at the same
+moment share one transaction (group commit), taken customer by customer in the database."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from psycopg_pool import AsyncConnectionPool
+
+from brokerage.domain.executions import ExecutionReport, Settled, SettlementOutcome
+from brokerage.domain.money import format_decimal
+from brokerage.storage.batching import MicroBatcher, isolating_refusals
+from brokerage.storage.queries import fetch_all
+
+
+class SettlementStore:
+    def __init__(self, pool: AsyncConnectionPool, *, batch_max: int = 64, flushers: int = 1) -> None:
+        self._pool = pool
+        self._batcher: MicroBatcher[ExecutionReport, Settled] = MicroBatcher(
+            isolating_refusals(self._apply_batch), max_batch=batch_max, max_in_flight=flushers
+        )
+
+    async def apply(self, report: ExecutionReport) -> Settled:
+        """Books the report once, whatever its order's status; a duplicate or an impossible report changes no
+        balance (the latter is kept as a break). Raises Unavailable while the database cannot answer."""
+        return await self._batcher.submit(report)
+
+    async def _apply_batch(self, batch: Sequence[ExecutionReport]) -> list[Settled | BaseException]:
+        rows = await fetch_all(self._pool, "apply_execution_reports", _report_arrays(batch))
+        results: list[Settled | BaseException] = [AssertionError("no outcome")] * len(batch)
+        for row in rows:
+            results[row["ordinal"] - 1] = Settled(
+                SettlementOutcome(row["outcome"]), row["customer_id"], row["events_through"]
+            )
+        return results
+
+
+def _report_arrays(batch: Sequence[ExecutionReport]) -> dict[str, list[Any]]:
+    """The batch as one array per field, the shape apply_execution_reports() takes."""
+    return {
+        "exec_id": [r.exec_id for r in batch],
+        "order_id": [r.order_id for r in batch],
+        "venue_order_id": [r.venue_order_id for r in batch],
+        "exec_type": [r.exec_type.value for r in batch],
+        "last_quantity": [r.last_quantity for r in batch],
+        "last_price": [r.last_price for r in batch],
+        "cumulative_quantity": [r.cumulative_quantity for r in batch],
+        "reason": [r.reason for r in batch],
+        "transact_time": [r.transact_time for r in batch],
+        "report": [json.dumps(_as_json(r)) for r in batch],
+    }
+
+
+def _as_json(report: ExecutionReport) -> dict[str, Any]:
+    """The report as an operator reads it in a break."""
+    return {
+        "exec_id": report.exec_id,
+        "order_id": report.order_id,
+        "venue_order_id": report.venue_order_id,
+        "exec_type": report.exec_type.value,
+        "last_quantity": report.last_quantity,
+        "last_price": format_decimal(report.last_price),
+        "cumulative_quantity": report.cumulative_quantity,
+        "reason": report.reason,
+        "transact_time": report.transact_time.isoformat(),
+        "symbol": report.symbol,
+        "side": report.side.value,
+        "order_quantity": report.order_quantity,
+    }

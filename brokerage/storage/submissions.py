@@ -1,0 +1,57 @@
+"""Orders on their way to the exchange, as the execution workers claim and record them (DESIGN.md rules 5-7)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from brokerage.domain.orders import Order
+from brokerage.domain.submission import ShardPaused
+from brokerage.storage.group_commit import Call, GroupCommit
+from brokerage.storage.orders import order_from_row
+from brokerage.storage.queries import fetch_all
+
+
+class SubmissionStore:
+    """Claims and records of a process's shard workers that arrive together share a transaction (group commit)."""
+
+    def __init__(self, pool: AsyncConnectionPool, *, group_max: int = 32, group_flushers: int = 1) -> None:
+        self._pool = pool
+        self._group = GroupCommit(pool, max_batch=group_max, flushers=group_flushers)
+
+    async def claim_for_submission(self, order_id: str, customer_id: str) -> list[Order]:
+        """Claims the order and every older order of its customer still PLACED; returns them oldest first, or
+        nothing when the order is no longer PLACED. Raises ShardPaused while its shard is paused."""
+        call = Call("claim_for_submission", {"order_id": order_id}, customer_id)
+        try:
+            rows = await self._group.fetch(call)
+        except psycopg.errors.ObjectNotInPrerequisiteState as error:
+            raise ShardPaused(error.diag.message_primary or "shard paused") from error
+        return [order_from_row(row) for row in rows]
+
+    async def record_submitted(self, order: Order, venue_order_id: str) -> Order | None:
+        """SUBMITTED, unless a report already moved the order further; the order as it now stands."""
+        params = {"order_id": order.order_id, "venue_order_id": venue_order_id}
+        return _first(await self._group.fetch(Call("record_submitted", params, order.customer_id)))
+
+    async def record_venue_rejection(self, order: Order, reason: str) -> Order | None:
+        """REJECTED with the venue's reason and the reservation released, unless the order filled or ended."""
+        params = {"order_id": order.order_id, "reason": reason}
+        return _first(await self._group.fetch(Call("record_venue_rejection", params, order.customer_id)))
+
+    async def pending_cancel(self, order_id: str) -> Order | None:
+        """The order, if its customer asked to cancel it at the exchange and the cancel is not yet sent."""
+        return await self._one("pending_cancel", {"order_id": order_id})
+
+    async def record_cancel_sent(self, order_id: str) -> None:
+        await fetch_all(self._pool, "record_cancel_sent", {"order_id": order_id})
+
+    async def _one(self, name: str, params: dict[str, Any]) -> Order | None:
+        return _first(await fetch_all(self._pool, name, params))
+
+
+def _first(rows: list[dict[str, Any]]) -> Order | None:
+    """The order a function returned, None for its row of nulls (no such order)."""
+    return order_from_row(rows[0]) if rows and rows[0]["order_id"] is not None else None
