@@ -9,14 +9,29 @@ import json
 import sys
 from decimal import Decimal
 from enum import StrEnum
+from typing import TypeVar, overload
 
-from pydantic import Field, PostgresDsn, ValidationError, field_validator
+from pydantic import Field, PostgresDsn, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from brokerage.domain.market_hours import AlwaysOpen, MarketClock, NyseRegularSession
+from brokerage.domain.sharding import parse_shard_set
 
 
 class MarketHours(StrEnum):
     ALWAYS_OPEN = "always"
     NYSE = "nyse"  # the NYSE regular session: 09:30-16:00 New York time on trading days
+
+    def clock(self) -> MarketClock:
+        return NyseRegularSession() if self is MarketHours.NYSE else AlwaysOpen()
+
+
+def known_log_level(value: str) -> str:
+    """A log level's name, upper case; a name logging does not know is a settings error."""
+    level = value.upper()
+    if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise ValueError(f"unknown log level {value!r}")
+    return level
 
 
 class Settings(BaseSettings):
@@ -52,32 +67,75 @@ class Settings(BaseSettings):
     # transaction stalled on a customer's row lock leave the process's other placements running.
     placement_batch_max: int = Field(default=64, ge=1, le=1000)
     placement_flushers: int = Field(default=1, ge=1)
+    watch_poll_seconds: float = Field(default=1.0, gt=0)  # WatchOrders reads PostgreSQL at least this often
     relay_batch_size: int = Field(default=500, ge=1, le=10_000)
     relay_poll_seconds: float = Field(default=1.0, gt=0)
     publish_timeout_seconds: float = Field(default=5.0, gt=0)
+
+    # Execution workers. A cluster owns the shards in `shards` ("0-7", "8-15", "0-3,12"); empty: all of them.
+    shards: str = ""
+    exchange_target: str = "127.0.0.1:50060"
+    exchange_deadline_seconds: float = Field(default=2.0, gt=0)
+    # JetStream redelivers a message whose holder neither acks nor reports progress for this long: the time a
+    # dead replica's shard waits before another replica takes it over.
+    consumer_ack_wait_seconds: float = Field(default=10.0, ge=1)
+    fetch_timeout_seconds: float = Field(default=2.0, gt=0)
+    retry_initial_seconds: float = Field(default=0.1, gt=0)
+    retry_max_seconds: float = Field(default=5.0, gt=0)
+    # The sweeper: an order PLACED this long is published again (in a shard with a backlog, where it may only be
+    # queued, after republish_busy_after); one at the exchange and silent this long is asked about.
+    sweep_interval_seconds: float = Field(default=5.0, gt=0)
+    republish_after_seconds: float = Field(default=30.0, gt=0)
+    republish_busy_after_seconds: float = Field(default=300.0, gt=0)
+    status_query_after_seconds: float = Field(default=60.0, gt=0)
+    quote_refresh_seconds: float = Field(default=1.0, gt=0)
+    shard_refresh_seconds: float = Field(default=1.0, gt=0)
+
+    # CallbackService: the secret the exchange presents (`authorization: Bearer <token>`), and group commit of
+    # settlement: reports per transaction, transactions in flight per process.
+    callback_token: SecretStr = SecretStr("")
+    settlement_batch_max: int = Field(default=64, ge=1, le=1000)
+    settlement_flushers: int = Field(default=1, ge=1)
 
     log_level: str = "INFO"
 
     @field_validator("log_level")
     @classmethod
     def _known_level(cls, value: str) -> str:
-        level = value.upper()
-        if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
-            raise ValueError(f"unknown log level {value!r}")
-        return level
+        return known_log_level(value)
+
+    @field_validator("shards")
+    @classmethod
+    def _shards_exist(cls, value: str, info: ValidationInfo) -> str:
+        if value and "shard_count" in info.data:  # shard_count is validated first; if it failed, say that alone
+            parse_shard_set(value, info.data["shard_count"])
+        return value
 
     @property
     def dsn(self) -> str:
         return str(self.database_url)
 
+    @property
+    def owned_shards(self) -> tuple[int, ...]:
+        """The shards this process's worker cluster owns."""
+        return parse_shard_set(self.shards, self.shard_count) if self.shards else tuple(range(self.shard_count))
 
-def load_settings() -> Settings:
+
+AnySettings = TypeVar("AnySettings", bound=BaseSettings)
+
+
+@overload
+def load_settings() -> Settings: ...
+@overload
+def load_settings(kind: type[AnySettings]) -> AnySettings: ...
+def load_settings(kind: type[BaseSettings] = Settings) -> BaseSettings:
     """The settings from the environment, or a clear message and exit status 2 before anything starts."""
     try:
-        return Settings()
+        return kind()
     except ValidationError as error:
+        prefix = kind.model_config.get("env_prefix", "")
         problems = [
-            {"setting": "BROKER_" + "_".join(str(p) for p in e["loc"]).upper(), "problem": e["msg"]}
+            {"setting": prefix + "_".join(str(p) for p in e["loc"]).upper(), "problem": e["msg"]}
             for e in error.errors()
         ]
         print(json.dumps({"level": "critical", "event": "invalid settings", "problems": problems}), file=sys.stderr)

@@ -9,6 +9,7 @@ import nats
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
+from brokerage.background import stop_requested
 from brokerage.telemetry import get_logger
 
 log = get_logger(__name__)
@@ -30,8 +31,14 @@ class JetStreamLink:
 
     async def jetstream(self) -> JetStreamContext:
         """The JetStream context, connecting first if needed; raises while NATS cannot be reached."""
+        await self.client()
+        assert self._js is not None
+        return self._js
+
+    async def client(self) -> Client:
+        """The core NATS client (plain publish and subscribe), connecting first if needed."""
         async with self._lock:
-            if self._js is None:
+            if self._client is None:
                 client = await nats.connect(
                     self._url,
                     name=self._name,
@@ -50,7 +57,17 @@ class JetStreamLink:
                     await client.close()
                     raise
                 self._client, self._js = client, js
-            return self._js
+            return self._client
+
+    async def stay_connected(self, retry_seconds: float = 1.0) -> None:
+        """Connects, trying until it succeeds, for a process whose own work never connects but whose side tasks
+        (the doorbell) use the connection when there is one. Reconnects after that are the client's own."""
+        while not stop_requested() and not self.connected:
+            try:
+                await self.client()
+            except Exception as error:
+                log.debug("nats not reachable yet", error=repr(error))
+                await asyncio.sleep(retry_seconds)
 
     async def close(self) -> None:
         """Drains pending acknowledgements when connected; otherwise just closes."""

@@ -10,14 +10,13 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-from nats.js import JetStreamContext
-from nats.js.api import PubAck
 from prometheus_client import Counter, Histogram
 
 from brokerage.background import stop_requested
 from brokerage.messaging.connection import JetStreamLink
+from brokerage.messaging.publishing import publish_all
 from brokerage.messaging.streams import ShardCountMismatch
-from brokerage.storage.outbox import Outbox, OutboxMessage
+from brokerage.storage.outbox import Outbox
 from brokerage.telemetry import get_logger
 
 log = get_logger(__name__)
@@ -81,28 +80,11 @@ class OutboxRelay:
         async with self._outbox.claim(self._batch_size) as batch:
             if not batch.messages:
                 return 0
-            acks = [await self._publish(js, message) for message in batch.messages]
-            await self._await_acks(acks)
+            await publish_all(js, batch.messages, self._publish_timeout)
             await batch.mark_published()
         PUBLISHED.inc(len(batch.messages))
         BATCH_SIZE.observe(len(batch.messages))
         return len(batch.messages)
-
-    @staticmethod
-    async def _publish(js: JetStreamContext, message: OutboxMessage) -> asyncio.Future[PubAck]:
-        return await js.publish_async(message.subject, message.payload, headers={"Nats-Msg-Id": message.dedupe_id})
-
-    async def _await_acks(self, acks: list[asyncio.Future[PubAck]]) -> None:
-        """Waits for every acknowledgement (in order) or fails the batch; whatever is still outstanding is
-        cancelled, which also frees the client's in-flight slots (an ack lost in a disconnect never comes)."""
-        try:
-            async with asyncio.timeout(self._publish_timeout):
-                for ack in acks:
-                    await ack
-        finally:
-            for ack in acks:
-                if not ack.cancel() and not ack.cancelled():
-                    ack.exception()  # retrieved: a failure after the first one is already being handled
 
     async def _wait_for_work(self) -> None:
         # The poll is a timer that sets the same event, not a timeout around the wait: in Python 3.11 both

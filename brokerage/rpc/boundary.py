@@ -4,7 +4,8 @@ domain errors turned into status codes, and unexpected errors logged and hidden 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from typing import Any
 
 import grpc
@@ -50,7 +51,13 @@ class CallBoundary(aio.ServerInterceptor):
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
-        return handler  # client and bidirectional streams: none are served yet
+        if handler.stream_stream:
+            return grpc.stream_stream_rpc_method_handler(
+                _server_stream(handler.stream_stream, ("bidi_stream", service, method)),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler  # client streams: none are served
 
 
 def _unary(behavior: Callable[..., Awaitable[Any]], labels: tuple[str, str, str]) -> Callable[..., Awaitable[Any]]:
@@ -70,14 +77,15 @@ def _unary(behavior: Callable[..., Awaitable[Any]], labels: tuple[str, str, str]
 
 
 def _server_stream(
-    behavior: Callable[..., AsyncIterator[Any]], labels: tuple[str, str, str]
+    behavior: Callable[..., AsyncGenerator[Any, None]], labels: tuple[str, str, str]
 ) -> Callable[..., AsyncIterator[Any]]:
     async def call(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
         started = _start(labels)
         try:
             with log_context(rpc=labels[2]):
-                async for response in behavior(request, context):
-                    yield response
+                async with aclosing(behavior(request, context)) as responses:  # closed also when the client goes
+                    async for response in responses:
+                        yield response
         except (aio.AbortError, grpc.RpcError):
             raise
         except Exception as error:

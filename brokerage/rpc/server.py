@@ -38,9 +38,12 @@ class RunningServer:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
-async def create_server(address: str, services: Sequence[Service]) -> RunningServer:
-    """Starts serving on address (port 0 picks a free one): for tests and for main alike."""
-    server = aio.server(interceptors=[CallBoundary()], options=[("grpc.so_reuseport", 0)])
+async def create_server(
+    address: str, services: Sequence[Service], interceptors: Sequence[aio.ServerInterceptor] = ()
+) -> RunningServer:
+    """Starts serving on address (port 0 picks a free one): for tests and for main alike. The call boundary
+    (metrics, error mapping) is outermost, so it also counts calls the other interceptors refuse."""
+    server = aio.server(interceptors=[CallBoundary(), *interceptors], options=[("grpc.so_reuseport", 0)])
     health = Health([s.name for s in services])
     for service in services:
         service.add_to_server(service.servicer, server)

@@ -178,3 +178,21 @@ async def test_the_service_starts_and_takes_orders_while_nats_has_never_been_rea
 
     assert order.status == common_pb2.ORDER_STATUS_PLACED
     assert db.execute("SELECT count(*) FROM outbox WHERE published_at IS NULL").fetchone() == (1,)  # waits for NATS
+
+
+async def test_processes_starting_together_on_a_fresh_database_agree_on_the_shard_count(database_url: str) -> None:
+    from brokerage.storage.pool import open_pool
+    from brokerage.storage.shard_config import check_shard_count
+
+    first = await psycopg.AsyncConnection.connect(database_url)  # another process, mid-way through recording it
+    await first.execute("INSERT INTO shard_config (shard_count) VALUES (16)")
+    pool = await open_pool(make_settings(database_url, "nats://unused"))
+    try:
+        second = asyncio.create_task(check_shard_count(pool, 16))
+        await asyncio.sleep(0.3)
+        assert not second.done()  # waiting for the first to commit
+        await first.commit()
+        await asyncio.wait_for(second, timeout=5)
+    finally:
+        await first.close()
+        await pool.close()

@@ -1,0 +1,196 @@
+"""The exchange as we see it (the workers, the quote feed, reconciliation): a venue adapter that only translates.
+
+Every call has a deadline. A refusal of the order is data (Refused); an answer that leaves the outcome unknown
+or says nothing about the order (unavailable, timed out, our credentials, a fault at the venue) is
+VenueUnavailable, to be tried again later: the exchange dedupes by our order id, so that is always safe, and a
+customer's order is never rejected for something that may be our own misconfiguration.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, date
+from typing import Any, TypeVar
+
+import grpc
+from grpc import aio
+from prometheus_client import Counter, Histogram
+
+from brokerage.domain.executions import DropCopyEntry
+from brokerage.domain.money import format_decimal, parse_decimal
+from brokerage.domain.orders import Order, OrderStatus
+from brokerage.domain.placement import Quote
+from brokerage.domain.submission import Accepted, Refused, SubmissionOutcome, VenueUnavailable
+from brokerage.proto import common_pb2, exchange_pb2, exchange_pb2_grpc
+from brokerage.wire import SIDE_TO_PROTO, STATUS_FROM_PROTO, report_from_proto
+
+Response = TypeVar("Response")
+DROP_COPY_DEADLINE = 30.0  # a page of up to 10,000 executions: far more than one order's call
+
+EXCHANGE_SECONDS = Histogram(
+    "execution_exchange_seconds",
+    "Time for the exchange to answer a call, by method.",
+    ("method",),
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+EXCHANGE_ERRORS = Counter("execution_exchange_errors_total", "Calls to the exchange that failed.", ("method", "code"))
+
+# Refusals of the order itself. Anything else is retried.
+_REFUSALS = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.OUT_OF_RANGE,
+        grpc.StatusCode.NOT_FOUND,
+    }
+)
+# gRPC's own retries for a venue that is briefly unreachable, within each call's deadline (every method here is
+# idempotent: SubmitOrder by our order id).
+_SERVICE_CONFIG = json.dumps(
+    {
+        "methodConfig": [
+            {
+                "name": [{"service": "broker.v1.ExchangeService"}],
+                "retryPolicy": {
+                    "maxAttempts": 3,
+                    "initialBackoff": "0.05s",
+                    "maxBackoff": "0.5s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ]
+    }
+)
+
+
+@dataclass(frozen=True)
+class VenueOrderStatus:
+    """What the exchange says of one of our orders."""
+
+    known: bool  # false: the exchange never received it
+    status: OrderStatus | None
+    venue_order_id: str
+    cumulative_quantity: int
+    reject_reason: str  # for a rejected order
+
+
+@dataclass(frozen=True)
+class CancelAnswer:
+    accepted: bool  # a cancel is under way; its report follows
+    reason: str  # why not: already filled, unknown, ...
+
+
+class ExchangeClient:
+    def __init__(self, channel: aio.Channel, deadline: float) -> None:
+        self._channel = channel
+        self._stub = exchange_pb2_grpc.ExchangeServiceStub(channel)
+        self._deadline = deadline
+
+    @classmethod
+    def connect(cls, target: str, deadline: float) -> ExchangeClient:
+        options = [("grpc.service_config", _SERVICE_CONFIG), ("grpc.enable_retries", 1)]
+        return cls(aio.insecure_channel(target, options=options), deadline)
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def submit(self, order: Order) -> SubmissionOutcome:
+        """Submits a market order with its protection price; raises VenueUnavailable to be tried again."""
+        assert order.protection_price is not None  # only a PLACED order is submitted, and it is priced
+        request = exchange_pb2.SubmitOrderRequest(
+            order_id=order.order_id,
+            customer_id=order.customer_id,
+            symbol=order.symbol,
+            side=SIDE_TO_PROTO[order.side],
+            quantity=order.quantity,
+            protection_price=format_decimal(order.protection_price),
+        )
+        try:
+            response = await self._call("SubmitOrder", self._stub.SubmitOrder, request)
+        except aio.AioRpcError as error:
+            if error.code() is grpc.StatusCode.ALREADY_EXISTS:  # the venue has it: ask what became of it
+                return await self._outcome_of_known_order(order.order_id)
+            if error.code() in _REFUSALS:
+                return Refused(f"refused by the exchange: {error.details()}")
+            raise _unavailable("SubmitOrder", error) from error
+        if not response.accepted:
+            return Refused(response.reject_reason or "rejected by the exchange")
+        return Accepted(response.venue_order_id, duplicate=response.duplicate)
+
+    async def cancel(self, order_id: str) -> CancelAnswer:
+        """Asks the exchange to cancel what is unfilled; the outcome arrives as execution reports."""
+        request = exchange_pb2.ExchangeCancelRequest(order_id=order_id)
+        try:
+            response = await self._call("CancelOrder", self._stub.CancelOrder, request)
+        except aio.AioRpcError as error:
+            raise _unavailable("CancelOrder", error) from error
+        return CancelAnswer(response.accepted, response.reason)
+
+    async def order_status(self, order_id: str, *, resend_reports: bool = False) -> VenueOrderStatus:
+        """The exchange's view of the order; with resend_reports it also sends every report of it again."""
+        request = exchange_pb2.GetOrderStatusRequest(order_id=order_id, resend_reports=resend_reports)
+        try:
+            report = await self._call("GetOrderStatus", self._stub.GetOrderStatus, request)
+        except aio.AioRpcError as error:
+            raise _unavailable("GetOrderStatus", error) from error
+        rejections = [r.reason for r in report.reports if r.exec_type == common_pb2.EXEC_TYPE_REJECTED]
+        return VenueOrderStatus(
+            known=report.known,
+            status=STATUS_FROM_PROTO.get(report.status),
+            venue_order_id=report.venue_order_id,
+            cumulative_quantity=report.cumulative_quantity,
+            reject_reason=rejections[0] if rejections else "",
+        )
+
+    async def quotes(self) -> list[Quote]:
+        try:
+            response = await self._call("GetQuotes", self._stub.GetQuotes, exchange_pb2.GetQuotesRequest())
+        except aio.AioRpcError as error:
+            raise _unavailable("GetQuotes", error) from error
+        return [Quote(q.symbol, parse_decimal(q.price), q.quoted_at.ToDatetime(tzinfo=UTC)) for q in response.quotes]
+
+    async def drop_copy(self, trading_day: date | None = None) -> list[DropCopyEntry]:
+        """Every report of the exchange's trading day (None: today there), with each order's arrival sequence,
+        read page by page (each page under its own deadline)."""
+        request = exchange_pb2.GetDropCopyRequest(trading_day=trading_day.isoformat() if trading_day else "")
+        entries: list[DropCopyEntry] = []
+        while True:
+            try:
+                page = await self._call("GetDropCopy", self._stub.GetDropCopy, request, deadline=DROP_COPY_DEADLINE)
+            except aio.AioRpcError as error:
+                raise _unavailable("GetDropCopy", error) from error
+            entries += (
+                DropCopyEntry(report_from_proto(entry.report), entry.customer_id, entry.arrival_sequence)
+                for entry in page.executions
+            )
+            if not page.next_page_token:
+                return entries
+            request.page_token = page.next_page_token
+
+    async def _outcome_of_known_order(self, order_id: str) -> SubmissionOutcome:
+        status = await self.order_status(order_id)
+        if not status.known:
+            raise VenueUnavailable("the exchange called the order a duplicate but does not know it")
+        if status.status is OrderStatus.REJECTED:
+            return Refused(status.reject_reason or "rejected by the exchange")
+        return Accepted(status.venue_order_id, duplicate=True)
+
+    async def _call(
+        self, method: str, rpc: Callable[..., Awaitable[Response]], request: Any, deadline: float | None = None
+    ) -> Response:
+        started = time.perf_counter()
+        try:
+            return await rpc(request, timeout=deadline or self._deadline, wait_for_ready=False)
+        except aio.AioRpcError as error:
+            EXCHANGE_ERRORS.labels(method, error.code().name).inc()
+            raise
+        finally:
+            EXCHANGE_SECONDS.labels(method).observe(time.perf_counter() - started)
+
+
+def _unavailable(method: str, error: aio.AioRpcError) -> VenueUnavailable:
+    return VenueUnavailable(f"{method}: {error.code().name}: {error.details()}")
