@@ -1,0 +1,146 @@
+"""Wires and serves the exchange simulator: `python -m exchange_simulator`. Settings come from EXCHANGE_* variables."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from brokerage.background import Backoff
+from brokerage.listings import DEMO_LISTINGS
+from brokerage.proto import exchange_pb2_grpc
+from brokerage.rpc.process import run_service
+from brokerage.rpc.server import RunningServer, Service, create_server
+from brokerage.settings import load_settings
+from brokerage.telemetry import get_logger
+from exchange_simulator.callback_client import CallbackClient
+from exchange_simulator.chaos import Chaos
+from exchange_simulator.delivery import KeptOnly, ReportDelivery, ReportSink
+from exchange_simulator.exchange import Exchange
+from exchange_simulator.executions import VenueIds
+from exchange_simulator.fill_plan import FillRules
+from exchange_simulator.market import Market
+from exchange_simulator.servicer import ExchangeServicer
+from exchange_simulator.settings import SimulatorSettings
+from exchange_simulator.stream_delivery import StreamDelivery
+from exchange_simulator.venue import Venue
+
+log = get_logger(__name__)
+SERVICE_NAME = "broker.v1.ExchangeService"
+READINESS_INTERVAL_SECONDS = 5.0  # no dependencies: readiness is SERVING from the first check on
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class SimulatorApp:
+    settings: SimulatorSettings
+    exchange: Exchange
+    running: RunningServer
+    callback: CallbackClient | None
+
+    @property
+    def venue(self) -> Venue:
+        """The venue's orders, for tests to inspect: `app.venue.order(order_id).submissions`."""
+        return self.exchange.venue
+
+    @property
+    def market(self) -> Market:
+        return self.exchange.market
+
+    @property
+    def port(self) -> int:
+        return self.running.port
+
+    def background(self) -> list[Coroutine[Any, Any, None]]:
+        """The work beside the server: fills when due, the price walk, readiness (no checks: always ready)."""
+        return [
+            self.exchange.run_fills(),
+            self.exchange.walk_prices(),
+            self.running.health.follow([], interval=READINESS_INTERVAL_SECONDS),
+        ]
+
+    async def close(self) -> None:
+        await self.exchange.close()
+        if self.callback is not None:
+            await self.callback.close()
+
+
+def build_exchange(
+    settings: SimulatorSettings, callback: CallbackClient | None, clock: Callable[[], datetime] = utc_now
+) -> Exchange:
+    market = Market(
+        DEMO_LISTINGS,
+        seed=settings.seed,
+        volatility=settings.price_volatility,
+        opened_at=clock(),
+        halted=settings.halted,
+    )
+    rules = FillRules(
+        seed=settings.seed,
+        fill_delay=timedelta(milliseconds=settings.fill_delay_ms),
+        partial_fill_probability=settings.partial_fill_probability,
+        max_fills=settings.max_fills,
+    )
+    venue = Venue(market, rules, clock=clock, market_clock=settings.market_hours.clock(), ids=VenueIds())
+    chaos = Chaos(settings.chaos_rate, settings.chaos_max_delay_ms / 1000, random.Random(f"{settings.seed}/chaos"))
+    return Exchange(
+        venue,
+        market,
+        report_sink(settings, callback, chaos),
+        chaos,
+        clock=clock,
+        price_step_seconds=settings.price_step_ms / 1000,
+        acknowledgement_wait_seconds=settings.callback_deadline_seconds,
+        acknowledgement_delay_seconds=settings.ack_delay_ms / 1000,
+    )
+
+
+def redelivery_backoff(settings: SimulatorSettings) -> Backoff:
+    return Backoff(settings.redelivery_backoff_initial_seconds, settings.redelivery_backoff_max_seconds)
+
+
+def report_sink(settings: SimulatorSettings, callback: CallbackClient | None, chaos: Chaos) -> ReportSink:
+    """Where reports go: nowhere without CallbackService, else over a stream or one call each."""
+    if callback is None:
+        return KeptOnly()
+    rng = random.Random(f"{settings.seed}/backoff")
+    if settings.callback_stream:
+        return StreamDelivery(
+            callback.open_stream,
+            window=settings.callback_stream_window,
+            ack_timeout=settings.callback_deadline_seconds,
+            backoff=redelivery_backoff(settings),
+            chaos=chaos,
+            rng=rng,
+        )
+    return ReportDelivery(
+        callback.send,
+        concurrency=settings.delivery_concurrency,
+        backoff=redelivery_backoff(settings),
+        chaos=chaos,
+        rng=rng,
+    )
+
+
+async def start(settings: SimulatorSettings) -> SimulatorApp:
+    """Starts serving; the caller runs `background()` and closes the app."""
+    callback = None
+    if settings.callback_target:
+        token = settings.callback_token.get_secret_value()
+        callback = CallbackClient(
+            settings.callback_target, token, settings.callback_deadline_seconds, redelivery_backoff(settings)
+        )
+    exchange = build_exchange(settings, callback)
+    service = Service(SERVICE_NAME, ExchangeServicer(exchange), exchange_pb2_grpc.add_ExchangeServiceServicer_to_server)
+    running = await create_server(f"{settings.grpc_host}:{settings.grpc_port}", [service])
+    log.info("exchange simulator listening", port=running.port, session_id=exchange.venue.session_id)
+    return SimulatorApp(settings, exchange, running, callback)
+
+
+def main() -> None:
+    run_service("exchange simulator", start, load_settings(SimulatorSettings))

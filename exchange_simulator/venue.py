@@ -1,0 +1,296 @@
+"""The venue's order book of market orders: submission (idempotent by our order id), fills by plan and never
+beyond the protection price, cancels, status and the drop copy.
+
+No I/O and no waiting: the clock is injected, due fills run when `execute_due_fills` is called, and every
+execution report goes to the listeners as it is produced. Everything runs on one thread (the event loop), so a
+cancel and a fill never interleave: whichever comes first wins and the other finds the order terminal.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import re
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime
+from decimal import Decimal
+
+from brokerage.domain.errors import FieldViolation, IdempotencyConflict, InvalidRequest, OrderNotFound
+from brokerage.domain.executions import DropCopyEntry, ExecType, ExecutionReport
+from brokerage.domain.market_hours import MarketClock, trading_day
+from brokerage.domain.money import format_decimal
+from brokerage.domain.orders import OrderStatus
+from exchange_simulator.executions import VenueIds
+from exchange_simulator.fill_plan import FillRules, PlannedFill, plan_fills
+from exchange_simulator.market import Market
+from exchange_simulator.tickets import OrderTicket
+
+TRADING_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+CUSTOMER_CANCEL = "canceled at the customer's request"
+
+ReportListener = Callable[[ExecutionReport], None]
+
+
+@dataclass(frozen=True)
+class Acknowledgement:
+    """The venue's answer to SubmitOrder; a repeated submit gets the first one back, marked duplicate."""
+
+    venue_order_id: str
+    accepted: bool
+    reject_reason: str
+    arrival_sequence: int
+    duplicate: bool = False
+
+
+@dataclass(frozen=True)
+class CancelOutcome:
+    accepted: bool  # the unfilled rest is canceled; the CANCELED report is already out
+    reason: str = ""  # why not
+
+
+@dataclass
+class VenueOrder:
+    ticket: OrderTicket
+    acknowledgement: Acknowledgement
+    pending_fills: deque[PlannedFill]
+    submissions: int = 1  # SubmitOrder calls for this order: the first and its duplicates
+    cumulative_quantity: int = 0
+    ended: OrderStatus | None = None  # REJECTED or CANCELED: ended before it filled completely
+    next_fill_due: datetime | None = None
+    reports: list[ExecutionReport] = field(default_factory=list)
+
+    @property
+    def order_id(self) -> str:
+        return self.ticket.order_id
+
+    @property
+    def arrival_sequence(self) -> int:
+        return self.acknowledgement.arrival_sequence
+
+    @property
+    def venue_order_id(self) -> str:
+        return self.acknowledgement.venue_order_id
+
+    @property
+    def status(self) -> OrderStatus:
+        if self.ended is not None:
+            return self.ended
+        if self.cumulative_quantity == self.ticket.quantity:
+            return OrderStatus.FILLED
+        return OrderStatus.PARTIALLY_FILLED if self.cumulative_quantity else OrderStatus.SUBMITTED
+
+    @property
+    def is_working(self) -> bool:
+        return not self.status.is_terminal
+
+
+class Venue:
+    def __init__(
+        self,
+        market: Market,
+        rules: FillRules,
+        *,
+        clock: Callable[[], datetime],
+        market_clock: MarketClock,
+        ids: VenueIds,
+    ) -> None:
+        self._market = market
+        self._rules = rules
+        self._clock = clock
+        self._market_clock = market_clock
+        self._ids = ids
+        self._orders: dict[str, VenueOrder] = {}
+        self._arrivals = itertools.count(1)
+        self._log: list[ExecutionReport] = []  # every report in the order produced: the drop copy's source
+        self._due: list[tuple[datetime, int, str]] = []  # heap of (due, arrival sequence, order id)
+        self._listeners: list[ReportListener] = []
+
+    @property
+    def market(self) -> Market:
+        return self._market
+
+    @property
+    def session_id(self) -> str:
+        return self._ids.session_id
+
+    def add_listener(self, listener: ReportListener) -> None:
+        self._listeners.append(listener)
+
+    def find(self, order_id: str) -> VenueOrder | None:
+        return self._orders.get(order_id)
+
+    def order(self, order_id: str) -> VenueOrder:
+        order = self._orders.get(order_id)
+        if order is None:
+            raise OrderNotFound(order_id)
+        return order
+
+    # Submission
+
+    def submit(self, ticket: OrderTicket) -> Acknowledgement:
+        """The acknowledgement; the same order again gets the first one (duplicate), other fields are refused."""
+        order = self._orders.get(ticket.order_id)
+        if order is None:
+            return self._arrive(ticket).acknowledgement
+        if order.ticket != ticket:
+            raise IdempotencyConflict(f"order {ticket.order_id!r} was submitted before with other fields")
+        order.submissions += 1
+        return replace(order.acknowledgement, duplicate=True)
+
+    def _arrive(self, ticket: OrderTicket) -> VenueOrder:
+        reject_reason = self._reject_reason(ticket)
+        acknowledgement = Acknowledgement(
+            venue_order_id=self._ids.next_venue_order_id(),
+            accepted=reject_reason is None,
+            reject_reason=reject_reason or "",
+            arrival_sequence=next(self._arrivals),
+        )
+        plan = () if reject_reason else plan_fills(ticket.order_id, ticket.quantity, self._rules)
+        order = VenueOrder(ticket, acknowledgement, deque(plan))
+        self._orders[ticket.order_id] = order
+        if reject_reason:
+            self._end(order, OrderStatus.REJECTED, reject_reason)
+        else:
+            self._report(order, ExecType.NEW)
+            self._schedule_next_fill(order, self._clock())
+        return order
+
+    def _reject_reason(self, ticket: OrderTicket) -> str | None:
+        if not self._market.is_listed(ticket.symbol):
+            return f"unknown symbol {ticket.symbol!r}"
+        if self._market.is_halted(ticket.symbol):
+            return f"trading in {ticket.symbol} is halted"
+        if not self._market_clock.is_open(self._clock()):
+            return "market closed"
+        return None
+
+    # Fills
+
+    def next_fill_due(self) -> datetime | None:
+        while self._due and self._is_stale(self._due[0]):
+            heapq.heappop(self._due)
+        return self._due[0][0] if self._due else None
+
+    def execute_due_fills(self) -> list[ExecutionReport]:
+        """Executes every fill due by now, earliest first, at the current prices."""
+        now = self._clock()
+        reports: list[ExecutionReport] = []
+        while self._due and self._due[0][0] <= now:
+            entry = heapq.heappop(self._due)
+            if not self._is_stale(entry):
+                reports += self._fill_next(self._orders[entry[2]], now)
+        return reports
+
+    def fill_now(self, order_id: str) -> list[ExecutionReport]:
+        """Executes the order's next fill at once rather than when due (chaos: a fill before the acknowledgement)."""
+        order = self.order(order_id)
+        return self._fill_next(order, self._clock()) if order.is_working else []
+
+    def _fill_next(self, order: VenueOrder, now: datetime) -> list[ExecutionReport]:
+        order.next_fill_due = None
+        ticket = order.ticket
+        if self._market.is_halted(ticket.symbol):  # a halted stock does not trade: try again later
+            self._schedule_next_fill(order, now)
+            return []
+        price = self._market.price(ticket.symbol)
+        if not ticket.allows(price):
+            reason = (
+                f"price {format_decimal(price)} is beyond the protection price "
+                f"{format_decimal(ticket.protection_price)}: unfilled rest canceled"
+            )
+            return [self._end(order, OrderStatus.CANCELED, reason)]
+        fill = order.pending_fills.popleft()
+        order.cumulative_quantity += fill.quantity
+        exec_type = ExecType.PARTIAL_FILL if order.pending_fills else ExecType.FILL
+        report = self._report(order, exec_type, last_quantity=fill.quantity, last_price=price)
+        self._schedule_next_fill(order, now)
+        return [report]
+
+    def _schedule_next_fill(self, order: VenueOrder, after: datetime) -> None:
+        if not order.pending_fills:
+            return
+        order.next_fill_due = after + order.pending_fills[0].delay
+        heapq.heappush(self._due, (order.next_fill_due, order.arrival_sequence, order.order_id))
+
+    def _is_stale(self, entry: tuple[datetime, int, str]) -> bool:
+        """A heap entry left behind by a cancel or an early fill (entries are not removed, only skipped)."""
+        return self._orders[entry[2]].next_fill_due != entry[0]
+
+    # Cancels
+
+    def cancel(self, order_id: str) -> CancelOutcome:
+        """Cancels what is unfilled of a working order; nothing fills after it."""
+        order = self._orders.get(order_id)
+        if order is None:
+            return CancelOutcome(False, "unknown order")
+        if not order.is_working:
+            return CancelOutcome(False, f"already {order.status.value.lower()}")
+        self._end(order, OrderStatus.CANCELED, CUSTOMER_CANCEL)
+        return CancelOutcome(True)
+
+    def _end(self, order: VenueOrder, status: OrderStatus, reason: str) -> ExecutionReport:
+        order.ended = status
+        order.pending_fills.clear()
+        order.next_fill_due = None
+        exec_type = ExecType.REJECTED if status is OrderStatus.REJECTED else ExecType.CANCELED
+        return self._report(order, exec_type, reason=reason)
+
+    # Reports
+
+    def _report(
+        self,
+        order: VenueOrder,
+        exec_type: ExecType,
+        *,
+        last_quantity: int = 0,
+        last_price: Decimal | None = None,
+        reason: str = "",
+    ) -> ExecutionReport:
+        ticket = order.ticket
+        report = ExecutionReport(
+            exec_id=self._ids.next_exec_id(),
+            order_id=ticket.order_id,
+            venue_order_id=order.venue_order_id,
+            exec_type=exec_type,
+            last_quantity=last_quantity,
+            last_price=last_price,
+            cumulative_quantity=order.cumulative_quantity,
+            reason=reason,
+            transact_time=self._clock(),
+            symbol=ticket.symbol,
+            side=ticket.side,
+            order_quantity=ticket.quantity,
+        )
+        order.reports.append(report)
+        self._log.append(report)
+        for listener in self._listeners:
+            listener(report)
+        return report
+
+    def all_reports(self) -> list[ExecutionReport]:
+        """Every report so far, in the order the venue produced them."""
+        return list(self._log)
+
+    def drop_copy(self, day: date | None = None) -> list[DropCopyEntry]:
+        """Every report of a trading day (New York time; None: today there), in the order they were produced."""
+        day = day or trading_day(self._clock())
+        entries = []
+        for report in self._log:
+            if trading_day(report.transact_time) == day:
+                order = self._orders[report.order_id]
+                entries.append(DropCopyEntry(report, order.ticket.customer_id, order.arrival_sequence))
+        return entries
+
+
+def parse_trading_day(text: str) -> date | None:
+    """YYYY-MM-DD, or None for an empty text (today); anything else is a malformed request."""
+    if not text.strip():
+        return None
+    try:
+        if TRADING_DAY.fullmatch(text.strip()):
+            return date.fromisoformat(text.strip())
+    except ValueError:
+        pass
+    raise InvalidRequest([FieldViolation("trading_day", f"expected YYYY-MM-DD, got {text!r}")])
