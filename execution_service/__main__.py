@@ -1,0 +1,3 @@
+from execution_service.main import main
+
+main()

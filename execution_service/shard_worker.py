@@ -1,0 +1,192 @@
+"""One shard's worker: pulls the shard's messages one at a time and takes each order to the exchange.
+
+Every replica of the cluster runs one per owned shard on the same durable consumer; JetStream hands each message
+to one of them and lets no second message of the shard out until the first is acknowledged (MaxAckPending 1).
+A message is acknowledged only after the database records the exchange's answer; a transient failure is a
+`nak(delay)` with backoff, which keeps the shard's slot so nothing overtakes it; a malformed message is
+terminated and logged, never redelivered for ever. A worker that dies holding a message stops reporting
+progress, and JetStream gives the message to another replica once AckWait passes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Coroutine
+from contextlib import asynccontextmanager, suppress
+from typing import Any
+
+import nats.errors
+from google.protobuf.message import DecodeError
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from prometheus_client import Counter
+
+from brokerage.background import Backoff, stop_requested
+from brokerage.domain.errors import Unavailable
+from brokerage.domain.sharding import shard_for
+from brokerage.domain.submission import ShardPaused, VenueUnavailable
+from brokerage.messaging.connection import JetStreamLink
+from brokerage.messaging.consumers import ensure_shard_consumer, shard_consumer_name
+from brokerage.messaging.messages import MessageType, WakeUp, decode_wake_up
+from brokerage.messaging.streams import ORDERS_STREAM
+from brokerage.telemetry import get_logger, log_context
+from execution_service.shards import ShardBoard
+from execution_service.submitter import Submitter
+
+log = get_logger(__name__)
+
+MESSAGES = Counter("execution_messages_total", "Order messages handled, by outcome.", ("shard", "outcome"))
+# An ack, nak or progress report is a publish: on a connection that is reconnecting it could wait without end,
+# holding the shard. Past this it counts as lost, and JetStream redelivers the message (the record decides).
+REPLY_TIMEOUT_SECONDS = 2.0
+
+
+class MalformedMessage(ValueError):
+    """A message no attempt can ever handle."""
+
+
+class ShardWorker:
+    def __init__(
+        self,
+        shard: int,
+        *,
+        shard_count: int,
+        link: JetStreamLink,
+        submitter: Submitter,
+        board: ShardBoard,
+        ack_wait: float,
+        fetch_timeout: float,
+        backoff: Backoff,
+    ) -> None:
+        self.shard = shard
+        self._shard_count = shard_count
+        self._link = link
+        self._submitter = submitter
+        self._board = board
+        self._ack_wait = ack_wait
+        self._fetch_timeout = fetch_timeout
+        self._backoff = backoff
+        self._subscription: JetStreamContext.PullSubscription | None = None
+
+    async def run(self) -> None:
+        """Works the shard until cancelled; a message in hand when cancelled is finished first."""
+        try:
+            await self._work()
+        finally:
+            # A message delivered after the last fetch expired waits in the subscription's queue; unsubscribing
+            # leaves it to another replica (after AckWait) instead of holding up the connection's drain.
+            await self._drop_subscription()
+
+    async def _work(self) -> None:
+        failures = 0
+        while not stop_requested():
+            if self._board.is_paused(self.shard):
+                await asyncio.sleep(self._fetch_timeout)
+                continue
+            try:
+                message = await self._next_message()
+            except Exception as error:
+                failures += 1
+                log.warning("cannot pull the shard's messages", shard=self.shard, error=repr(error))
+                await self._drop_subscription()
+                await asyncio.sleep(self._backoff.delay(failures))
+                continue
+            failures = 0
+            if message is not None:
+                await _finish_even_if_cancelled(self._handle(message))
+
+    async def _next_message(self) -> Msg | None:
+        if self._subscription is None:
+            js = await self._link.jetstream()
+            await ensure_shard_consumer(js, self.shard, self._ack_wait)
+            self._subscription = await js.pull_subscribe_bind(
+                consumer=shard_consumer_name(self.shard), stream=ORDERS_STREAM
+            )
+        try:
+            messages = await self._subscription.fetch(1, timeout=self._fetch_timeout)
+        except nats.errors.TimeoutError:
+            return None  # nothing waiting
+        return messages[0]
+
+    async def _handle(self, message: Msg) -> None:
+        try:
+            wake_up = self._decode(message)
+        except MalformedMessage as error:
+            log.error("malformed order message terminated", shard=self.shard, subject=message.subject, error=str(error))
+            await self._settle("terminated", message.term())
+            return
+        with log_context(order_id=wake_up.order_id, customer_id=wake_up.customer_id, shard=self.shard):
+            try:
+                async with _reporting_progress(message, every=self._ack_wait / 3):
+                    if wake_up.kind is MessageType.CANCEL_REQUESTED:
+                        await self._submitter.cancel_through(wake_up.order_id, wake_up.customer_id)
+                    else:
+                        await self._submitter.submit_through(wake_up.order_id, wake_up.customer_id)
+            except ShardPaused:
+                await self._settle("paused", message.nak(delay=self._fetch_timeout))
+            except (VenueUnavailable, Unavailable) as error:
+                delay = self._backoff.delay(message.metadata.num_delivered)
+                log.warning("order will be retried", error=str(error), retry_in=round(delay, 3))
+                await self._settle("retried", message.nak(delay=delay))
+            except Exception:
+                delay = self._backoff.delay(message.metadata.num_delivered)
+                log.exception("order failed unexpectedly; it will be retried", retry_in=round(delay, 3))
+                await self._settle("failed", message.nak(delay=delay))
+            else:
+                await self._settle("done", message.ack())
+
+    def _decode(self, message: Msg) -> WakeUp:
+        try:
+            wake_up = decode_wake_up(message.data, message.headers)
+        except (DecodeError, ValueError) as error:
+            raise MalformedMessage(f"not an order message: {error}") from error
+        if not wake_up.order_id or not wake_up.customer_id:
+            raise MalformedMessage(f"a {wake_up.kind} message without order_id or customer_id")
+        owner = shard_for(wake_up.customer_id, self._shard_count)
+        if owner != self.shard:  # a customer's orders on two shards could be worked at once, out of order
+            raise MalformedMessage(f"order {wake_up.order_id} belongs to shard {owner}")
+        return wake_up
+
+    async def _settle(self, outcome: str, reply: Awaitable[None]) -> None:
+        """Sends the ack, nak or term; if it is lost the message comes back, and the record says it is done."""
+        MESSAGES.labels(str(self.shard), outcome).inc()
+        try:
+            async with asyncio.timeout(REPLY_TIMEOUT_SECONDS):
+                await reply
+        except Exception as error:
+            log.warning("message reply lost; it will be redelivered", outcome=outcome, error=repr(error))
+
+    async def _drop_subscription(self) -> None:
+        subscription, self._subscription = self._subscription, None
+        if subscription is not None:
+            with suppress(Exception):
+                await subscription.unsubscribe()
+
+
+@asynccontextmanager
+async def _reporting_progress(message: Msg, *, every: float) -> AsyncIterator[None]:
+    """Tells JetStream the message is still being worked on, so a slow exchange does not look like a dead worker."""
+
+    async def beat() -> None:
+        while True:
+            await asyncio.sleep(every)
+            with suppress(Exception):
+                async with asyncio.timeout(REPLY_TIMEOUT_SECONDS):
+                    await message.in_progress()
+
+    heartbeat = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        heartbeat.cancel()
+
+
+async def _finish_even_if_cancelled(work: Coroutine[Any, Any, None]) -> None:
+    """Runs the work to its end even if our task is cancelled meanwhile (a shutdown), then lets the cancellation
+    through: an order claimed and submitted is recorded and its message answered, not left to AckWait."""
+    task = asyncio.create_task(work)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await task
+        raise

@@ -1,0 +1,154 @@
+"""The sweeper: PostgreSQL is the record, and it re-drives what the messages and reports left behind (rule 4).
+
+- An order PLACED (or a cancel asked) too long ago has lost its wake-up (a message lost with a NATS failure, or
+  terminated): it is published again on its shard, under a message id of its own (the first id would fall in the
+  stream's duplicate window and be dropped); a worker that finds it already done just acknowledges it.
+- An order at the exchange and silent too long is asked about, with its reports sent again to CallbackService.
+
+Safe with any number of replicas: each order is taken by one sweeper at a time (row locks, SKIP LOCKED), and
+re-driven at most once per interval. Paused shards are left alone, and busy ones are given longer: their orders
+may only be queued, and republishing them would double a backlog.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TypeVar
+
+from nats.js import JetStreamContext
+from prometheus_client import Counter
+
+from brokerage.background import stop_requested
+from brokerage.domain.sharding import subject_for_shard
+from brokerage.exchange_client import ExchangeClient
+from brokerage.messaging.connection import JetStreamLink
+from brokerage.messaging.consumers import shard_backlogs
+from brokerage.messaging.messages import MessageType, encode_cancel_requested, encode_order_placed
+from brokerage.messaging.publishing import Publication, publish_all
+from brokerage.storage.sweeps import SweepStore, SweepWindow, UnsentCancel, UnsentOrder
+from brokerage.telemetry import get_logger, log_context
+
+log = get_logger(__name__)
+
+REPUBLISHED = Counter(
+    "execution_sweeper_republished_total", "Wake-ups published again: orders PLACED, or cancels asked, too long ago."
+)
+ASKED = Counter("execution_sweeper_status_queries_total", "Silent orders the exchange was asked about.")
+UNKNOWN_AT_EXCHANGE = Counter(
+    "execution_sweeper_unknown_at_exchange_total", "Orders we recorded as submitted that the exchange does not know."
+)
+BATCH_LIMIT = 500
+Due = TypeVar("Due", UnsentOrder, UnsentCancel)
+
+
+@dataclass(frozen=True)
+class SweepPolicy:
+    interval: float
+    republish_after: timedelta
+    republish_busy_after: timedelta
+    ask_after: timedelta
+    publish_timeout: float
+
+
+class Sweeper:
+    def __init__(
+        self,
+        store: SweepStore,
+        link: JetStreamLink,
+        exchange: ExchangeClient,
+        shards: tuple[int, ...],
+        policy: SweepPolicy,
+    ) -> None:
+        self._store = store
+        self._link = link
+        self._exchange = exchange
+        self._shards = shards
+        self._policy = policy
+
+    async def run(self) -> None:
+        """Sweeps every interval until cancelled; a failed sweep is logged and tried again next time."""
+        while not stop_requested():
+            await asyncio.sleep(self._policy.interval)
+            # Each goes on while another cannot (the exchange or NATS away).
+            for sweep in (self.ask_about_silent, self.republish_unsent, self.republish_unsent_cancels):
+                try:
+                    await sweep()
+                except Exception as error:
+                    log.warning("sweep failed", sweep=sweep.__name__, error=repr(error))
+
+    async def republish_unsent(self) -> int:
+        """Publishes again the orders PLACED too long. They are marked swept first: should publishing fail, they
+        are due again after the window's limit."""
+        if not self._link.connected:  # nothing to publish with; a first connect would wait here without end
+            return 0
+        js = await self._link.jetstream()
+        due = await self._store.unsent_placed(await self._window(js), BATCH_LIMIT)
+        return await self._republish(js, due, _wake_up, "order placed long ago published again")
+
+    async def republish_unsent_cancels(self) -> int:
+        """Publishes again the cancels asked long ago and not sent, likewise."""
+        if not self._link.connected:
+            return 0
+        js = await self._link.jetstream()
+        due = await self._store.unsent_cancels(await self._window(js), BATCH_LIMIT)
+        return await self._republish(js, due, _cancel_wake_up, "cancel asked long ago published again")
+
+    async def _window(self, js: JetStreamContext) -> SweepWindow:
+        """A shard with nothing waiting and nothing in flight has lost the wake-up of any order still waiting; a
+        busy one is given longer, so a backlog is not doubled by republishing what is only queued."""
+        backlogs = await shard_backlogs(js)
+        idle = tuple(shard for shard in self._shards if backlogs.get(shard, 0) == 0)
+        return SweepWindow(self._shards, idle, self._policy.republish_after, self._policy.republish_busy_after)
+
+    async def _republish(
+        self,
+        js: JetStreamContext,
+        due: list[Due],
+        wake_up: Callable[[Due], Publication],
+        event: str,
+    ) -> int:
+        await publish_all(js, [wake_up(item) for item in due], self._policy.publish_timeout)
+        for item in due:
+            log.warning(event, order_id=item.order_id, customer_id=item.customer_id)
+        REPUBLISHED.inc(len(due))
+        return len(due)
+
+    async def ask_about_silent(self) -> int:
+        """Asks the exchange about orders silent too long, and to send their reports again."""
+        order_ids = await self._store.silent_at_exchange(self._shards, self._policy.ask_after, BATCH_LIMIT)
+        for order_id in order_ids:
+            with log_context(order_id=order_id):
+                status = await self._exchange.order_status(order_id, resend_reports=True)
+                ASKED.inc()
+                if not status.known:  # a break for an operator: we hold it as at the exchange, the exchange does not
+                    UNKNOWN_AT_EXCHANGE.inc()
+                    log.error("the exchange does not know an order recorded as submitted")
+                else:
+                    log.info("silent order asked about", venue_status=status.status, filled=status.cumulative_quantity)
+        return len(order_ids)
+
+
+def _wake_up(order: UnsentOrder) -> Publication:
+    payload = encode_order_placed(
+        order_id=order.order_id,
+        customer_id=order.customer_id,
+        symbol=order.symbol,
+        side=order.side,
+        quantity=order.quantity,
+        protection_price=order.protection_price,
+        shard=order.shard,
+    )
+    return Publication(subject_for_shard(order.shard), payload, dedupe_id=f"{order.order_id}:sweep:{order.sweep_count}")
+
+
+def _cancel_wake_up(cancel: UnsentCancel) -> Publication:
+    payload = encode_cancel_requested(order_id=cancel.order_id, customer_id=cancel.customer_id, shard=cancel.shard)
+    return Publication(
+        subject_for_shard(cancel.shard),
+        payload,
+        dedupe_id=f"{cancel.order_id}:cancel:sweep:{cancel.sweep_count}",
+        message_type=MessageType.CANCEL_REQUESTED,
+    )
