@@ -1,0 +1,3 @@
+from callback_service.main import main
+
+main()
