@@ -17,7 +17,9 @@ from brokerage.domain.errors import FailedPrecondition, IdempotencyConflict, Ord
 from brokerage.domain.orders import Order, OrderRequest, OrderStatus
 from brokerage.domain.placement import PlacementPolicy, Rejection, Reservation, insufficient_holdings
 from brokerage.domain.sharding import shard_for, subject_for_shard
-from brokerage.messaging.messages import encode_order_placed
+from brokerage.messaging.doorbell import Doorbell
+from brokerage.messaging.messages import MessageType, encode_cancel_requested, encode_order_placed
+from brokerage.messaging.publishing import Publication
 from brokerage.storage.orders import NewOrder, OrderStore
 from brokerage.storage.reference import ReferenceData
 from brokerage.telemetry import get_logger
@@ -35,6 +37,7 @@ class OrderDesk:
         reference: ReferenceData,
         policy: PlacementPolicy,
         shard_count: int,
+        doorbell: Doorbell,
         on_placed: Callable[[], None] = lambda: None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
@@ -42,6 +45,7 @@ class OrderDesk:
         self._reference = reference
         self._policy = policy
         self._shard_count = shard_count
+        self._doorbell = doorbell
         self._on_placed = on_placed
         self._now = now
 
@@ -57,6 +61,7 @@ class OrderDesk:
         if order.order_id != new.order_id:
             return self._retried(order, request)
         self._count(order, decision if isinstance(decision, Rejection) else None)
+        await self._doorbell.ring([order.customer_id])
         return order
 
     async def get(self, customer_id: str, order_id: str) -> Order:
@@ -66,19 +71,30 @@ class OrderDesk:
         return order
 
     async def cancel(self, customer_id: str, order_id: str) -> Order:
-        """Cancels an order no worker has taken yet; a retried cancel returns the canceled order."""
-        order = await self._store.cancel_placed(customer_id, order_id)
+        """Cancels an order no worker has taken yet at once; asks the exchange to cancel one it has (or is about
+        to have), and the order shows cancel_requested until the exchange's reports end it (a fill may still win).
+        A retried cancel returns the order as it stands."""
+        shard = shard_for(customer_id, self._shard_count)
+        request = Publication(
+            subject_for_shard(shard),
+            encode_cancel_requested(order_id=order_id, customer_id=customer_id, shard=shard),
+            dedupe_id=f"{order_id}:cancel",
+            message_type=MessageType.CANCEL_REQUESTED,
+        )
+        order = await self._store.cancel(customer_id, order_id, request)
         if order is None:
             raise OrderNotFound(order_id)
-        if order.status is not OrderStatus.CANCELED:
+        if order.status in (OrderStatus.FILLED, OrderStatus.REJECTED):
             raise FailedPrecondition(
-                f"order/{order_id}",
-                "ORDER_NOT_CANCELABLE",
-                f"order {order_id} is {order.status.value}"
-                + (" and already taken to the exchange" if order.status is OrderStatus.PLACED else "")
-                + "; only an order not yet taken to the exchange can be canceled",
+                f"order/{order_id}", "ORDER_NOT_CANCELABLE", f"order {order_id} is already {order.status.value}"
             )
-        log.info("order canceled", order_id=order_id, customer_id=customer_id)
+        self._on_placed()  # a cancel request waits in the outbox
+        await self._doorbell.ring([customer_id])
+        log.info(
+            "order canceled" if order.status is OrderStatus.CANCELED else "order cancel requested",
+            order_id=order_id,
+            customer_id=customer_id,
+        )
         return order
 
     def _new_order(self, request: OrderRequest, decision: Reservation | Rejection) -> NewOrder:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+
 from grpc import aio
 
 from brokerage.proto import orders_pb2, orders_pb2_grpc
@@ -9,12 +12,14 @@ from brokerage.storage.orders import OrderStore
 from brokerage.telemetry import log_context
 from order_service import translate
 from order_service.desk import OrderDesk
+from order_service.watch import OrderWatch
 
 
 class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
-    def __init__(self, desk: OrderDesk, store: OrderStore) -> None:
+    def __init__(self, desk: OrderDesk, store: OrderStore, watch: OrderWatch) -> None:
         self._desk = desk
         self._store = store
+        self._watch = watch
 
     async def PlaceOrder(self, request: orders_pb2.PlaceOrderRequest, context: aio.ServicerContext) -> orders_pb2.Order:
         with log_context(customer_id=request.customer_id, client_order_id=request.client_order_id):
@@ -64,5 +69,12 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
         positions = await self._store.positions(customer_id)
         return orders_pb2.ListPositionsResponse(positions=[translate.position(p) for p in positions])
 
-    # WatchOrders arrives with settlement (the settlement issue); until then the generated base answers
-    # UNIMPLEMENTED.
+    async def WatchOrders(
+        self, request: orders_pb2.WatchOrdersRequest, context: aio.ServicerContext
+    ) -> AsyncIterator[orders_pb2.OrderEvent]:
+        customer_id = translate.required_id("customer_id", request.customer_id)
+        after = translate.decode_resume_token(request.resume_token)
+        await self._store.account(customer_id)  # an unknown customer is NOT_FOUND, not a silent stream
+        async with aclosing(self._watch.follow(customer_id, after)) as events:  # its subscription ends with us
+            async for event in events:
+                yield translate.order_event(event)

@@ -5,24 +5,17 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any, TypeVar
-
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from brokerage.domain.errors import FieldViolation, InvalidRequest
 from brokerage.domain.money import format_decimal
-from brokerage.domain.orders import Account, Order, OrderRequest, OrderStatus, Position, Side
+from brokerage.domain.orders import Account, Order, OrderEvent, OrderRequest, OrderStatus, Position, Side
 from brokerage.proto import common_pb2, orders_pb2
-
-SIDE_TO_PROTO = {Side.BUY: common_pb2.SIDE_BUY, Side.SELL: common_pb2.SIDE_SELL}
-SIDE_FROM_PROTO = {v: k for k, v in SIDE_TO_PROTO.items()}
-STATUS_TO_PROTO: dict[OrderStatus, Any] = {
-    status: common_pb2.OrderStatus.Value(f"ORDER_STATUS_{status.value}") for status in OrderStatus
-}
-STATUS_FROM_PROTO = {v: k for k, v in STATUS_TO_PROTO.items()}
+from brokerage.wire import SIDE_FROM_PROTO, SIDE_TO_PROTO, STATUS_FROM_PROTO, STATUS_TO_PROTO, timestamp
 
 T = TypeVar("T")
+PAGE_TOKEN = "v1"  # a ListOrders page token: the last order sequence seen
+RESUME_TOKEN = "events-v1"  # a WatchOrders resume token: the last event sequence seen
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 
@@ -73,12 +66,6 @@ def position(p: Position) -> orders_pb2.Position:
     )
 
 
-def timestamp(moment: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp
-
-
 def side_filter(side: int) -> Side | None:
     return None if side == common_pb2.SIDE_UNSPECIFIED else _known(SIDE_FROM_PROTO, side, "side")
 
@@ -95,20 +82,47 @@ def page_size(requested: int) -> int:
 
 
 def encode_page_token(last_sequence: int) -> str:
-    return base64.urlsafe_b64encode(f"v1:{last_sequence}".encode()).decode()
+    return _encode_position(PAGE_TOKEN, last_sequence)
 
 
 def decode_page_token(token: str) -> int | None:
     """The sequence the next page starts below; None for the first page."""
-    if not token:
-        return None
+    return _decode_position(PAGE_TOKEN, token, "page_token") if token else None
+
+
+def encode_resume_token(event_sequence: int) -> str:
+    return _encode_position(RESUME_TOKEN, event_sequence)
+
+
+def decode_resume_token(token: str) -> int:
+    """The event sequence a watch resumes after; 0 (from the start) for no token."""
+    return _decode_position(RESUME_TOKEN, token, "resume_token") if token else 0
+
+
+def order_event(event: OrderEvent) -> orders_pb2.OrderEvent:
+    snapshot = order(event.order)
+    snapshot.ClearField("reserved_amount")  # not kept per event
+    return orders_pb2.OrderEvent(
+        resume_token=encode_resume_token(event.sequence),
+        order=snapshot,
+        occurred_at=timestamp(event.occurred_at),
+        event_type=event.event_type,
+    )
+
+
+def _encode_position(kind: str, number: int) -> str:
+    """An opaque token for a position in a sequence: clients pass it back, never build it."""
+    return base64.urlsafe_b64encode(f"{kind}:{number}".encode()).decode()
+
+
+def _decode_position(kind: str, token: str, field: str) -> int:
     try:
-        version, _, sequence = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
-        if version == "v1" and sequence.isdigit():
-            return int(sequence)
+        found, _, number = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
+        if found == kind and number.isdigit():
+            return int(number)
     except (binascii.Error, UnicodeDecodeError, ValueError):
         pass
-    raise InvalidRequest([FieldViolation("page_token", "not a token this service issued")])
+    raise InvalidRequest([FieldViolation(field, "not a token this service issued")])
 
 
 def required_id(field: str, value: str) -> str:

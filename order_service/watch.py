@@ -1,0 +1,45 @@
+"""WatchOrders: a customer's order events replayed from PostgreSQL after the client's resume point, then followed
+as they are committed. The doorbell wakes the watch at once; a poll covers a ring that never came. PostgreSQL is
+the only source, read in sequence, so a client that reconnects with its last resume token misses nothing and sees
+nothing twice."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator
+
+from brokerage.background import stop_requested
+from brokerage.domain.orders import OrderEvent
+from brokerage.messaging.doorbell import Doorbell
+from brokerage.storage.orders import OrderStore
+
+PAGE = 200
+
+
+class OrderWatch:
+    def __init__(self, store: OrderStore, doorbell: Doorbell, poll_seconds: float) -> None:
+        self._store = store
+        self._doorbell = doorbell
+        self._poll_seconds = poll_seconds
+
+    async def follow(self, customer_id: str, after: int) -> AsyncGenerator[OrderEvent, None]:
+        """The customer's events after sequence `after`, for as long as the caller keeps reading."""
+        async with self._doorbell.listening(customer_id) as rung:  # listening before reading: no ring is missed
+            while not stop_requested():
+                rung.clear()
+                events = await self._store.events_after(customer_id, after, PAGE)
+                for event in events:
+                    yield event
+                    after = event.sequence
+                if len(events) < PAGE:
+                    await _rung_or_polled(rung, self._poll_seconds)
+
+
+async def _rung_or_polled(rung: asyncio.Event, poll_seconds: float) -> None:
+    # A timer that sets the event, not a timeout around the wait: Python 3.11's asyncio.timeout can swallow a
+    # cancellation that meets its own expiry, and a cancelled watch must end.
+    timer = asyncio.get_running_loop().call_later(poll_seconds, rung.set)
+    try:
+        await rung.wait()
+    finally:
+        timer.cancel()
