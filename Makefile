@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv proto run test lint bench clean
+.PHONY: venv proto run demo test lint bench bench-execution bench-settlement clean
 
 venv: $(STAMP)
 
@@ -24,15 +24,25 @@ proto: venv
 run: venv
 	$(BIN)/python -m devtools.run
 
+# Against a running `make run`: a few customers buy, then sell part of it; shows them filled and settled.
+demo: venv
+	$(BIN)/python -m devtools.demo
+
 lint: venv
 	$(BIN)/ruff check .
-	$(BIN)/mypy brokerage order_service devtools
+	$(BIN)/mypy brokerage order_service execution_service callback_service exchange_simulator devtools
 
 test: lint
 	$(BIN)/pytest -q
 
 bench: venv
 	$(BIN)/python -m benchmarks.place_order
+
+bench-execution: venv
+	$(BIN)/python -m benchmarks.execution
+
+bench-settlement: venv
+	$(BIN)/python -m benchmarks.settlement
 
 clean:
 	rm -rf .local .pytest_cache .mypy_cache .ruff_cache

@@ -16,7 +16,6 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import NoReturn
@@ -24,7 +23,16 @@ from typing import NoReturn
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from devtools.stack import NatsServer, PostgresCluster, port_open, spawn, stop_processes, wait_until
+from devtools.mesh import MeshPlan, ServicePlan, local_ports, plan_mesh
+from devtools.stack import (
+    NatsServer,
+    PostgresCluster,
+    port_bindable,
+    port_open,
+    spawn,
+    stop_processes,
+    wait_until,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL = ROOT / ".local"
@@ -34,31 +42,11 @@ DATABASE = "brokerage"
 SEED_CUSTOMERS = 1000
 STOP_TIMEOUT_SECONDS = 20.0
 READY_TIMEOUT_SECONDS = 60.0
+PORT_TIMEOUT_SECONDS = 30.0
 HEALTH_DEADLINE_SECONDS = 1.0
 COMMON_ENV = {
-    "BROKER_QUOTE_MAX_AGE_SECONDS": "86400",  # nothing refreshes the seeded quotes until the simulator runs
     "BROKER_SHUTDOWN_READINESS_DELAY_SECONDS": "0",  # no load balancer to wait for
 }
-
-
-@dataclass(frozen=True)
-class Service:
-    """One service process: `python -m module` with env overrides; grpc_target is health-checked if set."""
-
-    name: str
-    module: str
-    env: Mapping[str, str] = field(default_factory=dict)
-    grpc_target: str | None = None
-
-
-SERVICES = (
-    Service(
-        "order-service",
-        "order_service",
-        {"BROKER_GRPC_HOST": "127.0.0.1", "BROKER_GRPC_PORT": "50051", "BROKER_METRICS_PORT": "9464"},
-        grpc_target="127.0.0.1:50051",
-    ),
-)
 
 
 class LaunchError(RuntimeError):
@@ -69,10 +57,11 @@ class Shutdown(Exception):
     """SIGTERM or SIGHUP arrived: stop everything cleanly."""
 
 
-def grpcurl_examples(target: str) -> str:
-    """Ready-to-paste grpcurl commands against the OrderService at target."""
+def grpcurl_examples(plan: MeshPlan) -> str:
+    """Ready-to-paste grpcurl commands against the running mesh."""
     grpcurl = _shown(Path(sys.prefix) / "bin" / "grpcurl")
     call = f"{grpcurl} -plaintext"
+    orders, worker, exchange = plan.order_service.target, plan.workers[0].target, plan.exchange.target
     svc = "broker.v1.OrderService"
 
     def place(order_id: str, symbol: str, quantity: int) -> str:
@@ -80,24 +69,38 @@ def grpcurl_examples(target: str) -> str:
             f'{{"customer_id":"1","client_order_id":"{order_id}","symbol":"{symbol}",'
             f'"side":"SIDE_BUY","quantity":{quantity}}}'
         )
-        return f"{call} -d '{body}' {target} {svc}/PlaceOrder"
+        return f"{call} -d '{body}' {orders} {svc}/PlaceOrder"
 
+    workers = ", ".join(f"{w.name} on {w.target}" for w in plan.workers)
+    customer = '\'{"customer_id":"1"}\''
     return "\n".join(
         [
-            f"The mesh is up. OrderService on {target}. Try (Ctrl-C stops everything):",
-            f"  {call} {target} list",
-            f"  {call} {target} describe {svc}",
-            "  # buy 10 AAPL for customer 1: PLACED, cash reserved",
+            f"The mesh is up. OrderService on {orders}; CallbackService on {plan.callback_service.target}; "
+            f"the exchange simulator on {exchange}; {workers}.",
+            "Try (Ctrl-C stops everything; `make demo` places and settles a few orders):",
+            f"  {call} {orders} list",
+            f"  {call} {orders} describe {svc}",
+            "  # in another terminal, follow customer 1's orders as they change",
+            f"  {call} -d {customer} {orders} {svc}/WatchOrders",
+            "  # buy 10 AAPL for customer 1: PLACED, cash reserved; taken to the exchange, filled and settled",
             f"  {place('demo-1', 'AAPL', 10)}",
             "  # the same request again: the same order back (idempotent on client_order_id)",
             f"  {place('demo-1', 'AAPL', 10)}",
             "  # more than the customer can pay: REJECTED with a reason",
             f"  {place('demo-2', 'TSLA', 100000)}",
-            f'  {call} -d \'{{"customer_id":"1"}}\' {target} {svc}/GetAccount',
-            f'  {call} -d \'{{"customer_id":"1"}}\' {target} {svc}/ListOrders',
+            f"  {call} -d {customer} {orders} {svc}/ListOrders",
+            f"  {call} -d {customer} {orders} {svc}/GetAccount",
+            f"  {call} -d {customer} {orders} {svc}/ListPositions",
             "  # malformed (quantity 0): INVALID_ARGUMENT",
             f"  {place('demo-3', 'AAPL', 0)}",
-            f"  {call} {target} grpc.health.v1.Health/Check",
+            "  # the worker clusters: shards, their backlog and order in flight; pause and resume one",
+            f"  {call} {worker} broker.v1.ExecutionService/ListShards",
+            f'  {call} -d \'{{"shard":3,"reason":"maintenance"}}\' {worker} broker.v1.ExecutionService/PauseShard',
+            f"  {call} -d '{{\"shard\":3}}' {worker} broker.v1.ExecutionService/ResumeShard",
+            "  # the exchange: its quotes, and every execution of the day with each order's arrival sequence",
+            f"  {call} {exchange} broker.v1.ExchangeService/GetQuotes",
+            f"  {call} {exchange} broker.v1.ExchangeService/GetDropCopy",
+            f"  {call} {orders} grpc.health.v1.Health/Check",
         ]
     )
 
@@ -131,11 +134,11 @@ class Mesh:
         self._alive["nats-server"] = lambda: server.running
         return server.url
 
-    def start(self, service: Service, env: Mapping[str, str]) -> None:
+    def start(self, service: ServicePlan, env: Mapping[str, str]) -> None:
         """Starts `python -m service.module` with env plus the service's overrides."""
-        if service.grpc_target and _in_use(service.grpc_target):
+        if port_open(service.port):
             # gRPC binds with SO_REUSEPORT: a stale server would silently share the port and answer for us
-            raise LaunchError(f"{service.grpc_target} is in use: is an earlier {service.name} still running?")
+            raise LaunchError(f"{service.target} is in use: is an earlier {service.name} still running?")
         _log(f"starting {service.name} (python -m {service.module})")
         process = spawn(
             [sys.executable, "-m", service.module], env={**env, **service.env}, cwd=ROOT, stdin=subprocess.DEVNULL
@@ -191,11 +194,12 @@ def main() -> int:
         }
         _run_module(env, "brokerage.storage.migrate")
         _run_module(env, "brokerage.storage.seed", "--customers", str(SEED_CUSTOMERS))
-        for service in SERVICES:
+        plan = plan_mesh(local_ports())
+        _wait_ports_free([port for s in plan.services for port in (s.port, s.metrics_port)])
+        for service in plan.services:
             mesh.start(service, env)
-        targets = [s.grpc_target for s in SERVICES if s.grpc_target]
-        mesh.wait_ready(targets)
-        print(grpcurl_examples(targets[0]), flush=True)
+        mesh.wait_ready([s.target for s in plan.services])
+        print(grpcurl_examples(plan), flush=True)
         mesh.supervise()
     except (KeyboardInterrupt, Shutdown):
         _log("stopping")
@@ -217,9 +221,15 @@ def _run_module(env: Mapping[str, str], module: str, *args: str) -> None:
         raise LaunchError(f"python -m {module} failed with exit code {result.returncode}")
 
 
-def _in_use(target: str) -> bool:
-    host, port = target.rsplit(":", 1)
-    return port_open(int(port), host)
+def _wait_ports_free(ports: list[int], timeout: float = PORT_TIMEOUT_SECONDS) -> None:
+    """Every fixed port must be free for its service. One can be held for a while as the local end of a connection
+    that is closing (after a test run, say): wait for it, then name it."""
+    try:
+        wait_until(lambda: all(port_bindable(p) for p in ports), timeout, "the mesh's ports to be free")
+    except TimeoutError as exc:
+        busy = [str(p) for p in ports if not port_bindable(p)]
+        hint = f"`ss -tanp | grep -E ':({'|'.join(busy)})'` shows who holds them"
+        raise LaunchError(f"ports {', '.join(busy)} are in use; {hint}") from exc
 
 
 def _serving(target: str) -> bool:

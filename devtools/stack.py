@@ -3,14 +3,14 @@
 Both run on 127.0.0.1 only, keep their data in the directory they are given (so a second start reuses it)
 and write their logs there. PostgreSQL refuses to run as root: when we are root its commands run as the
 unprivileged OS user `postgres`, which gets the data directory and search permission on the directories above.
-Linux only (process groups, /proc, prctl).
+Linux only (process groups, /proc, the parent-death signal).
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
 import pwd
+import random
 import shlex
 import shutil
 import signal
@@ -37,14 +37,21 @@ PG_SETTINGS = {
     "synchronous_commit": "on",
 }
 _MAX_SOCKET_DIR_LEN = 90  # a Unix socket path must fit in 107 bytes, ".s.PGSQL.NNNNN" included
-_PR_SET_PDEATHSIG = 1
+
+
+# Ports for our listeners: below the range Linux hands to outgoing connections (32768 up by default), since a
+# mesh opens many connections between picking its ports and binding them, and any of them could take one.
+_LISTENER_PORTS = range(20_000, 32_768)
+_handed_out: set[int] = set()
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port on 127.0.0.1 a server can listen on now, never handed out before by this process."""
+    for port in random.sample(_LISTENER_PORTS, 100):
+        if port not in _handed_out and port_bindable(port):
+            _handed_out.add(port)
+            return port
+    raise RuntimeError(f"no free port in {_LISTENER_PORTS}")
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
@@ -52,6 +59,18 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.5)
         return sock.connect_ex((host, port)) == 0
+
+
+def port_bindable(port: int, host: str = "127.0.0.1") -> bool:
+    """True when a server could listen on host:port now. Unlike port_open this also sees a port held as the local
+    end of some connection (every port from 32768 up may be handed out for those), which blocks a listener too."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC binds: TIME_WAIT does not count
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
@@ -66,9 +85,14 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None
 def spawn(cmd: Sequence[str], **kwargs: Any) -> subprocess.Popen[bytes]:
     """Starts cmd in its own session, so a terminal's Ctrl-C reaches only us, and SIGTERMs it when we die.
 
-    Linux delivers that SIGTERM when the *thread* that called spawn exits: call it from the main thread.
+    The parent-death signal is set by util-linux's setpriv, which then execs cmd: no Python code runs in the forked
+    child (a preexec_fn can deadlock there on a lock another thread, such as gRPC's, held at the fork). Linux
+    delivers the signal when the *thread* that called spawn exits: call it from the main thread.
     """
-    return subprocess.Popen(cmd, start_new_session=True, preexec_fn=_die_with_parent, **kwargs)
+    setpriv = shutil.which("setpriv")
+    if setpriv and sys.platform == "linux":
+        cmd = [setpriv, "--pdeathsig", "SIGTERM", "--", *cmd]
+    return subprocess.Popen(cmd, start_new_session=True, **kwargs)
 
 
 def stop_processes(processes: Iterable[subprocess.Popen[bytes]], timeout: float) -> None:
@@ -100,11 +124,6 @@ def pg_binary(name: str) -> str:
     if found is None:
         raise FileNotFoundError(f"{name} not found in {PG_BIN_DIR} or on PATH: install PostgreSQL 15")
     return found
-
-
-def _die_with_parent() -> None:
-    if sys.platform == "linux":
-        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _tail(path: Path, lines: int = 20) -> str:

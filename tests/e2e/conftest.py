@@ -1,4 +1,4 @@
-"""OrderService as a real process (`python -m order_service`), as make run and Kubernetes start it."""
+"""The services as real processes (`python -m <service>`), as make run and Kubernetes start them."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +15,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from brokerage.storage.seed import seed
+from devtools.mesh import ServicePlan, broker_service
 from devtools.stack import PostgresCluster, free_port, spawn, stop_processes, wait_until
 
 GRPCURL = str(Path(sys.prefix) / "bin" / "grpcurl")
@@ -42,34 +43,44 @@ class ServiceProcess:
         return [json.loads(line) for line in lines if line.startswith("{")]
 
 
-def start_order_service(database_url: str, nats_url: str, log_path: Path, **env: str) -> ServiceProcess:
-    port, metrics_port = free_port(), free_port()
-    environment = {
+def start_service(plan: ServicePlan, env: Mapping[str, str], log_path: Path) -> ServiceProcess:
+    """`python -m <module>` as the plan says, with env under the plan's own settings, logging to log_path."""
+    with log_path.open("ab") as log:
+        process = spawn(
+            [sys.executable, "-m", plan.module], env={**env, **plan.env}, stdout=log, stderr=subprocess.STDOUT
+        )
+    return ServiceProcess(process, plan.port, plan.metrics_port, log_path)
+
+
+def base_env(database_url: str, nats_url: str, **env: str) -> dict[str, str]:
+    """What every service of a test needs: where the record and NATS are, and no load balancer to wait for."""
+    return {
         **os.environ,
         "BROKER_DATABASE_URL": database_url,
         "BROKER_NATS_URL": nats_url,
-        "BROKER_GRPC_PORT": str(port),
-        "BROKER_METRICS_PORT": str(metrics_port),
-        "BROKER_QUOTE_MAX_AGE_SECONDS": "86400",
         "BROKER_SHUTDOWN_READINESS_DELAY_SECONDS": "0",
         "BROKER_READINESS_INTERVAL_SECONDS": "0.25",
         **env,
     }
-    with log_path.open("ab") as log:
-        process = spawn([sys.executable, "-m", "order_service"], env=environment, stdout=log, stderr=subprocess.STDOUT)
-    return ServiceProcess(process, port, metrics_port, log_path)
+
+
+def start_order_service(database_url: str, nats_url: str, log_path: Path, **env: str) -> ServiceProcess:
+    """OrderService alone: no exchange refreshes the seeded quotes, so they may be a day old."""
+    plan = broker_service("order-service", "order_service", free_port(), free_port(), **env)
+    environment = base_env(database_url, nats_url, BROKER_QUOTE_MAX_AGE_SECONDS="86400")
+    return start_service(plan, environment, log_path)
 
 
 def wait_serving(service: ServiceProcess, health_name: str = "readiness", timeout: float = 20) -> None:
     def serving() -> bool:
         if service.process.poll() is not None:
-            raise RuntimeError(f"order service exited: {service.log_path.read_text()[-2000:]}")
+            raise RuntimeError(f"{service.log_path.stem} exited: {service.log_path.read_text()[-2000:]}")
         try:
             return service.health(health_name) == "SERVING"
         except grpc.RpcError:
             return False
 
-    wait_until(serving, timeout, f"order service {health_name} SERVING")
+    wait_until(serving, timeout, f"{service.log_path.stem} {health_name} SERVING")
 
 
 @pytest.fixture

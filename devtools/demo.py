@@ -1,0 +1,140 @@
+"""`make demo`: against the mesh of `make run`, a few demo customers buy stocks, then sell part of what they
+bought; every order is followed until the exchange has filled it and settlement has booked it, then each
+customer's orders, cash and positions are shown. Customer 1's order events stream live as they happen.
+
+`python -m devtools.demo [--target 127.0.0.1:50051] [--customers 3]`. Each run places new orders.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from collections.abc import Sequence
+from contextlib import suppress
+
+import grpc
+
+from brokerage.proto import common_pb2, orders_pb2, orders_pb2_grpc
+
+BUYS = (("AAPL", 10), ("MSFT", 5), ("NVDA", 20))
+SELL_FRACTION = 2  # each customer sells 1/2 of what it bought
+ENDED = {common_pb2.ORDER_STATUS_FILLED, common_pb2.ORDER_STATUS_CANCELED, common_pb2.ORDER_STATUS_REJECTED}
+STATUS = {v: k.removeprefix("ORDER_STATUS_") for k, v in common_pb2.OrderStatus.items()}
+SIDE = {common_pb2.SIDE_BUY: "buy", common_pb2.SIDE_SELL: "sell"}
+PATIENCE_SECONDS = 30.0
+
+
+async def demo(target: str, customers: Sequence[str]) -> bool:
+    run = str(int(time.time()))
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = orders_pb2_grpc.OrderServiceStub(channel)
+        watcher = asyncio.create_task(_print_events(stub, customers[0], run))
+        try:
+            buys = [
+                _order(run, c, symbol, common_pb2.SIDE_BUY, quantity) for c in customers for symbol, quantity in BUYS
+            ]
+            bought = await _until_ended(stub, await _place_all(stub, buys))
+            sells = [
+                _order(run, o.customer_id, o.symbol, common_pb2.SIDE_SELL, o.filled_quantity // SELL_FRACTION)
+                for o in bought
+                if o.filled_quantity >= SELL_FRACTION
+            ]
+            sold = await _until_ended(stub, await _place_all(stub, sells))
+        finally:
+            await asyncio.sleep(0.5)  # the last events reach the screen
+            watcher.cancel()
+            with suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+                await watcher
+        for customer in customers:
+            await _show_customer(stub, customer, [o for o in (*bought, *sold) if o.customer_id == customer])
+    return all(o.status == common_pb2.ORDER_STATUS_FILLED for o in (*bought, *sold))
+
+
+def _order(run: str, customer: str, symbol: str, side: common_pb2.Side, quantity: int) -> orders_pb2.PlaceOrderRequest:
+    key = f"demo-{run}-{SIDE[side]}-{symbol}"
+    return orders_pb2.PlaceOrderRequest(
+        customer_id=customer,
+        client_order_id=key,
+        symbol=symbol,
+        side=side,
+        quantity=quantity,  # type: ignore[arg-type]
+    )
+
+
+async def _place_all(
+    stub: orders_pb2_grpc.OrderServiceStub, requests: Sequence[orders_pb2.PlaceOrderRequest]
+) -> list[orders_pb2.Order]:
+    placed = await asyncio.gather(*(stub.PlaceOrder(r, timeout=5) for r in requests))
+    for order in placed:
+        print(
+            f"  placed   customer {order.customer_id}: {SIDE[order.side]} {order.quantity} {order.symbol} "
+            f"-> {STATUS[order.status]} {order.status_reason}".rstrip()
+        )
+    return list(placed)
+
+
+async def _until_ended(
+    stub: orders_pb2_grpc.OrderServiceStub, orders: list[orders_pb2.Order]
+) -> list[orders_pb2.Order]:
+    """Each order as it ended (filled, canceled, rejected), or as it stood when patience ran out."""
+    deadline = time.monotonic() + PATIENCE_SECONDS
+    current = orders
+    while time.monotonic() < deadline:
+        current = list(
+            await asyncio.gather(
+                *(
+                    stub.GetOrder(orders_pb2.GetOrderRequest(customer_id=o.customer_id, order_id=o.order_id), timeout=5)
+                    for o in orders
+                )
+            )
+        )
+        if all(o.status in ENDED for o in current):
+            break
+        await asyncio.sleep(0.2)
+    return current
+
+
+async def _print_events(stub: orders_pb2_grpc.OrderServiceStub, customer: str, run: str) -> None:
+    """The customer's order events of this run, as they are committed (earlier runs' are replayed and skipped)."""
+    # The demo cancels it once every order has ended; the deadline only bounds a demo that never gets there.
+    watch = stub.WatchOrders(orders_pb2.WatchOrdersRequest(customer_id=customer), timeout=PATIENCE_SECONDS * 3)
+    async for event in watch:
+        order = event.order
+        if not order.client_order_id.startswith(f"demo-{run}-"):
+            continue
+        filled = (
+            f" {order.filled_quantity}/{order.quantity} at {order.average_fill_price}" if order.filled_quantity else ""
+        )
+        print(f"  event    customer {customer}: {event.event_type:<16} {SIDE[order.side]} {order.symbol}{filled}")
+
+
+async def _show_customer(stub: orders_pb2_grpc.OrderServiceStub, customer: str, orders: list[orders_pb2.Order]) -> None:
+    account = await stub.GetAccount(orders_pb2.GetAccountRequest(customer_id=customer), timeout=5)
+    positions = await stub.ListPositions(orders_pb2.ListPositionsRequest(customer_id=customer), timeout=5)
+    print(f"\ncustomer {customer}: cash available {account.available}, reserved {account.reserved}")
+    for o in orders:
+        fill = f"filled {o.filled_quantity}" + (f" at {o.average_fill_price}" if o.average_fill_price else "")
+        print(f"  {SIDE[o.side]:<4} {o.quantity:>4} {o.symbol:<6} {STATUS[o.status]:<16} {fill}")
+    for p in positions.positions:
+        print(f"  holds {p.quantity:>4} {p.symbol:<6} at an average cost of {p.average_cost}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--target", default="127.0.0.1:50051", help="OrderService (make run's by default)")
+    parser.add_argument("--customers", type=int, default=3, help="demo customers 1..N (make run funds 1..1000)")
+    args = parser.parse_args()
+    customers = [str(c) for c in range(1, args.customers + 1)]
+    try:
+        filled = asyncio.run(demo(args.target, customers))
+    except grpc.aio.AioRpcError as error:
+        print(f"demo: {error.code().name}: {error.details()} (is `make run` running?)", file=sys.stderr)
+        sys.exit(2)
+    print("\nEvery order filled and settled." if filled else "\nSome orders did not fill: see above.")
+    sys.exit(0 if filled else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""The local mesh's processes: which services run, how many replicas of each, on which ports, with which settings.
+
+`make run` lays it out on fixed ports; the end-to-end tests on free ones. Both start exactly these processes, so
+what the tests prove is what a developer runs. Sized for a 2-core machine: one OrderService, one CallbackService,
+the exchange simulator reporting to it, and two worker clusters (shards 0-7 and 8-15 of 16) of two replicas each.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+
+from brokerage.domain.sharding import format_shard_set
+
+SHARD_COUNT = 16
+CLUSTER_COUNT = 2
+REPLICAS_PER_CLUSTER = 2
+# The secret the simulator presents to CallbackService on this machine; a deployment's comes from a Secret.
+LOCAL_CALLBACK_TOKEN = "local-callback-secret"
+
+
+@dataclass(frozen=True)
+class ServicePlan:
+    """One service process: `python -m module` listening on port, with these environment overrides."""
+
+    name: str
+    module: str
+    port: int
+    metrics_port: int
+    env: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+@dataclass(frozen=True)
+class MeshPlan:
+    order_service: ServicePlan
+    callback_service: ServicePlan
+    exchange: ServicePlan
+    workers: tuple[ServicePlan, ...]
+
+    @property
+    def services(self) -> tuple[ServicePlan, ...]:
+        """In start order: where reports go, then the exchange, so the workers' first calls find both."""
+        return (self.callback_service, self.exchange, self.order_service, *self.workers)
+
+
+def plan_mesh(
+    ports: Iterator[int], *, shard_count: int = SHARD_COUNT, exchange_env: Mapping[str, str] | None = None
+) -> MeshPlan:
+    """The mesh with its ports taken from `ports` in turn (a gRPC port, then its metrics port); the shards split
+    evenly between the clusters."""
+    count = {"BROKER_SHARD_COUNT": str(shard_count)}
+    callback = broker_service(
+        "callback-service", "callback_service", next(ports), next(ports), BROKER_CALLBACK_TOKEN=LOCAL_CALLBACK_TOKEN
+    )
+    exchange_port, exchange_metrics = next(ports), next(ports)
+    env = {
+        "EXCHANGE_GRPC_PORT": str(exchange_port),
+        "EXCHANGE_METRICS_PORT": str(exchange_metrics),
+        "EXCHANGE_CALLBACK_TARGET": callback.target,
+        "EXCHANGE_CALLBACK_TOKEN": LOCAL_CALLBACK_TOKEN,
+        **(exchange_env or {}),
+    }
+    exchange = ServicePlan("exchange-simulator", "exchange_simulator", exchange_port, exchange_metrics, env)
+    order_service = broker_service("order-service", "order_service", next(ports), next(ports), **count)
+    workers = tuple(
+        broker_service(
+            f"execution-{cluster}-{replica}",
+            "execution_service",
+            next(ports),
+            next(ports),
+            BROKER_SHARDS=cluster,
+            BROKER_EXCHANGE_TARGET=exchange.target,
+            **count,
+        )
+        for cluster in split_shards(shard_count, CLUSTER_COUNT)
+        for replica in range(1, REPLICAS_PER_CLUSTER + 1)
+    )
+    return MeshPlan(order_service, callback, exchange, workers)
+
+
+def split_shards(shard_count: int, clusters: int) -> list[str]:
+    """Contiguous shard ranges, one per cluster, as BROKER_SHARDS reads them: 16 in 2 -> ["0-7", "8-15"]."""
+    bounds = [shard_count * i // clusters for i in range(clusters + 1)]
+    return [format_shard_set(tuple(range(low, high))) for low, high in itertools.pairwise(bounds) if high > low]
+
+
+def local_ports() -> Iterator[int]:
+    """`make run`'s fixed ports, in plan_mesh's order: CallbackService on 50070, the exchange on 50060, OrderService
+    on 50051, workers from 50061; their metrics on 9475, 9470, 9464 and from 9471."""
+    grpc_ports = iter([50070, 50060, 50051, 50061, 50062, 50063, 50064])
+    metrics_ports = iter([9475, 9470, 9464, 9471, 9472, 9473, 9474])
+    for grpc_port, metrics_port in zip(grpc_ports, metrics_ports, strict=True):
+        yield grpc_port
+        yield metrics_port
+
+
+def broker_service(name: str, module: str, port: int, metrics_port: int, **env: str) -> ServicePlan:
+    """One of our services (BROKER_* settings) listening on 127.0.0.1:port."""
+    return ServicePlan(
+        name,
+        module,
+        port,
+        metrics_port,
+        {
+            "BROKER_GRPC_HOST": "127.0.0.1",
+            "BROKER_GRPC_PORT": str(port),
+            "BROKER_METRICS_PORT": str(metrics_port),
+            **env,
+        },
+    )

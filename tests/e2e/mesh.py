@@ -1,0 +1,186 @@
+"""The whole mesh as processes, as `make run` starts it (devtools.mesh), and what end-to-end tests ask of it:
+placing orders over gRPC, waiting for them to reach the exchange, and reading the exchange's drop copy."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.request import urlopen
+
+import grpc
+import nats
+import psycopg
+from prometheus_client.parser import text_string_to_metric_families
+
+from brokerage.proto import common_pb2, exchange_pb2, exchange_pb2_grpc, orders_pb2, orders_pb2_grpc
+from brokerage.storage.seed import seed
+from devtools.mesh import MeshPlan, ServicePlan, plan_mesh
+from devtools.stack import NatsServer, PostgresCluster, free_port, stop_processes, wait_until
+from tests.e2e.conftest import ServiceProcess, base_env, start_service, wait_serving
+
+# Seconds, short so a dead replica's shards move within a test's patience: AckWait is the takeover time.
+TIMINGS = {
+    "BROKER_CONSUMER_ACK_WAIT_SECONDS": "2",
+    "BROKER_FETCH_TIMEOUT_SECONDS": "0.5",
+    "BROKER_RETRY_INITIAL_SECONDS": "0.05",
+    "BROKER_RETRY_MAX_SECONDS": "1",
+    "BROKER_SWEEP_INTERVAL_SECONDS": "0.5",
+    "BROKER_REPUBLISH_AFTER_SECONDS": "3",
+    "BROKER_REPUBLISH_BUSY_AFTER_SECONDS": "10",
+    "BROKER_SHARD_REFRESH_SECONDS": "0.25",
+    "BROKER_SHUTDOWN_GRACE_SECONDS": "5",
+}
+
+
+@dataclass
+class Mesh:
+    plan: MeshPlan
+    env: dict[str, str]
+    database_url: str
+    nats: NatsServer
+    log_dir: Path
+    processes: dict[str, ServiceProcess]
+
+    def start(self, service: ServicePlan) -> ServiceProcess:
+        process = start_service(service, self.env, self.log_dir / f"{service.name}.log")
+        self.processes[service.name] = process
+        wait_serving(process, timeout=30)
+        return process
+
+    def worker(self, name: str) -> ServicePlan:
+        return next(w for w in self.plan.workers if w.name == name)
+
+    def exchange_metric(self, name: str) -> float:
+        with urlopen(f"http://127.0.0.1:{self.plan.exchange.metrics_port}/metrics", timeout=5) as response:
+            families = text_string_to_metric_families(response.read().decode())
+            return sum(s.value for f in families for s in f.samples if s.name == name)
+
+
+@contextmanager
+def running_mesh(
+    postgres_cluster: PostgresCluster,
+    migrated_template: str,
+    nats_server: NatsServer,
+    log_dir: Path,
+    customers: int,
+    **exchange_env: str,
+) -> Iterator[Mesh]:
+    """The mesh of `make run` on free ports, against a fresh database with `customers` funded customers and a
+    NATS server emptied of streams; every process stopped, and the database dropped, at the end."""
+    database = f"mesh_{uuid.uuid4().hex[:8]}"
+    postgres_cluster.create_database(database, template=migrated_template)
+    database_url = postgres_cluster.url(database)
+    seed(database_url, customers)
+    nats_server.start()
+    asyncio.run(_delete_streams(nats_server.url))
+    plan = plan_mesh(iter(free_port, None), exchange_env=exchange_env)
+    mesh = Mesh(plan, base_env(database_url, nats_server.url, **TIMINGS), database_url, nats_server, log_dir, {})
+    try:
+        for service in plan.services:
+            mesh.start(service)
+        yield mesh
+    finally:
+        stop_processes([p.process for p in mesh.processes.values()], timeout=20)
+        nats_server.start()
+        postgres_cluster.drop_database(database)
+
+
+async def _delete_streams(url: str) -> None:
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream()
+        for info in await js.streams_info():
+            await js.delete_stream(info.config.name)
+    finally:
+        await nc.close()
+
+
+async def place_all(
+    target: str, requests: list[orders_pb2.PlaceOrderRequest], in_flight: int = 48
+) -> list[orders_pb2.Order]:
+    """Places every order over gRPC, in_flight at a time; all are PLACED (customers are well funded)."""
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = orders_pb2_grpc.OrderServiceStub(channel)
+        slots = asyncio.Semaphore(in_flight)
+
+        async def place(request: orders_pb2.PlaceOrderRequest) -> orders_pb2.Order:
+            async with slots:
+                return await stub.PlaceOrder(request, timeout=10, wait_for_ready=True)
+
+        orders = await asyncio.gather(*(place(r) for r in requests))
+    assert {o.status for o in orders} == {common_pb2.ORDER_STATUS_PLACED}
+    return list(orders)
+
+
+def buys(prefix: str, customers: range, per_customer: int) -> list[orders_pb2.PlaceOrderRequest]:
+    """Interleaved across customers, so each customer's orders are placed while others' are in flight."""
+    return [
+        orders_pb2.PlaceOrderRequest(
+            customer_id=str(c), client_order_id=f"{prefix}-{i}", symbol="AAPL", side=common_pb2.SIDE_BUY, quantity=1
+        )
+        for i in range(per_customer)
+        for c in customers
+    ]
+
+
+def wait_all_past(
+    statuses: tuple[str, ...], database_url: str, orders: list[orders_pb2.Order], timeout: float = 120
+) -> None:
+    """Waits until no order is in one of these statuses any more."""
+    order_ids = [o.order_id for o in orders]
+
+    def moved_on() -> bool:
+        with psycopg.connect(database_url) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM orders WHERE order_id = ANY(%s) AND status = ANY(%s)", (order_ids, list(statuses))
+            ).fetchone()
+        return row == (0,)
+
+    wait_until(moved_on, timeout, f"{len(order_ids)} orders past {', '.join(statuses)}")
+
+
+def wait_all_at_exchange(database_url: str, orders: list[orders_pb2.Order], timeout: float = 120) -> None:
+    """Until every order is past PLACED: acknowledged by the exchange (a fill may come before the ack)."""
+    wait_all_past(("PLACED",), database_url, orders, timeout)
+
+
+def wait_all_settled(database_url: str, orders: list[orders_pb2.Order], timeout: float = 120) -> None:
+    """Until every order has ended: filled, canceled or rejected, its money settled."""
+    wait_all_past(("PLACED", "SUBMITTED", "PARTIALLY_FILLED"), database_url, orders, timeout)
+
+
+def drop_copy(exchange: str) -> list[exchange_pb2.DropCopyEntry]:
+    """Today's drop copy of the exchange, every page of it."""
+    entries: list[exchange_pb2.DropCopyEntry] = []
+    request = exchange_pb2.GetDropCopyRequest()
+    with grpc.insecure_channel(exchange) as channel:
+        stub = exchange_pb2_grpc.ExchangeServiceStub(channel)
+        while True:
+            page = stub.GetDropCopy(request, timeout=30)
+            entries += page.executions
+            if not page.next_page_token:
+                return entries
+            request.page_token = page.next_page_token
+
+
+def arrivals(exchange: str) -> dict[str, int]:
+    """Each order id the exchange received, with its arrival sequence there (from the drop copy)."""
+    sequences: dict[str, set[int]] = defaultdict(set)
+    for entry in drop_copy(exchange):
+        sequences[entry.report.order_id].add(entry.arrival_sequence)
+    assert all(len(s) == 1 for s in sequences.values()), "an order with two arrival sequences"
+    return {order_id: s.pop() for order_id, s in sequences.items()}
+
+
+def assert_each_customer_arrived_in_sequence_order(orders: list[orders_pb2.Order], arrived: dict[str, int]) -> None:
+    by_customer: dict[str, list[orders_pb2.Order]] = defaultdict(list)
+    for order in orders:
+        by_customer[order.customer_id].append(order)
+    for customer, placed in by_customer.items():
+        in_our_order = [arrived[o.order_id] for o in sorted(placed, key=lambda o: o.sequence)]
+        assert in_our_order == sorted(in_our_order), f"customer {customer}'s orders reached the exchange out of order"
