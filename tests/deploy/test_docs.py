@@ -1,0 +1,36 @@
+"""docs/operations.md stays true to what it points at: the tests it cites exist, and the versions it installs are
+the ones the manifests were written for."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.deploy.manifests import K8S, REPO
+
+pytestmark = pytest.mark.deploy
+
+OPERATIONS = (REPO / "docs" / "operations.md").read_text()
+
+
+def test_the_tests_the_operations_page_cites_exist() -> None:
+    cited = re.findall(r"(tests/[\w/]+\.py)::(test_\w+)", OPERATIONS)
+
+    assert cited
+    assert [(f, t) for f, t in cited if f"def {t}(" not in (REPO / f).read_text()] == []
+
+
+def test_the_nats_chart_version_is_the_one_the_values_were_written_for() -> None:
+    (version,) = set(re.findall(r"--version (\S+)", (K8S / "nats" / "values.yaml").read_text()))
+
+    assert set(re.findall(r"nats/nats --version (\S+)", OPERATIONS)) == {version}
+
+
+def test_the_cloudnativepg_version_is_the_one_the_cluster_was_written_for() -> None:
+    (minor,) = re.findall(
+        r"operator (\d+\.\d+)", (K8S / "components" / "postgres-cnpg" / "kustomization.yaml").read_text()
+    )
+    installed = re.findall(r"releases/cnpg-(\d+\.\d+)\.\d+\.yaml", OPERATIONS)
+
+    assert installed and set(installed) == {minor}
