@@ -3,14 +3,20 @@
 `python -m benchmarks.loadgen --kind place --target 127.0.0.1:N --concurrency 32 --measure-from T0 --measure-until T1`
 calls from start-up (the warm-up) until T1 (time.monotonic(), shared by every process on Linux), then lets the calls
 in flight finish and prints one JSON object on stdout: the outcome of every call, and the latency of each call that
-completed inside [T0, T1). Each request buys 1 share of a random symbol for a random customer "1".."N" with a
-client_order_id unique to this process; the echo kind sends the same serialized request to the echo server.
+completed inside [T0, T1). Each request buys 1 share (with --max-quantity M: 1 to M) of a random symbol for a random
+customer "1".."N" with a client_order_id unique to this process; the echo kind sends the same serialized request to
+the echo server.
+
+With `--rate R` the load is an open loop instead: a call starts every 1/R seconds whether or not earlier ones have
+answered (a slow server does not slow the offered load), at most --concurrency at once (a call due beyond that is
+counted SKIPPED, not made), and latency runs from when the call was due.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import random
 import sys
@@ -30,6 +36,7 @@ PLACE_METHOD = "/broker.v1.OrderService/PlaceOrder"
 SYMBOLS = ("AAPL", "MSFT", "GOOGL", "AMZN", "TSLA")
 PLACED = common_pb2.OrderStatus.Name(common_pb2.ORDER_STATUS_PLACED)
 ECHOED = "ECHOED"
+SKIPPED = "SKIPPED"  # open loop: the call was due while --concurrency calls were in flight
 READY_TIMEOUT_SECONDS = 10.0
 
 
@@ -52,6 +59,12 @@ class Tally:
             self.outcomes_window[outcome] += 1
             self.latencies_ms.append((ended - started) * 1000.0)
 
+    def skip(self, due: float) -> None:
+        """An open loop's call not made (too many in flight): an outcome, but no latency."""
+        self.outcomes_all[SKIPPED] += 1
+        if self.window_start <= due < self.window_end:
+            self.outcomes_window[SKIPPED] += 1
+
     def as_json(self) -> dict[str, Any]:
         return {
             "outcomes_all": dict(self.outcomes_all),
@@ -62,10 +75,12 @@ class Tally:
 
 
 class Requests:
-    """Buy orders of 1 share: random customer and symbol, client_order_id unique across processes and runs."""
+    """Buy orders of 1 share (or 1 to max_quantity, uniformly): random customer and symbol, client_order_id unique
+    across processes and runs."""
 
-    def __init__(self, customers: int, seed: int | None) -> None:
+    def __init__(self, customers: int, seed: int | None, max_quantity: int = 1) -> None:
         self._customers = customers
+        self._max_quantity = max_quantity
         self._random = random.Random(seed)
         self._prefix = f"bench-{uuid.uuid4().hex[:12]}"
         self._count = 0
@@ -77,7 +92,7 @@ class Requests:
             client_order_id=f"{self._prefix}-{self._count}",
             symbol=self._random.choice(SYMBOLS),
             side=common_pb2.SIDE_BUY,
-            quantity=1,
+            quantity=self._random.randint(1, self._max_quantity) if self._max_quantity > 1 else 1,
         )
 
 
@@ -101,6 +116,23 @@ def callable_for(channel: aio.Channel, kind: str) -> tuple[aio.UnaryUnaryMultiCa
     return call, echo_outcome
 
 
+async def call_once(
+    call: aio.UnaryUnaryMultiCallable,
+    outcome_of: Callable[..., str],
+    requests: Requests,
+    tally: Tally,
+    deadline: float,
+    started: float,
+) -> None:
+    """One call with a deadline, recorded from `started` (now, or when an open loop had it due)."""
+    request = requests.next()
+    try:
+        outcome = outcome_of(request, await call(request, timeout=deadline))
+    except aio.AioRpcError as error:
+        outcome = error.code().name
+    tally.record(started, time.monotonic(), outcome)
+
+
 async def caller(
     call: aio.UnaryUnaryMultiCallable,
     outcome_of: Callable[..., str],
@@ -110,24 +142,46 @@ async def caller(
 ) -> None:
     """One in-flight slot: calls back to back until the window ends; every call has a deadline."""
     while time.monotonic() < tally.window_end:
-        request = requests.next()
-        started = time.monotonic()
-        try:
-            outcome = outcome_of(request, await call(request, timeout=deadline))
-        except aio.AioRpcError as error:
-            outcome = error.code().name
-        tally.record(started, time.monotonic(), outcome)
+        await call_once(call, outcome_of, requests, tally, deadline, time.monotonic())
+
+
+async def open_loop(
+    call: aio.UnaryUnaryMultiCallable,
+    outcome_of: Callable[..., str],
+    requests: Requests,
+    tally: Tally,
+    args: argparse.Namespace,
+) -> None:
+    """A call due every 1/rate seconds until the window ends, at most args.concurrency in flight."""
+    in_flight: set[asyncio.Task[None]] = set()
+    first_due = time.monotonic()
+    for index in itertools.count():
+        due = first_due + index / args.rate
+        if due >= tally.window_end:
+            break
+        await asyncio.sleep(max(0.0, due - time.monotonic()))
+        if len(in_flight) >= args.concurrency:
+            tally.skip(due)
+            continue
+        task = asyncio.create_task(call_once(call, outcome_of, requests, tally, args.deadline, due))
+        in_flight.add(task)
+        task.add_done_callback(in_flight.discard)
+    await asyncio.gather(*in_flight)
 
 
 async def run(args: argparse.Namespace) -> Tally:
-    """Opens the channel, waits until it is ready, and drives `concurrency` callers until the window ends."""
+    """Opens the channel, waits until it is ready, and drives `concurrency` callers (or, with --rate, an open loop)
+    until the window ends."""
     tally = Tally(args.measure_from, args.measure_until)
-    requests = Requests(args.customers, args.seed)
+    requests = Requests(args.customers, args.seed, args.max_quantity)
     async with aio.insecure_channel(args.target) as channel:
         await asyncio.wait_for(channel.channel_ready(), READY_TIMEOUT_SECONDS)
         call, outcome_of = callable_for(channel, args.kind)
-        callers = (caller(call, outcome_of, requests, tally, args.deadline) for _ in range(args.concurrency))
-        await asyncio.gather(*callers)
+        if args.rate:
+            await open_loop(call, outcome_of, requests, tally, args)
+        else:
+            callers = (caller(call, outcome_of, requests, tally, args.deadline) for _ in range(args.concurrency))
+            await asyncio.gather(*callers)
     return tally
 
 
@@ -135,12 +189,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--kind", choices=("place", "echo"), required=True)
     parser.add_argument("--target", required=True, help="host:port")
-    parser.add_argument("--concurrency", type=int, required=True, help="calls in flight in this process")
+    parser.add_argument(
+        "--concurrency", type=int, required=True, help="calls in flight in this process (with --rate: at most)"
+    )
+    parser.add_argument("--rate", type=float, default=0.0, help="calls per second, an open loop (0: closed loop)")
     parser.add_argument("--measure-from", type=float, required=True, help="time.monotonic() the window opens")
     parser.add_argument("--measure-until", type=float, required=True, help="time.monotonic() the load stops")
     parser.add_argument("--deadline", type=float, default=5.0, help="per-call deadline, seconds")
     parser.add_argument("--customers", type=int, default=1_000_000, help="customers are '1'..N")
     parser.add_argument("--seed", type=int, default=None, help="random seed of customers and symbols")
+    parser.add_argument("--max-quantity", type=int, default=1, help="shares per order: 1 to this many, uniformly")
     return parser.parse_args(argv)
 
 

@@ -127,9 +127,9 @@ def log(message: str) -> None:
 class Stack:
     """The private servers and child processes of a run; close() stops them in reverse order of start."""
 
-    def __init__(self) -> None:
+    def __init__(self, prefix: str = "bench-place-order-") -> None:
         self._exit = ExitStack()
-        self.work_dir = Path(tempfile.mkdtemp(prefix="bench-place-order-"))
+        self.work_dir = Path(tempfile.mkdtemp(prefix=prefix))
         self._exit.callback(_remove_tree, self.work_dir)
 
     def postgres(self) -> PostgresCluster:
@@ -218,22 +218,23 @@ def start_order_service(stack: Stack, database_url: str, nats_url: str, log_leve
     return served
 
 
-def wait_serving(served: Served) -> None:
-    """Polls grpc.health.v1 for the OrderService until SERVING; fails if the process exits."""
+def wait_serving(served: Served, health_name: str = ORDER_SERVICE) -> None:
+    """Polls grpc.health.v1 for health_name (by default the OrderService) until SERVING; fails if the process
+    exits."""
     child, address = served.process, served.address
     with grpc.insecure_channel(address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
-        request = health_pb2.HealthCheckRequest(service=ORDER_SERVICE)
+        request = health_pb2.HealthCheckRequest(service=health_name)
 
         def serving() -> bool:
             if child.poll() is not None:
-                raise RuntimeError(f"order service exited with {child.returncode}")
+                raise RuntimeError(f"{served.name} exited with {child.returncode}")
             try:
                 return stub.Check(request, timeout=1.0).status == health_pb2.HealthCheckResponse.SERVING
             except grpc.RpcError:
                 return False
 
-        wait_until(serving, READY_TIMEOUT_SECONDS, f"{ORDER_SERVICE} SERVING on {address}")
+        wait_until(serving, READY_TIMEOUT_SECONDS, f"{health_name} SERVING on {address}")
 
 
 def start_echo_server(stack: Stack) -> Served:
