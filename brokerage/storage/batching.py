@@ -33,19 +33,22 @@ class MicroBatcher(Generic[Item, Result]):
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._queue.append((item, future))
         if len(self._flushers) < self._max_in_flight:
-            flusher = asyncio.create_task(self._flush())  # ends by itself once the queue is empty
-            self._flushers.add(flusher)
-            flusher.add_done_callback(self._flushers.discard)
+            self._flushers.add(asyncio.create_task(self._flush()))  # ends by itself once the queue is empty
         return await future
 
     async def _flush(self) -> None:
-        while self._queue:
-            # A caller that gave up (its deadline passed) is not waited for: under overload, work nobody awaits
-            # would only delay the callers still waiting. What a batch has started, it finishes.
-            waiting = [(item, future) for item, future in self._queue if not future.done()]
-            batch, self._queue = waiting[: self._max_batch], waiting[self._max_batch :]
-            if batch:
-                await self._settle(batch)
+        try:
+            while self._queue:
+                # A caller that gave up (its deadline passed) is not waited for: under overload, work nobody
+                # awaits would only delay the callers still waiting. What a batch has started, it finishes.
+                waiting = [(item, future) for item, future in self._queue if not future.done()]
+                batch, self._queue = waiting[: self._max_batch], waiting[self._max_batch :]
+                if batch:
+                    await self._settle(batch)
+        finally:
+            # Leaves the count in the very step that found the queue empty. A done callback would run a step
+            # later, and a call made in between would see no free flusher and wait for the next caller.
+            self._flushers.discard(asyncio.current_task())
 
     async def _settle(self, batch: list[tuple[Item, asyncio.Future[Result]]]) -> None:
         try:

@@ -118,3 +118,15 @@ async def test_a_caller_that_gave_up_while_queued_is_never_run() -> None:
 
     assert await first == 0 and await queued[0] == 20 and await queued[2] == 60
     assert recorder.batches == [[0], [2, 6]]
+
+
+async def test_a_call_made_the_moment_the_last_batch_ends_is_not_stranded() -> None:
+    """The flusher ends when it finds the queue empty; a call made before the loop has noticed that (here, by the
+    caller its last batch just answered) must start a flusher of its own, not wait for some later call."""
+    batcher = MicroBatcher(Recorder(delay=0).run, max_batch=10, max_in_flight=1)
+
+    async def claim_then_record() -> int:
+        await batcher.submit(2)
+        return await batcher.submit(4)
+
+    assert await asyncio.wait_for(claim_then_record(), timeout=2) == 40
