@@ -80,6 +80,10 @@ class Settings(BaseSettings):
     # dead replica's shard waits before another replica takes it over.
     consumer_ack_wait_seconds: float = Field(default=10.0, ge=1)
     fetch_timeout_seconds: float = Field(default=2.0, gt=0)
+    # One message's work (the customer's waiting orders taken to the exchange) may take this long. Its progress
+    # reports keep the message from other replicas, so an await stuck past this is abandoned and the message
+    # retried rather than holding the shard for good; what was recorded stays done.
+    message_work_limit_seconds: float = Field(default=60.0, gt=0)
     retry_initial_seconds: float = Field(default=0.1, gt=0)
     retry_max_seconds: float = Field(default=5.0, gt=0)
     # The sweeper: an order PLACED this long is published again (in a shard with a backlog, where it may only be

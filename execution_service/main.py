@@ -99,6 +99,7 @@ async def start(settings: Settings) -> ExecutionApp:
             board=board,
             ack_wait=settings.consumer_ack_wait_seconds,
             fetch_timeout=settings.fetch_timeout_seconds,
+            work_limit=settings.message_work_limit_seconds,
             backoff=Backoff(settings.retry_initial_seconds, settings.retry_max_seconds),
         )
         for shard in shards

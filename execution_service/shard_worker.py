@@ -5,7 +5,8 @@ to one of them and lets no second message of the shard out until the first is ac
 A message is acknowledged only after the database records the exchange's answer; a transient failure is a
 `nak(delay)` with backoff, which keeps the shard's slot so nothing overtakes it; a malformed message is
 terminated and logged, never redelivered for ever. A worker that dies holding a message stops reporting
-progress, and JetStream gives the message to another replica once AckWait passes.
+progress, and JetStream gives the message to another replica once AckWait passes; a worker whose work on a
+message outlasts its limit abandons it and naks, so a stuck await cannot hold the shard behind its progress reports.
 """
 
 from __future__ import annotations
@@ -45,6 +46,10 @@ class MalformedMessage(ValueError):
     """A message no attempt can ever handle."""
 
 
+class WorkOverran(Exception):
+    """A message's work outlasted its limit; it was abandoned, to be tried again (the record says what is done)."""
+
+
 class ShardWorker:
     def __init__(
         self,
@@ -56,6 +61,7 @@ class ShardWorker:
         board: ShardBoard,
         ack_wait: float,
         fetch_timeout: float,
+        work_limit: float,
         backoff: Backoff,
     ) -> None:
         self.shard = shard
@@ -65,6 +71,7 @@ class ShardWorker:
         self._board = board
         self._ack_wait = ack_wait
         self._fetch_timeout = fetch_timeout
+        self._work_limit = work_limit
         self._backoff = backoff
         self._subscription: JetStreamContext.PullSubscription | None = None
 
@@ -118,10 +125,7 @@ class ShardWorker:
         with log_context(order_id=wake_up.order_id, customer_id=wake_up.customer_id, shard=self.shard):
             try:
                 async with _reporting_progress(message, every=self._ack_wait / 3):
-                    if wake_up.kind is MessageType.CANCEL_REQUESTED:
-                        await self._submitter.cancel_through(wake_up.order_id, wake_up.customer_id)
-                    else:
-                        await self._submitter.submit_through(wake_up.order_id, wake_up.customer_id)
+                    await self._work_on(wake_up)
             except ShardPaused:
                 await self._settle("paused", message.nak(delay=self._fetch_timeout))
             except (VenueUnavailable, Unavailable) as error:
@@ -134,6 +138,21 @@ class ShardWorker:
                 await self._settle("failed", message.nak(delay=delay))
             else:
                 await self._settle("done", message.ack())
+
+    async def _work_on(self, wake_up: WakeUp) -> None:
+        """The message's work, within its limit. Every call in it has a deadline of its own; this one catches an
+        await that is stuck all the same, which would otherwise hold the shard while the progress reports go on."""
+        limit = asyncio.timeout(self._work_limit)
+        try:
+            async with limit:
+                if wake_up.kind is MessageType.CANCEL_REQUESTED:
+                    await self._submitter.cancel_through(wake_up.order_id, wake_up.customer_id)
+                else:
+                    await self._submitter.submit_through(wake_up.order_id, wake_up.customer_id)
+        except TimeoutError as error:
+            if limit.expired():
+                raise WorkOverran(f"the message's work took over {self._work_limit:g} s; abandoned") from error
+            raise
 
     def _decode(self, message: Msg) -> WakeUp:
         try:

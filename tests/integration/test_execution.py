@@ -254,6 +254,35 @@ async def test_a_crash_between_the_exchanges_ack_and_our_commit_sends_the_order_
     assert fake_exchange.arrivals() == in_sequence(orders, "1")
 
 
+async def test_work_stuck_past_its_limit_is_abandoned_and_retried_and_the_shard_carries_on(
+    app: OrderServiceApp,
+    stub: orders_pb2_grpc.OrderServiceStub,
+    execution_settings: Settings,
+    fake_exchange: FakeExchange,
+    db: psycopg.Connection,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The first record of SUBMITTED never returns. Its message's progress reports would keep it from every other
+    # replica; only the work limit frees the shard.
+    record = SubmissionStore.record_submitted
+    stuck: list[str] = []
+
+    async def hang_once(self: SubmissionStore, order: Order, venue_order_id: str) -> object:
+        if not stuck:
+            stuck.append(order.order_id)
+            await asyncio.Event().wait()
+        return await record(self, order, venue_order_id)
+
+    monkeypatch.setattr(SubmissionStore, "record_submitted", hang_once)
+    limited = execution_settings.model_copy(update={"message_work_limit_seconds": 1.5})
+    async with running_service(start_execution, limited):
+        orders = await place_many(stub, ["1"], per_customer=3)
+        await eventually(all_submitted(db, [o.order_id for o in orders]), "every order SUBMITTED")
+
+    assert [s.duplicate for s in fake_exchange.submissions if s.order_id == stuck[0]] == [False, True]
+    assert fake_exchange.arrivals() == in_sequence(orders, "1")
+
+
 async def test_a_duplicate_order_refusal_is_answered_by_asking_the_exchange(
     app: OrderServiceApp,
     stub: orders_pb2_grpc.OrderServiceStub,
