@@ -61,14 +61,15 @@ DELETE FROM outbox WHERE message_id IN (
     SELECT message_id FROM outbox WHERE published_at < now() - %(retention)s::interval LIMIT 10000
 );
 
--- name: claim_for_submission
-SELECT * FROM claim_for_submission(%(order_id)s);
+-- The workers' group commits: each parameter is an array, an element per call (storage.group_commit).
+-- name: claim_for_submissions
+SELECT c.ordinal, (c.claimed).* FROM claim_for_submissions(%(order_id)s) AS c;
 
--- name: record_submitted
-SELECT * FROM record_submitted(%(order_id)s, %(venue_order_id)s);
+-- name: record_submissions
+SELECT r.ordinal, (r.recorded).* FROM record_submissions(%(order_id)s, %(venue_order_id)s) AS r;
 
--- name: record_venue_rejection
-SELECT * FROM record_venue_rejection(%(order_id)s, %(reason)s);
+-- name: record_venue_rejections
+SELECT r.ordinal, (r.recorded).* FROM record_venue_rejections(%(order_id)s, %(reason)s) AS r;
 
 -- name: shard_states
 -- Per shard: its pause, its oldest order still PLACED, and the order a worker has claimed but the exchange

@@ -15,18 +15,20 @@ from brokerage.storage.queries import fetch_all
 
 
 class SubmissionStore:
-    """Claims and records of a process's shard workers that arrive together share a transaction (group commit)."""
+    """Claims (and records) of a process's shard workers that arrive together share a statement (group commit)."""
 
     def __init__(self, pool: AsyncConnectionPool, *, group_max: int = 32, group_flushers: int = 1) -> None:
         self._pool = pool
-        self._group = GroupCommit(pool, max_batch=group_max, flushers=group_flushers)
+        self._claims, self._records, self._rejections = (
+            GroupCommit(pool, name, max_batch=group_max, flushers=group_flushers)
+            for name in ("claim_for_submissions", "record_submissions", "record_venue_rejections")
+        )
 
     async def claim_for_submission(self, order_id: str, customer_id: str) -> list[Order]:
         """Claims the order and every older order of its customer still PLACED; returns them oldest first, or
         nothing when the order is no longer PLACED. Raises ShardPaused while its shard is paused."""
-        call = Call("claim_for_submission", {"order_id": order_id}, customer_id)
         try:
-            rows = await self._group.fetch(call)
+            rows = await self._claims.fetch(Call(customer_id, {"order_id": order_id}))
         except psycopg.errors.ObjectNotInPrerequisiteState as error:
             raise ShardPaused(error.diag.message_primary or "shard paused") from error
         return [order_from_row(row) for row in rows]
@@ -34,12 +36,12 @@ class SubmissionStore:
     async def record_submitted(self, order: Order, venue_order_id: str) -> Order | None:
         """SUBMITTED, unless a report already moved the order further; the order as it now stands."""
         params = {"order_id": order.order_id, "venue_order_id": venue_order_id}
-        return _first(await self._group.fetch(Call("record_submitted", params, order.customer_id)))
+        return _first(await self._records.fetch(Call(order.customer_id, params)))
 
     async def record_venue_rejection(self, order: Order, reason: str) -> Order | None:
         """REJECTED with the venue's reason and the reservation released, unless the order filled or ended."""
         params = {"order_id": order.order_id, "reason": reason}
-        return _first(await self._group.fetch(Call("record_venue_rejection", params, order.customer_id)))
+        return _first(await self._rejections.fetch(Call(order.customer_id, params)))
 
     async def pending_cancel(self, order_id: str) -> Order | None:
         """The order, if its customer asked to cancel it at the exchange and the cancel is not yet sent."""

@@ -580,7 +580,7 @@ async def test_a_claim_in_a_paused_shard_is_refused_as_paused_not_as_an_outage(
     assert statuses(db, [order.order_id]) == {order.order_id: "PLACED"}
 
 
-async def test_claims_arriving_together_share_a_transaction_and_one_refused_fails_alone(
+async def test_claims_arriving_together_share_a_statement_and_one_refused_fails_alone(
     stub: orders_pb2_grpc.OrderServiceStub, app: OrderServiceApp, db: psycopg.Connection, seeded_database: str
 ) -> None:
     await stop_relay(app)

@@ -38,8 +38,8 @@ def test_no_statement_of_placement_submission_settlement_or_cancel_is_jit_compil
         [
             "SELECT place_order('o1', '1', 'k1', 'AAPL', 'BUY', 10, 240.00, 2400.00, NULL, 'orders.1', '')",
             "SELECT place_order('o2', '1', 'k2', 'AAPL', 'BUY', 1, 240.00, 240.00, NULL, 'orders.1', '')",
-            "SELECT * FROM claim_for_submission('o1')",
-            "SELECT record_submitted('o1', 'V1')",
+            "SELECT * FROM claim_for_submissions(ARRAY['o1'])",
+            "SELECT * FROM record_submissions(ARRAY['o1'], ARRAY['V1'])",
             "SELECT * FROM apply_execution_report('e1', 'o1', 'V1', 'PARTIAL_FILL', 4, 230.00, 4, '', now(), '{}')",
             "SELECT * FROM apply_execution_report('e2', 'o1', 'V1', 'FILL', 6, 231.00, 10, '', now(), '{}')",
             "SELECT * FROM cancel_order('1', 'o2', 'orders.1', '')",
