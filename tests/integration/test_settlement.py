@@ -108,6 +108,21 @@ async def test_a_buy_filled_in_parts_moves_its_real_cost_out_of_the_reservation_
     assert events == [("placed", 0), ("submitted", 0), ("partially_filled", 4), ("filled", 10)]
 
 
+async def test_the_exchanges_new_for_an_order_recorded_submitted_is_booked_without_rewriting_the_order(
+    stub: orders_pb2_grpc.OrderServiceStub, reporter: callback_pb2_grpc.CallbackServiceStub, db: psycopg.Connection
+) -> None:
+    order = await at_exchange(stub, db)
+    version = "SELECT xmin::text, updated_at FROM orders WHERE order_id = %s"
+    before = db.execute(version, (order.order_id,)).fetchone()
+    new = report(order, NEW)
+
+    assert await send(reporter, new, new) == [False, True]  # booked once: its execution row keeps it idempotent
+
+    assert db.execute(version, (order.order_id,)).fetchone() == before
+    booked = db.execute("SELECT exec_type FROM executions WHERE order_id = %s", (order.order_id,)).fetchall()
+    assert booked == [("NEW",)]
+
+
 async def test_a_sell_releases_its_shares_and_credits_the_proceeds(
     stub: orders_pb2_grpc.OrderServiceStub, reporter: callback_pb2_grpc.CallbackServiceStub, db: psycopg.Connection
 ) -> None:
@@ -272,6 +287,27 @@ async def test_an_overfill_is_acknowledged_kept_as_a_break_and_moves_no_money(
     assert snapshot(db) == before
     kinds = db.execute("SELECT kind FROM breaks ORDER BY break_id").fetchall()
     assert kinds == [("overfill",), ("beyond_protection",)]
+
+
+async def test_a_fill_for_another_symbol_side_or_quantity_than_the_order_is_a_break_and_moves_no_money(
+    stub: orders_pb2_grpc.OrderServiceStub, reporter: callback_pb2_grpc.CallbackServiceStub, db: psycopg.Connection
+) -> None:
+    order = await at_exchange(stub, db, quantity=5)  # a buy of 5 AAPL
+    before = snapshot(db)
+    wrong = [report(order, PARTIAL, last=1, price="230.00", cumulative=1) for _ in range(3)]
+    wrong[0].symbol = "MSFT"
+    wrong[1].side = common_pb2.SIDE_SELL
+    wrong[2].order_quantity = 50
+
+    assert await send(reporter, *wrong) == [False] * 3  # answered OK, so the exchange does not send them forever
+
+    assert snapshot(db) == before
+    breaks = db.execute("SELECT kind, detail FROM breaks ORDER BY break_id").fetchall()
+    assert [kind for kind, _ in breaks] == ["mismatch"] * 3
+    assert "the report is for BUY 5 MSFT, the order is BUY 5 AAPL" in breaks[0][1]
+
+    await send(reporter, report(order, FILL, last=5, price="230.00", cumulative=5))  # the order itself carries on
+    assert order_row(db, order.order_id)[:2] == ("FILLED", 5)
 
 
 async def test_a_fill_price_the_books_cannot_hold_exactly_is_a_break_and_moves_no_money(
