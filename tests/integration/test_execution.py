@@ -227,6 +227,24 @@ async def test_an_order_the_exchange_took_whose_answer_was_lost_is_sent_again_an
     assert fake_exchange.arrivals_of("1") == in_sequence(orders, "1")
 
 
+def first_record_of_submitted_meets(
+    mishap: Callable[[], Awaitable[object]], monkeypatch: pytest.MonkeyPatch
+) -> list[str]:
+    """The worker's first record of SUBMITTED awaits `mishap` (which may raise, or never return) before it runs;
+    returns the id of the order it hit, once it has."""
+    record = SubmissionStore.record_submitted
+    hit: list[str] = []
+
+    async def once(self: SubmissionStore, order: Order, venue_order_id: str) -> Order | None:
+        if not hit:
+            hit.append(order.order_id)
+            await mishap()
+        return await record(self, order, venue_order_id)
+
+    monkeypatch.setattr(SubmissionStore, "record_submitted", once)
+    return hit
+
+
 async def test_a_crash_between_the_exchanges_ack_and_our_commit_sends_the_order_again_but_makes_no_second(
     app: OrderServiceApp,
     stub: orders_pb2_grpc.OrderServiceStub,
@@ -236,16 +254,10 @@ async def test_a_crash_between_the_exchanges_ack_and_our_commit_sends_the_order_
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # The first record of SUBMITTED fails as a crash would leave it: the exchange has the order, we do not know.
-    record = SubmissionStore.record_submitted
-    failed: list[str] = []
+    async def crash() -> None:
+        raise ConnectionResetError("worker died before its commit")
 
-    async def crash_once(self: SubmissionStore, order: Order, venue_order_id: str) -> object:
-        if not failed:
-            failed.append(order.order_id)
-            raise ConnectionResetError("worker died before its commit")
-        return await record(self, order, venue_order_id)
-
-    monkeypatch.setattr(SubmissionStore, "record_submitted", crash_once)
+    failed = first_record_of_submitted_meets(crash, monkeypatch)
     orders = await place_many(stub, ["1"], per_customer=2)
 
     await eventually(all_submitted(db, [o.order_id for o in orders]), "both orders SUBMITTED")
@@ -264,16 +276,7 @@ async def test_work_stuck_past_its_limit_is_abandoned_and_retried_and_the_shard_
 ) -> None:
     # The first record of SUBMITTED never returns. Its message's progress reports would keep it from every other
     # replica; only the work limit frees the shard.
-    record = SubmissionStore.record_submitted
-    stuck: list[str] = []
-
-    async def hang_once(self: SubmissionStore, order: Order, venue_order_id: str) -> object:
-        if not stuck:
-            stuck.append(order.order_id)
-            await asyncio.Event().wait()
-        return await record(self, order, venue_order_id)
-
-    monkeypatch.setattr(SubmissionStore, "record_submitted", hang_once)
+    stuck = first_record_of_submitted_meets(asyncio.Event().wait, monkeypatch)
     limited = execution_settings.model_copy(update={"message_work_limit_seconds": 1.5})
     async with running_service(start_execution, limited):
         orders = await place_many(stub, ["1"], per_customer=3)
