@@ -73,6 +73,15 @@ def in_sequence(orders: list[orders_pb2.Order], customer: str) -> list[str]:
     return [o.order_id for o in sorted(orders, key=lambda o: o.sequence) if o.customer_id == customer]
 
 
+def assert_sent_again_as_one_exchange_order(
+    exchange: FakeExchange, order_id: str, orders: list[orders_pb2.Order], customer: str = "1"
+) -> None:
+    """The order went to the exchange a second time, which the exchange took as the same order, and the customer's
+    orders (all of one customer) still arrived in sequence."""
+    assert [s.duplicate for s in exchange.submissions if s.order_id == order_id] == [False, True]
+    assert exchange.arrivals() == in_sequence(orders, customer)
+
+
 async def test_every_order_is_submitted_once_and_each_customers_in_sequence_order(
     app: OrderServiceApp,
     stub: orders_pb2_grpc.OrderServiceStub,
@@ -223,8 +232,7 @@ async def test_an_order_the_exchange_took_whose_answer_was_lost_is_sent_again_an
     await eventually(all_submitted(db, [o.order_id for o in orders]), "every order SUBMITTED")
 
     first = in_sequence(orders, "1")[0]
-    assert [s.duplicate for s in fake_exchange.submissions if s.order_id == first] == [False, True]
-    assert fake_exchange.arrivals_of("1") == in_sequence(orders, "1")
+    assert_sent_again_as_one_exchange_order(fake_exchange, first, orders)
 
 
 def first_record_of_submitted_meets(
@@ -262,8 +270,7 @@ async def test_a_crash_between_the_exchanges_ack_and_our_commit_sends_the_order_
 
     await eventually(all_submitted(db, [o.order_id for o in orders]), "both orders SUBMITTED")
 
-    assert [s.duplicate for s in fake_exchange.submissions if s.order_id == failed[0]] == [False, True]
-    assert fake_exchange.arrivals() == in_sequence(orders, "1")
+    assert_sent_again_as_one_exchange_order(fake_exchange, failed[0], orders)
 
 
 async def test_work_stuck_past_its_limit_is_abandoned_and_retried_and_the_shard_carries_on(
@@ -282,8 +289,7 @@ async def test_work_stuck_past_its_limit_is_abandoned_and_retried_and_the_shard_
         orders = await place_many(stub, ["1"], per_customer=3)
         await eventually(all_submitted(db, [o.order_id for o in orders]), "every order SUBMITTED")
 
-    assert [s.duplicate for s in fake_exchange.submissions if s.order_id == stuck[0]] == [False, True]
-    assert fake_exchange.arrivals() == in_sequence(orders, "1")
+    assert_sent_again_as_one_exchange_order(fake_exchange, stuck[0], orders)
 
 
 async def test_a_duplicate_order_refusal_is_answered_by_asking_the_exchange(
