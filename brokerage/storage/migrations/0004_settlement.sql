@@ -19,7 +19,10 @@ ALTER TABLE orders
     -- only once the booked quantity reaches it, because reports arrive out of order.
     ADD COLUMN venue_final_quantity bigint CHECK (venue_final_quantity >= 0),
     ADD COLUMN venue_final_status   text CHECK (venue_final_status IN ('FILLED', 'CANCELED', 'REJECTED')),
-    ADD COLUMN cancel_sent_at       timestamptz;  -- a worker asked the exchange to cancel
+    ADD COLUMN cancel_sent_at       timestamptz,  -- a worker asked the exchange to cancel
+    -- The sweeper last re-drove the cancel's message: a mark of its own, since the question about silent orders
+    -- renews swept_at of these very orders (at the exchange, often silent) and would starve the cancel's re-drive.
+    ADD COLUMN cancel_swept_at      timestamptz;
 
 -- Every execution report booked, of every type: the dedupe of at-least-once callbacks. Fills carry a quantity
 -- and a price; the others record the exchange's word (accepted, canceled, rejected) with its cumulative quantity.
@@ -82,6 +85,12 @@ BEGIN
     IF p_exec_type IN ('PARTIAL_FILL', 'FILL') THEN
         IF p_last_quantity <= 0 OR p_last_price IS NULL OR p_last_price <= 0 THEN
             RETURN 'malformed_fill: a fill needs a positive quantity and price';
+        END IF;
+        -- Money as the books keep it: at most 4 decimals (numeric(20,4)), the amount below 1e16. Otherwise each
+        -- money column would round on its own (a reservation would keep a residue no order holds), or the
+        -- booking would fail and the exchange resend the report for ever.
+        IF p_last_price <> round(p_last_price, 4) OR p_last_quantity * p_last_price >= 1e16 THEN
+            RETURN format('malformed_fill: %s at %s is not an amount the books can hold', p_last_quantity, p_last_price);
         END IF;
         IF p_order.status IN ('REJECTED', 'CANCELED', 'FILLED') THEN
             RETURN format('fill_after_end: the order is %s with %s filled, as the exchange said',
@@ -174,6 +183,19 @@ $$;
 -- facts allow; the unused reservation is released only once the booked quantity reaches the exchange's final
 -- cumulative quantity. Returns what happened ('applied', 'duplicate' or 'break'), the customer, and the
 -- customer's last event sequence when the report changed what a client sees.
+-- A report must be about the order as we sent it. One naming another symbol, the other side or another order
+-- quantity would book its fill as shares of our order's stock: it is a break ('mismatch'). The symbol and the
+-- order quantity are checked where the report names them; the side is always there.
+CREATE FUNCTION report_mismatch(p_order orders, p_report jsonb) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT format('mismatch: the report is for %s %s %s, the order is %s %s %s',
+                  p_report->>'side', p_report->>'order_quantity', p_report->>'symbol',
+                  p_order.side, p_order.quantity, p_order.symbol)
+     WHERE coalesce(p_report->>'symbol', '') NOT IN ('', p_order.symbol)
+        OR coalesce(p_report->>'side', '') NOT IN ('', p_order.side)
+        OR coalesce((p_report->>'order_quantity')::bigint, 0) NOT IN (0, p_order.quantity)
+$$;
+
 CREATE FUNCTION apply_execution_report(
     p_exec_id text,
     p_order_id text,
@@ -213,7 +235,8 @@ BEGIN
     SELECT * INTO v_order FROM orders o WHERE o.order_id = p_order_id FOR UPDATE;
     v_before := v_order;
 
-    v_problem := settlement_break(v_order, p_exec_type, p_last_quantity, p_last_price, p_cumulative_quantity);
+    v_problem := coalesce(report_mismatch(v_order, p_report),
+                          settlement_break(v_order, p_exec_type, p_last_quantity, p_last_price, p_cumulative_quantity));
     IF v_problem IS NOT NULL THEN
         INSERT INTO breaks (exec_id, order_id, kind, detail, report)
         VALUES (p_exec_id, p_order_id, split_part(v_problem, ':', 1), v_problem, p_report);
@@ -255,12 +278,17 @@ BEGIN
         v_order.reserved_shares := 0;
     END IF;
 
-    UPDATE orders SET status = v_order.status, status_reason = v_order.status_reason,
-                      filled_quantity = v_order.filled_quantity, average_fill_price = v_order.average_fill_price,
-                      reserved_cash = v_order.reserved_cash, reserved_shares = v_order.reserved_shares,
-                      venue_order_id = v_order.venue_order_id, venue_final_quantity = v_order.venue_final_quantity,
-                      venue_final_status = v_order.venue_final_status, updated_at = now()
-     WHERE order_id = p_order_id;
+    -- Written only when something of it changed: the exchange's NEW for an order already recorded SUBMITTED
+    -- (one for every order) would otherwise make a new tuple in every index (updated_at is in orders_open).
+    IF v_order IS DISTINCT FROM v_before THEN
+        UPDATE orders SET status = v_order.status, status_reason = v_order.status_reason,
+                          filled_quantity = v_order.filled_quantity, average_fill_price = v_order.average_fill_price,
+                          reserved_cash = v_order.reserved_cash, reserved_shares = v_order.reserved_shares,
+                          venue_order_id = v_order.venue_order_id,
+                          venue_final_quantity = v_order.venue_final_quantity,
+                          venue_final_status = v_order.venue_final_status, updated_at = now()
+         WHERE order_id = p_order_id;
+    END IF;
     IF v_ended THEN
         PERFORM release_reservation(p_order_id);  -- what the fills did not use, by the order's ledger entries
     END IF;
@@ -296,8 +324,10 @@ DECLARE
     v_result record;
 BEGIN
     FOR v_next IN
-        SELECT r.i FROM generate_subscripts(p_exec_ids, 1) AS r (i)
-          LEFT JOIN orders o ON o.order_id = p_order_ids[r.i]
+        -- Joined on the order id itself, an index lookup per report (an array element as the join key would
+        -- hash every row of orders, on every batch).
+        SELECT r.i::integer AS i FROM unnest(p_order_ids) WITH ORDINALITY AS r (order_id, i)
+          LEFT JOIN orders o USING (order_id)
          ORDER BY o.customer_id NULLS FIRST, r.i
     LOOP
         SELECT * INTO v_result FROM apply_execution_report(
