@@ -77,14 +77,13 @@ class OutboxRelay:
     async def relay_batch(self) -> int:
         """Publishes one batch of pending messages in outbox order; returns how many."""
         js = await self._link.jetstream()
-        async with self._outbox.claim(self._batch_size) as batch:
-            if not batch.messages:
+        async with self._outbox.publishing(self._batch_size) as messages:
+            if not messages:
                 return 0
-            await publish_all(js, batch.messages, self._publish_timeout)
-            await batch.mark_published()
-        PUBLISHED.inc(len(batch.messages))
-        BATCH_SIZE.observe(len(batch.messages))
-        return len(batch.messages)
+            await publish_all(js, messages, self._publish_timeout)
+        PUBLISHED.inc(len(messages))
+        BATCH_SIZE.observe(len(messages))
+        return len(messages)
 
     async def _wait_for_work(self) -> None:
         # The poll is a timer that sets the same event, not a timeout around the wait: in Python 3.11 both

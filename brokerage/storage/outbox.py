@@ -1,4 +1,4 @@
-"""The outbox as the relay sees it: claim a batch of unpublished messages, mark them published."""
+"""The outbox as the relay sees it: batches of unpublished messages, published once JetStream has them."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
-from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from brokerage.storage.queries import query
@@ -22,28 +21,18 @@ class OutboxMessage:
     message_type: str
 
 
-class OutboxBatch:
-    def __init__(self, conn: AsyncConnection, messages: list[OutboxMessage]) -> None:
-        self._conn = conn
-        self.messages = messages
-
-    async def mark_published(self) -> None:
-        ids = [m.message_id for m in self.messages]
-        await self._conn.execute(query("mark_outbox_published"), {"message_ids": ids})
-
-
 class Outbox:
     def __init__(self, pool: AsyncConnectionPool) -> None:
         self._pool = pool
 
     @asynccontextmanager
-    async def claim(self, limit: int) -> AsyncIterator[OutboxBatch]:
-        """Locks up to limit unpublished messages for the block; they commit as published only if the block
-        marks them and ends without an error, else they return to the outbox for the next claim."""
+    async def publishing(self, limit: int) -> AsyncIterator[list[OutboxMessage]]:
+        """Takes up to limit unpublished messages, oldest first, for the block to publish. They commit as
+        published only if the block ends without an error, else they return to the outbox for the next take."""
         async with self._pool.connection() as conn, conn.transaction():
-            cursor = await conn.execute(query("claim_outbox_batch"), {"limit": limit})
-            rows = await cursor.fetchall()
-            yield OutboxBatch(conn, [OutboxMessage(r[0], r[1], r[2], bytes(r[3]), r[4]) for r in rows])
+            cursor = await conn.execute(query("take_outbox_batch"), {"limit": limit})
+            rows = sorted(await cursor.fetchall(), key=lambda row: row[0])  # RETURNING keeps no order
+            yield [OutboxMessage(r[0], r[1], r[2], bytes(r[3]), r[4]) for r in rows]
 
     async def purge_published(self, retention: timedelta) -> int:
         async with self._pool.connection() as conn:

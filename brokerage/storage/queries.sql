@@ -45,16 +45,14 @@ INSERT INTO shard_config (shard_count) VALUES (%(shard_count)s) ON CONFLICT DO N
 -- A statement of its own, after record_shard_count: its snapshot sees whichever process recorded the count.
 SELECT shard_count FROM shard_config WHERE singleton;
 
--- name: claim_outbox_batch
--- SKIP LOCKED: relays in several replicas each take their own rows; a crashed relay's rows come back.
-SELECT message_id, dedupe_id, subject, payload, message_type FROM outbox
- WHERE published_at IS NULL
- ORDER BY message_id
- LIMIT %(limit)s
- FOR UPDATE SKIP LOCKED;
-
--- name: mark_outbox_published
-UPDATE outbox SET published_at = now() WHERE message_id = ANY(%(message_ids)s);
+-- name: take_outbox_batch
+-- Marks the oldest unpublished messages published and returns them, in one statement: the caller's transaction
+-- commits the mark only once JetStream has them. SKIP LOCKED: relays in several replicas each take their own
+-- rows; a crashed relay's rows come back.
+UPDATE outbox SET published_at = now()
+ WHERE message_id IN (SELECT message_id FROM outbox WHERE published_at IS NULL
+                       ORDER BY message_id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
+RETURNING message_id, dedupe_id, subject, payload, message_type;
 
 -- name: purge_published_outbox
 DELETE FROM outbox WHERE message_id IN (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import grpc
 import nats
@@ -146,19 +147,17 @@ async def test_a_relay_that_dies_between_the_ack_and_its_commit_publishes_nothin
     settings: Settings,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from brokerage.storage.outbox import OutboxBatch
-
-    mark_published = OutboxBatch.mark_published
+    publish_all = relay_module.publish_all
     crashes = 0
 
-    async def crash_once(batch: OutboxBatch) -> None:
+    async def crash_once_after_the_ack(js: Any, messages: Any, timeout: float) -> None:
         nonlocal crashes
+        await publish_all(js, messages, timeout)
         if crashes == 0:
             crashes += 1
             raise ConnectionError("relay lost its database connection after JetStream acknowledged")
-        await mark_published(batch)
 
-    monkeypatch.setattr(OutboxBatch, "mark_published", crash_once)
+    monkeypatch.setattr(relay_module, "publish_all", crash_once_after_the_ack)
     orders = [await stub.PlaceOrder(place(customer=str(c), key="k"), timeout=5) for c in range(1, 6)]
     await wait_until_published(db)
 
