@@ -53,6 +53,8 @@ SHOWN_SETTINGS: tuple[tuple[str, type[Settings] | type[SimulatorSettings]], ...]
     ("EXCHANGE_FILL_DELAY_MS", SimulatorSettings),
     ("EXCHANGE_PARTIAL_FILL_PROBABILITY", SimulatorSettings),
     ("EXCHANGE_MAX_FILLS", SimulatorSettings),
+    ("EXCHANGE_CALLBACK_STREAM", SimulatorSettings),
+    ("EXCHANGE_CALLBACK_STREAM_WINDOW", SimulatorSettings),
     ("EXCHANGE_DELIVERY_CONCURRENCY", SimulatorSettings),
     ("EXCHANGE_CHAOS_RATE", SimulatorSettings),
     ("BROKER_SETTLEMENT_BATCH_MAX", Settings),

@@ -45,7 +45,10 @@ class SimulatorSettings(BaseSettings):
     # before the stream is given up and its unacknowledged reports are sent again on a new one.
     callback_deadline_seconds: float = Field(default=2.0, gt=0, le=60)
     delivery_concurrency: int = Field(default=8, ge=1, le=256)  # unary: calls in flight
-    callback_stream_window: int = Field(default=64, ge=1, le=10_000)  # stream: reports in flight, unacknowledged
+    # Stream: reports in flight, unacknowledged. Several of CallbackService's batches (BROKER_SETTLEMENT_BATCH_MAX,
+    # 64): with only one batch's worth, each batch waited for the last one's acknowledgements to come back and the
+    # next reports to be sent, and settlement ran at the window over the round trip, not at what it can do.
+    callback_stream_window: int = Field(default=1024, ge=1, le=10_000)
     redelivery_backoff_initial_seconds: float = Field(default=0.05, gt=0, le=60)
     redelivery_backoff_max_seconds: float = Field(default=2.0, gt=0, le=600)
 
