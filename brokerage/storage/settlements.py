@@ -16,7 +16,7 @@ from brokerage.storage.queries import fetch_all
 
 
 class SettlementStore:
-    def __init__(self, pool: AsyncConnectionPool, *, batch_max: int = 64, flushers: int = 1) -> None:
+    def __init__(self, pool: AsyncConnectionPool, *, batch_max: int, flushers: int) -> None:
         self._pool = pool
         self._batcher: MicroBatcher[ExecutionReport, Settled] = MicroBatcher(
             isolating_refusals(self._apply_batch), max_batch=batch_max, max_in_flight=flushers
