@@ -3,7 +3,7 @@
 -- A SQL-language function that PostgreSQL cannot inline (shard_of calls convert_to, which is only STABLE, and
 -- report_mismatch has a WHERE) is planned again in every transaction that calls it; a PL/pgSQL function keeps
 -- its plans for the session. Measured with pgbench, one call per transaction: shard_of as the placement trigger
--- calls it went from about 90 to 35 µs, report_mismatch from about 65 to 10 µs. One runs for every order placed,
+-- calls it went from about 90 to 45 µs, report_mismatch from about 65 to 10 µs. One runs for every order placed,
 -- the other for every execution report.
 
 -- The shard that owns a customer: the first 8 bytes of SHA-256 of the customer id, read as an unsigned
