@@ -26,6 +26,7 @@ STATUS_TO_PROTO: dict[OrderStatus, Any] = {
 STATUS_FROM_PROTO: dict[Any, OrderStatus] = {v: k for k, v in STATUS_TO_PROTO.items()}
 EXEC_TYPE_TO_PROTO: dict[ExecType, Any] = {t: common_pb2.ExecType.Value(f"EXEC_TYPE_{t.value}") for t in ExecType}
 EXEC_TYPE_FROM_PROTO: dict[Any, ExecType] = {v: k for k, v in EXEC_TYPE_TO_PROTO.items()}
+REPORT_BATCH_MAX = 1_000  # reports in one StreamExecutions message (callback.proto)
 
 
 def timestamp(moment: datetime) -> Timestamp:
@@ -85,6 +86,22 @@ def report_from_proto(request: callback_pb2.ExecutionReport) -> ExecutionReport:
         side=side,
         order_quantity=request.order_quantity,
     )
+
+
+def reports_from_proto(batch: callback_pb2.ExecutionReportBatch) -> list[ExecutionReport]:
+    """Every report of the batch, or InvalidRequest naming each malformed field as `reports[i].field`: a batch is
+    booked whole or not at all."""
+    if len(batch.reports) > REPORT_BATCH_MAX:
+        raise InvalidRequest([FieldViolation("reports", f"at most {REPORT_BATCH_MAX:,} in a batch")])
+    reports, violations = [], []
+    for index, request in enumerate(batch.reports):
+        try:
+            reports.append(report_from_proto(request))
+        except InvalidRequest as error:
+            violations += [FieldViolation(f"reports[{index}].{v.field}", v.description) for v in error.violations]
+    if violations:
+        raise InvalidRequest(violations)
+    return reports
 
 
 def _price(text: str, exec_type: ExecType | None, violations: list[FieldViolation]) -> Decimal | None:

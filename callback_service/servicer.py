@@ -2,8 +2,8 @@
 
 Only the exchange gets here (RequireBearerToken refuses anyone else before this runs). A duplicate, a break and
 an applied report are all acknowledged: the exchange must stop sending them; only an error is retried. Reports come
-one call each (ReportExecution) or as a stream (StreamExecutions), where they are booked concurrently, sharing
-settlement transactions, and acknowledged as each is booked.
+one call each (ReportExecution) or in batches on a stream (StreamExecutions), where batches are booked concurrently,
+sharing settlement transactions, and each is acknowledged once all its reports are booked.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from brokerage.domain.executions import ExecutionReport, Settled, SettlementOutc
 from brokerage.messaging.doorbell import Doorbell
 from brokerage.proto import callback_pb2, callback_pb2_grpc
 from brokerage.storage.settlements import SettlementStore
-from brokerage.telemetry import get_logger, log_context
-from brokerage.wire import report_from_proto
+from brokerage.telemetry import get_logger
+from brokerage.wire import report_from_proto, reports_from_proto
 
 log = get_logger(__name__)
 
@@ -39,41 +39,49 @@ class CallbackServicer(callback_pb2_grpc.CallbackServiceServicer):
     async def ReportExecution(
         self, request: callback_pb2.ExecutionReport, context: aio.ServicerContext
     ) -> callback_pb2.ReportExecutionResponse:
-        settled = await self._book(report_from_proto(request))
+        [settled] = await self._book([report_from_proto(request)])
         return callback_pb2.ReportExecutionResponse(duplicate=settled.outcome is SettlementOutcome.DUPLICATE)
 
     async def StreamExecutions(
-        self, request_iterator: AsyncIterator[callback_pb2.ExecutionReport], context: aio.ServicerContext
-    ) -> AsyncIterator[callback_pb2.ExecutionAck]:
+        self, request_iterator: AsyncIterator[callback_pb2.ExecutionReportBatch], context: aio.ServicerContext
+    ) -> AsyncIterator[callback_pb2.ExecutionAckBatch]:
         acks: asyncio.Queue[object] = asyncio.Queue()
         reader = asyncio.create_task(self._book_each(request_iterator, acks))
         try:
             while (ack := await acks.get()) is not _END:
                 if isinstance(ack, BaseException):
                     raise ack  # a malformed report, or the database away: the stream ends, the rest is resent
-                assert isinstance(ack, callback_pb2.ExecutionAck)
+                assert isinstance(ack, callback_pb2.ExecutionAckBatch)
                 yield ack
         finally:
             reader.cancel()
 
     async def _book_each(
-        self, requests: AsyncIterator[callback_pb2.ExecutionReport], acks: asyncio.Queue[object]
+        self, batches: AsyncIterator[callback_pb2.ExecutionReportBatch], acks: asyncio.Queue[object]
     ) -> None:
-        """Books every report of the stream as it arrives, queueing each one's acknowledgement when it is booked."""
+        """Books every batch of the stream as it arrives, queueing its acknowledgements once all of it is booked."""
         booking: set[asyncio.Task[None]] = set()
 
-        async def book(report: ExecutionReport) -> None:
+        async def book(reports: list[ExecutionReport]) -> None:
             try:
-                settled = await self._book(report)
+                outcomes = await self._book(reports)
             except Exception as error:
                 acks.put_nowait(error)
                 return
-            duplicate = settled.outcome is SettlementOutcome.DUPLICATE
-            acks.put_nowait(callback_pb2.ExecutionAck(exec_id=report.exec_id, duplicate=duplicate))
+            acks.put_nowait(
+                callback_pb2.ExecutionAckBatch(
+                    acks=[
+                        callback_pb2.ExecutionAck(
+                            exec_id=report.exec_id, duplicate=settled.outcome is SettlementOutcome.DUPLICATE
+                        )
+                        for report, settled in zip(reports, outcomes, strict=True)
+                    ]
+                )
+            )
 
         try:
-            async for request in requests:
-                task = asyncio.create_task(book(report_from_proto(request)))
+            async for batch in batches:
+                task = asyncio.create_task(book(reports_from_proto(batch)))
                 booking.add(task)
                 task.add_done_callback(booking.discard)
             await asyncio.gather(*booking)
@@ -84,20 +92,27 @@ class CallbackServicer(callback_pb2_grpc.CallbackServiceServicer):
             for task in booking:
                 task.cancel()
 
-    async def _book(self, report: ExecutionReport) -> Settled:
-        with log_context(order_id=report.order_id, exec_id=report.exec_id):
-            settled = await self._store.apply(report)
+    async def _book(self, reports: list[ExecutionReport]) -> list[Settled]:
+        """Books the reports, then rings once for every customer whose orders changed."""
+        outcomes = await self._store.apply(reports)
+        for report, settled in zip(reports, outcomes, strict=True):
             REPORTS.labels(report.exec_type.value, settled.outcome.value).inc()
-            if settled.events_through is not None and settled.customer_id is not None:
-                await self._doorbell.ring([settled.customer_id])
-            if settled.outcome is SettlementOutcome.BREAK:
-                log.error("execution report cannot be applied; kept as a break", customer_id=settled.customer_id)
-            else:
-                log.info(
-                    "execution report",
-                    customer_id=settled.customer_id,
-                    exec_type=report.exec_type.value,
-                    last_quantity=report.last_quantity,
-                    outcome=settled.outcome.value,
-                )
-        return settled
+            _log_outcome(report, settled)
+        changed = [s.customer_id for s in outcomes if s.events_through is not None and s.customer_id is not None]
+        if changed:
+            await self._doorbell.ring(changed)
+        return outcomes
+
+
+def _log_outcome(report: ExecutionReport, settled: Settled) -> None:
+    ids = {"order_id": report.order_id, "exec_id": report.exec_id, "customer_id": settled.customer_id}
+    if settled.outcome is SettlementOutcome.BREAK:
+        log.error("execution report cannot be applied; kept as a break", **ids)
+    else:
+        log.info(
+            "execution report",
+            **ids,
+            exec_type=report.exec_type.value,
+            last_quantity=report.last_quantity,
+            outcome=settled.outcome.value,
+        )

@@ -1,16 +1,17 @@
 """The simulator's outgoing calls to CallbackService, with the bearer secret: ReportExecution (one report, with a
-deadline) and StreamExecutions (reports out, acknowledgements back, for as long as the stream lasts)."""
+deadline) and StreamExecutions (batches of reports out, of acknowledgements back, for as long as the stream lasts)."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 import grpc
 from grpc import aio
 
 from brokerage.background import Backoff
 from brokerage.domain.executions import ExecutionReport
-from brokerage.proto import callback_pb2_grpc
+from brokerage.proto import callback_pb2, callback_pb2_grpc
 from brokerage.wire import report_to_proto
 from exchange_simulator.delivery import DeliveryFailed
 from exchange_simulator.stream_delivery import ENDED
@@ -58,9 +59,10 @@ class ExecutionStream:
     def __init__(self, call: aio.StreamStreamCall) -> None:
         self._call = call
 
-    async def write(self, report: ExecutionReport) -> None:
+    async def write(self, reports: Sequence[ExecutionReport]) -> None:
+        batch = callback_pb2.ExecutionReportBatch(reports=[report_to_proto(report) for report in reports])
         try:
-            await self._call.write(report_to_proto(report))
+            await self._call.write(batch)
         except aio.AioRpcError as error:
             raise DeliveryFailed(error.code().name, error.details() or "") from error
         except asyncio.InvalidStateError as error:  # the call has ended already
@@ -68,14 +70,14 @@ class ExecutionStream:
             reason = ENDED if code == grpc.StatusCode.OK else code.name
             raise DeliveryFailed(reason, await self._call.details() or "") from error
 
-    async def read(self) -> str:
+    async def read(self) -> list[str]:
         try:
-            ack = await self._call.read()
+            batch = await self._call.read()
         except aio.AioRpcError as error:
             raise DeliveryFailed(error.code().name, error.details() or "") from error
-        if ack is aio.EOF:
+        if batch is aio.EOF:
             raise DeliveryFailed(ENDED, "CallbackService ended the stream")
-        return str(ack.exec_id)
+        return [ack.exec_id for ack in batch.acks]
 
     def cancel(self) -> None:
         self._call.cancel()

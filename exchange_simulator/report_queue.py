@@ -1,10 +1,10 @@
 """The streaming delivery's bookkeeping, without I/O: which reports wait to be sent and which were sent on the
 current stream and not yet acknowledged.
 
-Each entry is one copy of a report (chaos may send a report twice): a copy waits, is taken to be sent (in flight),
-and leaves when an acknowledgement of its exec_id comes back. Two copies of one exec_id in flight need two
-acknowledgements; an acknowledgement matching no copy in flight changes nothing. When a stream ends, every copy
-still in flight goes back to the front of the line, to be sent again on the next stream.
+Each entry is one copy of a report (chaos may send a report twice): a copy waits, is taken to be sent with the
+others taken with it (in flight), and leaves when an acknowledgement of its exec_id comes back. Two copies of one
+exec_id in flight need two acknowledgements; an acknowledgement matching no copy in flight changes nothing. When a
+stream ends, every copy still in flight goes back to the front of the line, to be sent again on the next stream.
 """
 
 from __future__ import annotations
@@ -32,14 +32,15 @@ class ReportQueue:
     def add(self, report: ExecutionReport) -> None:
         self._waiting.append(report)
 
-    def take(self) -> ExecutionReport | None:
-        """The next copy to send, now counted in flight; None if none waits or the window is full."""
-        if not self._waiting or self._in_flight_count >= self._window:
-            return None
-        report = self._waiting.popleft()
-        self._in_flight.setdefault(report.exec_id, []).append(report)
-        self._in_flight_count += 1
-        return report
+    def take(self, limit: int) -> list[ExecutionReport]:
+        """Up to `limit` copies to send together, oldest first, now counted in flight; as many as wait and the
+        window has room for (none if it is full)."""
+        count = min(limit, len(self._waiting), self._window - self._in_flight_count)
+        taken = [self._waiting.popleft() for _ in range(max(count, 0))]
+        for report in taken:
+            self._in_flight.setdefault(report.exec_id, []).append(report)
+        self._in_flight_count += len(taken)
+        return taken
 
     def acknowledge(self, exec_id: str) -> bool:
         """Retires one copy of this exec_id in flight; False if there is none (a stray acknowledgement)."""

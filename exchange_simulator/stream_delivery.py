@@ -1,10 +1,12 @@
 """At-least-once delivery of execution reports to CallbackService over one StreamExecutions stream at a time.
 
-Reports go out on the stream as the window allows (at most `window` copies unacknowledged) and CallbackService
-acknowledges each by exec_id once booked, in any order. Whatever ends a stream (CallbackService away or restarted,
-any status, including UNAUTHENTICATED and INVALID_ARGUMENT, or no acknowledgement for `ack_timeout` seconds while
-reports are in flight), every copy not yet acknowledged is sent again on the next stream, opened after a backoff
-that grows while streams keep failing without an acknowledgement. Chaos works as in unary delivery: a held copy
+Reports go out on the stream in batches, as the window allows (at most `window` copies unacknowledged): whatever
+waits when the stream is free to write, up to a batch's limit, so a lone report goes at once and a busy moment
+shares a message. CallbackService acknowledges each report by exec_id once booked, a batch at a time, in any order.
+Whatever ends a stream (CallbackService away or restarted, any status, including UNAUTHENTICATED and
+INVALID_ARGUMENT, or no acknowledgement for `ack_timeout` seconds while reports are in flight), every copy not yet
+acknowledged is sent again on the next stream, opened after a backoff that grows while streams keep failing
+without an acknowledgement. Chaos works as in unary delivery: a held copy
 joins the line later (so later reports overtake it) and a doubled report is two copies, each sent and acknowledged.
 The metrics are unary delivery's: DELIVERED and WAITING count copies, FAILURES counts streams that ended owing
 acknowledgements. The grpc call itself is behind ReportStream (callback_client.py), so none of this needs a network.
@@ -15,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 from prometheus_client import Counter
@@ -23,6 +25,7 @@ from prometheus_client import Counter
 from brokerage.background import Backoff, stop_requested
 from brokerage.domain.executions import ExecutionReport
 from brokerage.telemetry import get_logger
+from brokerage.wire import REPORT_BATCH_MAX
 from exchange_simulator.chaos import Chaos
 from exchange_simulator.delivery import DELIVERED, FAILURES, WAITING, Delivered, DeliveryFailed
 from exchange_simulator.report_queue import ReportQueue
@@ -36,8 +39,8 @@ ENDED = "ENDED"  # the reason of a stream CallbackService closed with OK
 class ReportStream(Protocol):
     """One open stream. Every way it ends surfaces as DeliveryFailed from write or read (reason ENDED if OK)."""
 
-    async def write(self, report: ExecutionReport) -> None: ...
-    async def read(self) -> str: ...  # the exec_id of the next acknowledgement
+    async def write(self, reports: Sequence[ExecutionReport]) -> None: ...  # one batch
+    async def read(self) -> list[str]: ...  # the exec_ids of the next batch of acknowledgements
     def cancel(self) -> None: ...
 
 
@@ -153,30 +156,34 @@ class StreamDelivery:
         return DeliveryFailed(type(failure).__name__ if failure else "CANCELLED", str(failure or ""))
 
     async def _send(self, stream: ReportStream) -> None:
+        """Sends what waits as one batch; the copies that arrive meanwhile make the next one (no timer, no wait)."""
         while True:
-            report = self._queue.take()
-            if report is None:
+            reports = self._queue.take(REPORT_BATCH_MAX)
+            if not reports:
                 self._sendable.clear()
                 await self._sendable.wait()
                 continue
-            if self._queue.in_flight == 1:
+            if self._queue.in_flight == len(reports):
                 self._last_progress = asyncio.get_running_loop().time()  # the watch starts with the first in flight
-            await stream.write(report)
+            await stream.write(reports)
 
     async def _receive(self, stream: ReportStream) -> None:
         while True:
-            exec_id = await stream.read()
-            if not self._queue.acknowledge(exec_id):
-                continue  # not in flight: nothing to retire (a stray, or one we stopped waiting for)
-            self._last_progress = asyncio.get_running_loop().time()
-            self._awaiting -= 1
-            WAITING.dec()
-            DELIVERED.inc()
-            self._delivered.mark(exec_id)
-            self._sendable.set()
-            if self._failures:
-                log.info("report stream restored", failed_streams=self._failures)
-                self._failures = 0
+            for exec_id in await stream.read():
+                self._retire(exec_id)
+
+    def _retire(self, exec_id: str) -> None:
+        if not self._queue.acknowledge(exec_id):
+            return  # not in flight: nothing to retire (a stray, or one we stopped waiting for)
+        self._last_progress = asyncio.get_running_loop().time()
+        self._awaiting -= 1
+        WAITING.dec()
+        DELIVERED.inc()
+        self._delivered.mark(exec_id)
+        self._sendable.set()
+        if self._failures:
+            log.info("report stream restored", failed_streams=self._failures)
+            self._failures = 0
 
     async def _watch(self) -> None:
         """Ends a stream that leaves reports in flight unacknowledged for ack_timeout (a hung CallbackService)."""

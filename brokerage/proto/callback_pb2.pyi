@@ -2,9 +2,10 @@ import datetime
 
 from . import common_pb2 as _common_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -42,6 +43,18 @@ class ReportExecutionResponse(_message.Message):
     DUPLICATE_FIELD_NUMBER: _ClassVar[int]
     duplicate: bool
     def __init__(self, duplicate: _Optional[bool] = ...) -> None: ...
+
+class ExecutionReportBatch(_message.Message):
+    __slots__ = ("reports",)
+    REPORTS_FIELD_NUMBER: _ClassVar[int]
+    reports: _containers.RepeatedCompositeFieldContainer[ExecutionReport]
+    def __init__(self, reports: _Optional[_Iterable[_Union[ExecutionReport, _Mapping]]] = ...) -> None: ...
+
+class ExecutionAckBatch(_message.Message):
+    __slots__ = ("acks",)
+    ACKS_FIELD_NUMBER: _ClassVar[int]
+    acks: _containers.RepeatedCompositeFieldContainer[ExecutionAck]
+    def __init__(self, acks: _Optional[_Iterable[_Union[ExecutionAck, _Mapping]]] = ...) -> None: ...
 
 class ExecutionAck(_message.Message):
     __slots__ = ("exec_id", "duplicate")

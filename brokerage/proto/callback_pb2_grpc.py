@@ -41,8 +41,8 @@ class CallbackServiceStub:
                 _registered_method=True)
         self.StreamExecutions = channel.stream_stream(
                 '/broker.v1.CallbackService/StreamExecutions',
-                request_serializer=broker_dot_v1_dot_callback__pb2.ExecutionReport.SerializeToString,
-                response_deserializer=broker_dot_v1_dot_callback__pb2.ExecutionAck.FromString,
+                request_serializer=broker_dot_v1_dot_callback__pb2.ExecutionReportBatch.SerializeToString,
+                response_deserializer=broker_dot_v1_dot_callback__pb2.ExecutionAckBatch.FromString,
                 _registered_method=True)
 
 
@@ -58,9 +58,11 @@ class CallbackServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def StreamExecutions(self, request_iterator, context):
-        """The same for a stream of reports, without a call's overhead for each: every report is acknowledged on the
-        way back once it is booked (by exec_id; not necessarily in the order sent). A report whose acknowledgement has
-        not arrived when the stream ends is to be sent again. A malformed report ends the stream with INVALID_ARGUMENT.
+        """The same for a stream of reports, without a call's overhead for each, and in batches, without a message's
+        overhead for each: the exchange sends whatever reports it has ready as one batch (up to 1,000), and every
+        batch is acknowledged on the way back once all its reports are booked, one ExecutionAck each (by exec_id;
+        not necessarily in the order sent). A report whose acknowledgement has not arrived when the stream ends is to
+        be sent again. A malformed report ends the stream with INVALID_ARGUMENT, and nothing of its batch is booked.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -76,8 +78,8 @@ def add_CallbackServiceServicer_to_server(servicer, server):
             ),
             'StreamExecutions': grpc.stream_stream_rpc_method_handler(
                     servicer.StreamExecutions,
-                    request_deserializer=broker_dot_v1_dot_callback__pb2.ExecutionReport.FromString,
-                    response_serializer=broker_dot_v1_dot_callback__pb2.ExecutionAck.SerializeToString,
+                    request_deserializer=broker_dot_v1_dot_callback__pb2.ExecutionReportBatch.FromString,
+                    response_serializer=broker_dot_v1_dot_callback__pb2.ExecutionAckBatch.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -132,8 +134,8 @@ class CallbackService:
             request_iterator,
             target,
             '/broker.v1.CallbackService/StreamExecutions',
-            broker_dot_v1_dot_callback__pb2.ExecutionReport.SerializeToString,
-            broker_dot_v1_dot_callback__pb2.ExecutionAck.FromString,
+            broker_dot_v1_dot_callback__pb2.ExecutionReportBatch.SerializeToString,
+            broker_dot_v1_dot_callback__pb2.ExecutionAckBatch.FromString,
             options,
             channel_credentials,
             insecure,

@@ -30,11 +30,19 @@ class MicroBatcher(Generic[Item, Result]):
         self._flushers: set[asyncio.Task[None]] = set()  # held here: the loop keeps only weak references
 
     async def submit(self, item: Item) -> Result:
+        return await self._enqueue(item)
+
+    async def submit_all(self, items: Sequence[Item]) -> list[Result]:
+        """Each item's result, in order, once every one is done; the first failure raises. The items share
+        batches with each other and with other callers' items, as separate submits would, without a task each."""
+        return list(await asyncio.gather(*(self._enqueue(item) for item in items)))
+
+    def _enqueue(self, item: Item) -> asyncio.Future[Result]:
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._queue.append((item, future))
         if len(self._flushers) < self._max_in_flight:
             self._flushers.add(asyncio.create_task(self._flush()))  # ends by itself once the queue is empty
-        return await future
+        return future
 
     async def _flush(self) -> None:
         try:

@@ -22,10 +22,11 @@ class SettlementStore:
             isolating_refusals(self._apply_batch), max_batch=batch_max, max_in_flight=flushers
         )
 
-    async def apply(self, report: ExecutionReport) -> Settled:
-        """Books the report once, whatever its order's status; a duplicate or an impossible report changes no
-        balance (the latter is kept as a break). Raises Unavailable while the database cannot answer."""
-        return await self._batcher.submit(report)
+    async def apply(self, reports: Sequence[ExecutionReport]) -> list[Settled]:
+        """Books each report once, whatever its order's status, and returns their outcomes in order; a duplicate or
+        an impossible report changes no balance (the latter is kept as a break). The reports share transactions
+        with each other and with other calls' reports. Raises Unavailable while the database cannot answer."""
+        return await self._batcher.submit_all(reports)
 
     async def _apply_batch(self, batch: Sequence[ExecutionReport]) -> list[Settled | BaseException]:
         rows = await fetch_all(self._pool, "apply_execution_reports", _report_arrays(batch))

@@ -75,8 +75,8 @@ class FakeCallback(callback_pb2_grpc.CallbackServiceServicer):
         return callback_pb2.ReportExecutionResponse(duplicate=self._book(request))
 
     async def StreamExecutions(
-        self, request_iterator: AsyncIterator[callback_pb2.ExecutionReport], context: aio.ServicerContext
-    ) -> AsyncIterator[callback_pb2.ExecutionAck]:
+        self, request_iterator: AsyncIterator[callback_pb2.ExecutionReportBatch], context: aio.ServicerContext
+    ) -> AsyncIterator[callback_pb2.ExecutionAckBatch]:
         self.streams += 1
         stream = self.streams
         self.authorizations.add(dict(context.invocation_metadata() or ()).get("authorization", ""))
@@ -84,14 +84,17 @@ class FakeCallback(callback_pb2_grpc.CallbackServiceServicer):
             await context.abort(_alternating(stream), "not now")
         aborting = stream <= self.refused_streams + self.aborted_streams
         count = 0
-        async for request in request_iterator:
-            count += 1
-            duplicate = self._book(request)
-            if aborting and count >= self.abort_after:
-                if self.abort_code == grpc.StatusCode.OK:
-                    return  # ends the stream, owing an acknowledgement
-                await context.abort(self.abort_code, "stream broken")
-            yield callback_pb2.ExecutionAck(exec_id=request.exec_id, duplicate=duplicate)
+        async for batch in request_iterator:
+            acks = []
+            for request in batch.reports:
+                count += 1
+                duplicate = self._book(request)
+                if aborting and count >= self.abort_after:
+                    if self.abort_code == grpc.StatusCode.OK:
+                        return  # ends the stream, owing its batch's acknowledgements
+                    await context.abort(self.abort_code, "stream broken")
+                acks.append(callback_pb2.ExecutionAck(exec_id=request.exec_id, duplicate=duplicate))
+            yield callback_pb2.ExecutionAckBatch(acks=acks)
 
     def _book(self, request: callback_pb2.ExecutionReport) -> bool:
         duplicate = any(r.exec_id == request.exec_id for r in self.received)

@@ -376,13 +376,16 @@ async def test_a_stream_of_reports_is_booked_once_each_and_each_is_acknowledged(
         report(second, FILL, last=2, price="229.00", cumulative=2),
         report(first, FILL, last=2, price="231.00", cumulative=3),
     ]
-    twice = [*reports, reports[1]]  # a report sent again on the same stream
+    batches = [reports[:2], reports[2:], [reports[1]]]  # the last sends a report again on the same stream
 
-    async def sent() -> AsyncIterator[callback_pb2.ExecutionReport]:
-        for r in twice:
-            yield r
+    async def sent() -> AsyncIterator[callback_pb2.ExecutionReportBatch]:
+        for batch in batches:
+            yield callback_pb2.ExecutionReportBatch(reports=batch)
 
-    acks = [ack async for ack in reporter.StreamExecutions(sent(), metadata=AUTH, timeout=10)]
+    answered = [batch async for batch in reporter.StreamExecutions(sent(), metadata=AUTH, timeout=10)]
+    acks = [ack for batch in answered for ack in batch.acks]
+
+    assert sorted(len(batch.acks) for batch in answered) == [1, 2, 2]  # each batch acknowledged whole
 
     assert sorted((a.exec_id, a.duplicate) for a in acks) == sorted(
         [(r.exec_id, False) for r in reports] + [(reports[1].exec_id, True)]
@@ -397,8 +400,8 @@ async def test_a_forged_stream_is_refused_and_a_malformed_report_ends_the_stream
     order = await at_exchange(stub, db, quantity=2)
     before = snapshot(db)
 
-    async def one(r: callback_pb2.ExecutionReport) -> AsyncIterator[callback_pb2.ExecutionReport]:
-        yield r
+    async def one(*batch: callback_pb2.ExecutionReport) -> AsyncIterator[callback_pb2.ExecutionReportBatch]:
+        yield callback_pb2.ExecutionReportBatch(reports=batch)
 
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         forged = report(order, FILL, last=2, price="1.00", cumulative=2)
@@ -406,7 +409,9 @@ async def test_a_forged_stream_is_refused_and_a_malformed_report_ends_the_stream
     assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert snapshot(db) == before
 
+    good, priceless = report(order, FILL, last=2, price="1.00", cumulative=2), report(order, FILL, last=2, cumulative=2)
     with pytest.raises(grpc.aio.AioRpcError) as malformed:
-        _ = [a async for a in reporter.StreamExecutions(one(report(order, FILL, last=2, cumulative=2)), metadata=AUTH)]
+        _ = [a async for a in reporter.StreamExecutions(one(good, priceless), metadata=AUTH)]
     assert malformed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert snapshot(db) == before
+    assert "reports[1].last_price" in (malformed.value.details() or "")
+    assert snapshot(db) == before  # nothing of the batch was booked, its good report neither

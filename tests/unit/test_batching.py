@@ -39,6 +39,23 @@ async def test_calls_that_arrive_while_the_flushers_are_busy_share_a_batch_in_ar
     assert recorder.batches == [[0, 2, 4], [6, 8]]  # calls of the same moment share the first batch
 
 
+async def test_items_submitted_together_share_batches_with_other_callers_and_come_back_in_order() -> None:
+    recorder = Recorder()
+    batcher = MicroBatcher(recorder.run, max_batch=3, max_in_flight=2)
+
+    together, alone = await asyncio.gather(batcher.submit_all([0, 2, 4, 6]), batcher.submit(8))
+
+    assert (together, alone) == ([0, 20, 40, 60], 80)
+    assert recorder.batches == [[0, 2, 4], [6, 8]]  # two flushers at once, the second shared with the lone call
+
+
+async def test_items_submitted_together_raise_the_first_failure() -> None:
+    batcher = MicroBatcher(Recorder().run, max_batch=10, max_in_flight=1)
+
+    with pytest.raises(ValueError, match="odd 3"):
+        await batcher.submit_all([2, 3, 4])
+
+
 async def test_each_caller_gets_its_own_outcome() -> None:
     batcher = MicroBatcher(Recorder().run, max_batch=10, max_in_flight=1)
 

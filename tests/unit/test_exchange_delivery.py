@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -58,21 +58,33 @@ def failures(reason: str) -> float:
 # The report queue alone
 
 
+def exec_ids(reports: list[ExecutionReport]) -> list[str]:
+    return [r.exec_id for r in reports]
+
+
 def test_the_window_bounds_what_is_in_flight() -> None:
     queue = ReportQueue(window=2)
     for exec_id in "abc":
         queue.add(report(exec_id))
-    assert [r.exec_id for r in (queue.take(), queue.take())] == ["a", "b"]  # type: ignore[union-attr]
-    assert queue.take() is None and (queue.in_flight, len(queue)) == (2, 3)
+    assert exec_ids(queue.take(10)) == ["a", "b"]
+    assert queue.take(10) == [] and (queue.in_flight, len(queue)) == (2, 3)
     assert queue.acknowledge("a")
-    assert queue.take().exec_id == "c"  # type: ignore[union-attr]
+    assert exec_ids(queue.take(10)) == ["c"]
+
+
+def test_a_batch_takes_at_most_its_limit_oldest_first() -> None:
+    queue = ReportQueue(window=10)
+    for exec_id in "abcde":
+        queue.add(report(exec_id))
+    assert [exec_ids(queue.take(2)) for _ in range(4)] == [["a", "b"], ["c", "d"], ["e"], []]
+    assert queue.in_flight == 5
 
 
 def test_an_acknowledgement_of_nothing_in_flight_changes_nothing() -> None:
     queue = ReportQueue(window=4)
     queue.add(report("a"))
     assert not queue.acknowledge("a")  # waiting, not yet sent: it still has to go
-    queue.take()
+    queue.take(1)
     assert not queue.acknowledge("zzz")
     assert queue.acknowledge("a") and not queue.acknowledge("a")
     assert len(queue) == 0
@@ -82,8 +94,7 @@ def test_two_copies_in_flight_need_two_acknowledgements() -> None:
     queue = ReportQueue(window=4)
     queue.add(report("a"))
     queue.add(report("a"))
-    queue.take()
-    queue.take()
+    queue.take(2)
     assert queue.acknowledge("a") and queue.in_flight == 1
     assert queue.acknowledge("a") and queue.in_flight == 0
 
@@ -92,42 +103,44 @@ def test_a_broken_stream_puts_what_was_in_flight_back_first() -> None:
     queue = ReportQueue(window=3)
     for exec_id in "abcde":
         queue.add(report(exec_id))
-    for _ in range(3):
-        queue.take()
+    queue.take(3)
     queue.acknowledge("b")
     assert queue.requeue() == 2 and queue.in_flight == 0
-    taken = []
-    while (next_report := queue.take()) is not None:
-        taken.append(next_report.exec_id)
-    assert taken == ["a", "c", "d"]  # the window again; "e" still waits
+    assert exec_ids(queue.take(10)) == ["a", "c", "d"]  # the window again; "e" still waits
 
 
 # The delivery over fake streams
 
 
 class FakeStream:
-    """Records what is written; reads what the test acknowledges; ends when the test breaks it."""
+    """Records the batches written; reads the batches of acknowledgements the test sends; ends when the test breaks
+    it."""
 
     def __init__(self) -> None:
-        self.sent: list[str] = []
+        self.batches: list[list[str]] = []
         self.cancelled = False
-        self._acks: asyncio.Queue[str | DeliveryFailed] = asyncio.Queue()
+        self._acks: asyncio.Queue[list[str] | DeliveryFailed] = asyncio.Queue()
 
-    async def write(self, report: ExecutionReport) -> None:
-        self.sent.append(report.exec_id)
+    @property
+    def sent(self) -> list[str]:
+        return [exec_id for batch in self.batches for exec_id in batch]
 
-    async def read(self) -> str:
-        ack = await self._acks.get()
-        if isinstance(ack, DeliveryFailed):
-            raise ack
-        return ack
+    async def write(self, reports: Sequence[ExecutionReport]) -> None:
+        self.batches.append(exec_ids([*reports]))
+        await asyncio.sleep(0)  # a write gives way, as a real one does, while more reports may come
+
+    async def read(self) -> list[str]:
+        acks = await self._acks.get()
+        if isinstance(acks, DeliveryFailed):
+            raise acks
+        return acks
 
     def cancel(self) -> None:
         self.cancelled = True
 
     def ack(self, *exec_ids: str) -> None:
-        for exec_id in exec_ids:
-            self._acks.put_nowait(exec_id)
+        """One batch of acknowledgements."""
+        self._acks.put_nowait([*exec_ids])
 
     def end(self, reason: str) -> None:
         self._acks.put_nowait(DeliveryFailed(reason, "broken by the test"))
@@ -205,6 +218,23 @@ async def test_reports_go_out_on_one_stream_and_are_retired_by_their_acknowledge
         assert await sink.wait_delivered(["a", "b", "c"], timeout=1)
         assert (delivered(), awaiting()) == (delivered_before + 3, awaiting_before)
         assert len(callback.streams) == 1
+    finally:
+        await sink.close()
+
+
+async def test_what_waits_goes_as_one_batch_within_the_window_and_a_lone_report_at_once() -> None:
+    callback = Callback()
+    sink = delivery(callback, window=3)
+    try:
+        for exec_id in "abcd":
+            sink.enqueue(report(exec_id))
+        await until(lambda: bool(callback.streams) and callback.current.batches == [["a", "b", "c"]])
+        callback.current.ack("a", "b")
+        await until(lambda: callback.current.batches == [["a", "b", "c"], ["d"]])
+        sink.enqueue(report("e"))
+        await until(lambda: callback.current.batches[-1:] == [["e"]])
+        callback.current.ack("c", "d", "e")
+        assert await sink.wait_delivered("abcde", timeout=1)
     finally:
         await sink.close()
 
