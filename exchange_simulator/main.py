@@ -113,6 +113,7 @@ def report_sink(settings: SimulatorSettings, callback: CallbackClient | None, ch
         return StreamDelivery(
             callback.open_stream,
             window=settings.callback_stream_window,
+            batches_in_flight=settings.callback_stream_batches_in_flight,
             ack_timeout=settings.callback_deadline_seconds,
             backoff=redelivery_backoff(settings),
             chaos=chaos,

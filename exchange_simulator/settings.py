@@ -49,6 +49,10 @@ class SimulatorSettings(BaseSettings):
     # 64): with only one batch's worth, each batch waited for the last one's acknowledgements to come back and the
     # next reports to be sent, and settlement ran at the window over the round trip, not at what it can do.
     callback_stream_window: int = Field(default=1024, ge=1, le=10_000)
+    # Stream: batches sent and not yet acknowledged. While this many are out, new reports wait and then go as one
+    # batch (as Nagle's algorithm does): a lone report goes at once, a busy moment shares a message. Several, so
+    # CallbackService always has the next batch to book (it books 2 transactions at once by default).
+    callback_stream_batches_in_flight: int = Field(default=4, ge=1, le=64)
     redelivery_backoff_initial_seconds: float = Field(default=0.05, gt=0, le=60)
     redelivery_backoff_max_seconds: float = Field(default=2.0, gt=0, le=600)
 

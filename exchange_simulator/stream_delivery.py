@@ -1,15 +1,15 @@
 """At-least-once delivery of execution reports to CallbackService over one StreamExecutions stream at a time.
 
 Reports go out on the stream in batches, as the window allows (at most `window` copies unacknowledged): whatever
-waits when the stream is free to write, up to a batch's limit, so a lone report goes at once and a busy moment
-shares a message. CallbackService acknowledges each report by exec_id once booked, a batch at a time, in any order.
-Whatever ends a stream (CallbackService away or restarted, any status, including UNAUTHENTICATED and
-INVALID_ARGUMENT, or no acknowledgement for `ack_timeout` seconds while reports are in flight), every copy not yet
-acknowledged is sent again on the next stream, opened after a backoff that grows while streams keep failing
-without an acknowledgement. Chaos works as in unary delivery: a held copy
-joins the line later (so later reports overtake it) and a doubled report is two copies, each sent and acknowledged.
-The metrics are unary delivery's: DELIVERED and WAITING count copies, FAILURES counts streams that ended owing
-acknowledgements. The grpc call itself is behind ReportStream (callback_client.py), so none of this needs a network.
+waits, up to a batch's limit, once fewer than `batches_in_flight` batches are unacknowledged, so a lone report goes
+at once and a busy moment shares a message. CallbackService acknowledges each report by exec_id once booked, a batch
+at a time, in any order. Whatever ends a stream (CallbackService away or restarted, any status, including
+UNAUTHENTICATED and INVALID_ARGUMENT, or no acknowledgement for `ack_timeout` seconds while reports are in flight),
+every copy not yet acknowledged is sent again on the next stream, opened after a backoff that grows while streams
+keep failing without an acknowledgement. Chaos works as in unary delivery: a held copy joins the line later (so
+later reports overtake it) and a doubled report is two copies, each sent and acknowledged. The metrics are unary
+delivery's: DELIVERED and WAITING count copies, FAILURES counts streams that ended owing acknowledgements. The grpc
+call itself is behind ReportStream (callback_client.py), so none of this needs a network.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ class StreamDelivery:
         open_stream: Callable[[], ReportStream],
         *,
         window: int,
+        batches_in_flight: int,
         ack_timeout: float,
         backoff: Backoff,
         chaos: Chaos,
@@ -57,6 +58,8 @@ class StreamDelivery:
     ) -> None:
         self._open_stream = open_stream
         self._queue = ReportQueue(window)
+        self._max_batches_in_flight = batches_in_flight
+        self._batches_in_flight = 0  # sent on the current stream, their acknowledgements not yet back
         self._ack_timeout = ack_timeout
         self._backoff = backoff
         self._chaos = chaos
@@ -156,20 +159,28 @@ class StreamDelivery:
         return DeliveryFailed(type(failure).__name__ if failure else "CANCELLED", str(failure or ""))
 
     async def _send(self, stream: ReportStream) -> None:
-        """Sends what waits as one batch; the copies that arrive meanwhile make the next one (no timer, no wait)."""
+        """Sends what waits as one batch, unless enough batches are out already: then what comes meanwhile waits,
+        to go together once an acknowledgement comes back (no timer: a lone report goes at once)."""
+        self._batches_in_flight = 0
         while True:
-            reports = self._queue.take(REPORT_BATCH_MAX)
+            reports = (
+                [] if self._batches_in_flight >= self._max_batches_in_flight else self._queue.take(REPORT_BATCH_MAX)
+            )
             if not reports:
                 self._sendable.clear()
                 await self._sendable.wait()
                 continue
             if self._queue.in_flight == len(reports):
                 self._last_progress = asyncio.get_running_loop().time()  # the watch starts with the first in flight
+            self._batches_in_flight += 1
             await stream.write(reports)
 
     async def _receive(self, stream: ReportStream) -> None:
         while True:
-            for exec_id in await stream.read():
+            acknowledged = await stream.read()
+            self._batches_in_flight = max(self._batches_in_flight - 1, 0)  # CallbackService answers batch by batch
+            self._sendable.set()
+            for exec_id in acknowledged:
                 self._retire(exec_id)
 
     def _retire(self, exec_id: str) -> None:
@@ -180,7 +191,7 @@ class StreamDelivery:
         WAITING.dec()
         DELIVERED.inc()
         self._delivered.mark(exec_id)
-        self._sendable.set()
+        self._sendable.set()  # the window has room
         if self._failures:
             log.info("report stream restored", failed_streams=self._failures)
             self._failures = 0

@@ -185,11 +185,17 @@ class ScriptedChaos(Chaos):
 
 
 def delivery(
-    callback: Callback, *, window: int = 8, ack_timeout: float = 5.0, chaos: Chaos | None = None
+    callback: Callback,
+    *,
+    window: int = 8,
+    batches_in_flight: int = 8,
+    ack_timeout: float = 5.0,
+    chaos: Chaos | None = None,
 ) -> StreamDelivery:
     return StreamDelivery(
         callback.open,
         window=window,
+        batches_in_flight=batches_in_flight,
         ack_timeout=ack_timeout,
         backoff=Backoff(0.001, 0.002),
         chaos=chaos or Chaos(0.0, 0.0),
@@ -233,6 +239,27 @@ async def test_what_waits_goes_as_one_batch_within_the_window_and_a_lone_report_
         await until(lambda: callback.current.batches == [["a", "b", "c"], ["d"]])
         sink.enqueue(report("e"))
         await until(lambda: callback.current.batches[-1:] == [["e"]])
+        callback.current.ack("c", "d", "e")
+        assert await sink.wait_delivered("abcde", timeout=1)
+    finally:
+        await sink.close()
+
+
+async def test_while_enough_batches_are_out_new_reports_wait_to_go_together() -> None:
+    callback = Callback()
+    sink = delivery(callback, batches_in_flight=2)
+    try:
+        sink.enqueue(report("a"))
+        await until(lambda: bool(callback.streams) and callback.current.batches == [["a"]])
+        sink.enqueue(report("b"))
+        await until(lambda: callback.current.batches == [["a"], ["b"]])  # a second batch may go at once
+        for exec_id in "cde":
+            sink.enqueue(report(exec_id))
+            await asyncio.sleep(0.005)
+        assert callback.current.batches == [["a"], ["b"]]  # two are out: c, d and e wait
+        callback.current.ack("a")
+        await until(lambda: callback.current.batches == [["a"], ["b"], ["c", "d", "e"]])
+        callback.current.ack("b")
         callback.current.ack("c", "d", "e")
         assert await sink.wait_delivered("abcde", timeout=1)
     finally:
