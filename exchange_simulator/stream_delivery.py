@@ -20,7 +20,7 @@ import random
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 
 from brokerage.background import Backoff, stop_requested
 from brokerage.domain.executions import ExecutionReport
@@ -33,6 +33,11 @@ from exchange_simulator.report_queue import ReportQueue
 log = get_logger(__name__)
 
 STREAMS = Counter("exchange_report_streams_opened_total", "StreamExecutions streams opened to CallbackService.")
+BATCH_SIZE = Histogram(
+    "exchange_report_batch_size",
+    "Reports (copies) in each StreamExecutions message.",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000),
+)
 ENDED = "ENDED"  # the reason of a stream CallbackService closed with OK
 
 
@@ -173,6 +178,7 @@ class StreamDelivery:
             if self._queue.in_flight == len(reports):
                 self._last_progress = asyncio.get_running_loop().time()  # the watch starts with the first in flight
             self._batches_in_flight += 1
+            BATCH_SIZE.observe(len(reports))
             await stream.write(reports)
 
     async def _receive(self, stream: ReportStream) -> None:
