@@ -89,13 +89,14 @@ async def start(settings: Settings) -> ExecutionApp:
     )
     exchange = ExchangeClient.connect(settings.exchange_target, settings.exchange_deadline_seconds)
     board = ShardBoard(ShardStore(pool), link, shards, settings.shard_refresh_seconds)
-    submitter = Submitter(SubmissionStore(pool), exchange, Doorbell(link))
+    submitter, doorbell = Submitter(SubmissionStore(pool), exchange), Doorbell(link)
     workers = [
         ShardWorker(
             shard,
             shard_count=settings.shard_count,
             link=link,
             submitter=submitter,
+            doorbell=doorbell,
             board=board,
             ack_wait=settings.consumer_ack_wait_seconds,
             fetch_timeout=settings.fetch_timeout_seconds,

@@ -12,9 +12,10 @@ message outlasts its limit abandons it and naks, so a stuck await cannot hold th
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
-from typing import Any
+from dataclasses import dataclass
+from functools import partial
 
 import nats.errors
 from google.protobuf.message import DecodeError
@@ -28,6 +29,7 @@ from brokerage.domain.sharding import shard_for
 from brokerage.domain.submission import ShardPaused, VenueUnavailable
 from brokerage.messaging.connection import JetStreamLink
 from brokerage.messaging.consumers import ensure_shard_consumer, shard_consumer_name
+from brokerage.messaging.doorbell import Doorbell
 from brokerage.messaging.messages import MessageType, WakeUp, decode_wake_up
 from brokerage.messaging.streams import ORDERS_STREAM
 from brokerage.telemetry import get_logger, log_context
@@ -46,6 +48,16 @@ class MalformedMessage(ValueError):
     """A message no attempt can ever handle."""
 
 
+@dataclass(frozen=True)
+class Answer:
+    """What becomes of a message once its work is over: its outcome, the reply to JetStream (ack, nak or term),
+    and the customer whose watchers to ring, if any."""
+
+    outcome: str
+    reply: Callable[[], Awaitable[None]]
+    ring: str | None = None
+
+
 class WorkOverran(Exception):
     """A message's work outlasted its limit; it was abandoned, to be tried again (the record says what is done)."""
 
@@ -58,6 +70,7 @@ class ShardWorker:
         shard_count: int,
         link: JetStreamLink,
         submitter: Submitter,
+        doorbell: Doorbell,
         board: ShardBoard,
         ack_wait: float,
         fetch_timeout: float,
@@ -68,6 +81,7 @@ class ShardWorker:
         self._shard_count = shard_count
         self._link = link
         self._submitter = submitter
+        self._doorbell = doorbell
         self._board = board
         self._ack_wait = ack_wait
         self._fetch_timeout = fetch_timeout
@@ -100,7 +114,7 @@ class ShardWorker:
                 continue
             failures = 0
             if message is not None:
-                await _finish_even_if_cancelled(self._handle(message))
+                await self._handle_and_answer(message)
 
     async def _next_message(self) -> Msg | None:
         if self._subscription is None:
@@ -115,29 +129,46 @@ class ShardWorker:
             return None  # nothing waiting
         return messages[0]
 
-    async def _handle(self, message: Msg) -> None:
+    async def _handle_and_answer(self, message: Msg) -> None:
+        """Works the message to its end even if our task is cancelled meanwhile (a shutdown), answers it, then lets
+        the cancellation through: an order claimed and submitted is recorded and its message answered, not left to
+        AckWait. The answer is sent here, not in the work's task, so that the doorbell ring, the answer and the next
+        message's pull request leave on one socket write (each write costs the worker and the NATS server alike)."""
+        work = asyncio.create_task(self._handle(message))
+        try:
+            answer = await asyncio.shield(work)
+        except asyncio.CancelledError:
+            await self._send(await work)
+            raise
+        await self._send(answer)
+
+    async def _handle(self, message: Msg) -> Answer:
         try:
             wake_up = self._decode(message)
         except MalformedMessage as error:
             log.error("malformed order message terminated", shard=self.shard, subject=message.subject, error=str(error))
-            await self._settle("terminated", message.term())
-            return
+            return Answer("terminated", message.term)
         with log_context(order_id=wake_up.order_id, customer_id=wake_up.customer_id, shard=self.shard):
+            ring = wake_up.customer_id  # whatever happened, what was recorded before it is news to watchers
             try:
                 async with _reporting_progress(message, every=self._ack_wait / 3):
                     await self._work_on(wake_up)
             except ShardPaused:
-                await self._settle("paused", message.nak(delay=self._fetch_timeout))
+                return Answer("paused", partial(message.nak, delay=self._fetch_timeout))
             except (VenueUnavailable, Unavailable) as error:
                 delay = self._backoff.delay(message.metadata.num_delivered)
                 log.warning("order will be retried", error=str(error), retry_in=round(delay, 3))
-                await self._settle("retried", message.nak(delay=delay))
+                return Answer("retried", partial(message.nak, delay=delay), ring)
             except Exception:
                 delay = self._backoff.delay(message.metadata.num_delivered)
                 log.exception("order failed unexpectedly; it will be retried", retry_in=round(delay, 3))
-                await self._settle("failed", message.nak(delay=delay))
-            else:
-                await self._settle("done", message.ack())
+                return Answer("failed", partial(message.nak, delay=delay), ring)
+            return Answer("done", message.ack, ring)
+
+    async def _send(self, answer: Answer) -> None:
+        if answer.ring is not None:
+            await self._doorbell.ring([answer.ring])
+        await self._settle(answer.outcome, answer.reply())
 
     async def _work_on(self, wake_up: WakeUp) -> None:
         """The message's work, within its limit. Every call in it has a deadline of its own; this one catches an
@@ -198,14 +229,3 @@ async def _reporting_progress(message: Msg, *, every: float) -> AsyncIterator[No
         yield
     finally:
         heartbeat.cancel()
-
-
-async def _finish_even_if_cancelled(work: Coroutine[Any, Any, None]) -> None:
-    """Runs the work to its end even if our task is cancelled meanwhile (a shutdown), then lets the cancellation
-    through: an order claimed and submitted is recorded and its message answered, not left to AckWait."""
-    task = asyncio.create_task(work)
-    try:
-        await asyncio.shield(task)
-    except asyncio.CancelledError:
-        await task
-        raise

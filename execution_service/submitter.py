@@ -15,7 +15,6 @@ from prometheus_client import Counter, Histogram
 from brokerage.domain.orders import Order, OrderStatus
 from brokerage.domain.submission import Refused
 from brokerage.exchange_client import ExchangeClient
-from brokerage.messaging.doorbell import Doorbell
 from brokerage.storage.submissions import SubmissionStore
 from brokerage.telemetry import get_logger, log_context
 
@@ -32,10 +31,9 @@ PLACED_TO_SUBMITTED = Histogram(
 
 
 class Submitter:
-    def __init__(self, store: SubmissionStore, exchange: ExchangeClient, doorbell: Doorbell) -> None:
+    def __init__(self, store: SubmissionStore, exchange: ExchangeClient) -> None:
         self._store = store
         self._exchange = exchange
-        self._doorbell = doorbell
 
     async def submit_through(self, order_id: str, customer_id: str) -> int:
         """Submits the customer's waiting orders up to and including order_id, oldest first; returns how many.
@@ -44,13 +42,9 @@ class Submitter:
         already done stays done, and one claimed but not recorded is submitted again (the exchange dedupes).
         """
         orders = await self._store.claim_for_submission(order_id, customer_id)
-        try:
-            for order in orders:
-                with log_context(order_id=order.order_id, customer_id=order.customer_id):
-                    await self._submit(order)
-        finally:
-            if orders:  # what was recorded before a failure is news to watchers too
-                await self._doorbell.ring([orders[0].customer_id])
+        for order in orders:
+            with log_context(order_id=order.order_id, customer_id=order.customer_id):
+                await self._submit(order)
         return len(orders)
 
     async def cancel_through(self, order_id: str, customer_id: str) -> None:

@@ -14,11 +14,13 @@ import grpc
 import nats
 import psycopg
 import pytest
+from nats.aio.msg import Msg
 
 from brokerage.domain.orders import Order, Side
 from brokerage.domain.sharding import shard_for, subject_for
 from brokerage.domain.submission import ShardPaused
 from brokerage.messaging.consumers import shard_backlogs
+from brokerage.messaging.doorbell import doorbell_subject
 from brokerage.messaging.messages import encode_order_placed
 from brokerage.proto import common_pb2, execution_pb2, execution_pb2_grpc, orders_pb2, orders_pb2_grpc
 from brokerage.settings import Settings
@@ -103,6 +105,29 @@ async def test_every_order_is_submitted_once_and_each_customers_in_sequence_orde
     assert events == (len(orders),)
     venue_ids = db.execute("SELECT count(DISTINCT venue_order_id) FROM orders").fetchone()
     assert venue_ids == (len(orders),)
+
+
+async def test_a_submission_rings_the_customers_doorbell_for_watchers(
+    app: OrderServiceApp,
+    stub: orders_pb2_grpc.OrderServiceStub,
+    execution: ExecutionApp,
+    settings: Settings,
+    db: psycopg.Connection,
+) -> None:
+    rings: list[str] = []
+
+    async def heard(message: Msg) -> None:
+        rings.append(message.subject)
+
+    client = await nats.connect(settings.nats_url)
+    try:
+        await client.subscribe(doorbell_subject("1"), cb=heard)
+        await client.flush()
+        (order,) = await place_many(stub, ["1"], per_customer=1)
+        await eventually(all_submitted(db, [order.order_id]), "the order SUBMITTED")
+        await eventually(lambda: len(rings) >= 2, "a ring for the placement and one for the submission")
+    finally:
+        await client.close()
 
 
 async def test_a_message_for_an_order_already_submitted_is_acknowledged_and_nothing_is_sent_again(
