@@ -1,9 +1,10 @@
 """The exchange as we see it (the workers, the quote feed, reconciliation): a venue adapter that only translates.
 
-Every call has a deadline. A refusal of the order is data (Refused); an answer that leaves the outcome unknown
-or says nothing about the order (unavailable, timed out, our credentials, a fault at the venue) is
-VenueUnavailable, to be tried again later: the exchange dedupes by our order id, so that is always safe, and a
-customer's order is never rejected for something that may be our own misconfiguration.
+Every call has a deadline; orders go on a SubmitOrders stream (submit_stream.py), each with a deadline of its own.
+A refusal of the order is data (Refused); an answer that leaves the outcome unknown or says nothing about the order
+(unavailable, timed out, our credentials, a fault at the venue) is VenueUnavailable, to be tried again later: the
+exchange dedupes by our order id, so that is always safe, and a customer's order is never rejected for something
+that may be our own misconfiguration.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from brokerage.domain.orders import Order, OrderStatus
 from brokerage.domain.placement import Quote
 from brokerage.domain.submission import Accepted, Refused, SubmissionOutcome, VenueUnavailable
 from brokerage.proto import common_pb2, exchange_pb2, exchange_pb2_grpc
+from brokerage.submit_stream import StreamBroken, SubmitStream
 from brokerage.wire import SIDE_TO_PROTO, STATUS_FROM_PROTO, report_from_proto
 
 Response = TypeVar("Response")
@@ -47,6 +49,7 @@ _REFUSALS = frozenset(
         grpc.StatusCode.NOT_FOUND,
     }
 )
+_STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}
 # gRPC's own retries for a venue that is briefly unreachable, within each call's deadline (every method here is
 # idempotent: SubmitOrder by our order id).
 _SERVICE_CONFIG = json.dumps(
@@ -89,6 +92,7 @@ class ExchangeClient:
         self._channel = channel
         self._stub = exchange_pb2_grpc.ExchangeServiceStub(channel)
         self._deadline = deadline
+        self._submissions = SubmitStream(lambda: self._stub.SubmitOrders(wait_for_ready=False))
 
     @classmethod
     def connect(cls, target: str, deadline: float) -> ExchangeClient:
@@ -96,10 +100,12 @@ class ExchangeClient:
         return cls(aio.insecure_channel(target, options=options), deadline)
 
     async def close(self) -> None:
+        await self._submissions.close()
         await self._channel.close()
 
     async def submit(self, order: Order) -> SubmissionOutcome:
-        """Submits a market order with its protection price; raises VenueUnavailable to be tried again."""
+        """Submits a market order with its protection price, on the process's SubmitOrders stream; raises
+        VenueUnavailable to be tried again."""
         assert order.protection_price is not None  # only a PLACED order is submitted, and it is priced
         request = exchange_pb2.SubmitOrderRequest(
             order_id=order.order_id,
@@ -109,17 +115,27 @@ class ExchangeClient:
             quantity=order.quantity,
             protection_price=format_decimal(order.protection_price),
         )
+        started = time.perf_counter()
         try:
-            response = await self._call("SubmitOrder", self._stub.SubmitOrder, request)
-        except aio.AioRpcError as error:
-            if error.code() is grpc.StatusCode.ALREADY_EXISTS:  # the venue has it: ask what became of it
+            result = await self._submissions.submit(request, self._deadline)
+        except (StreamBroken, TimeoutError) as error:
+            EXCHANGE_ERRORS.labels(
+                "SubmitOrders", "DEADLINE_EXCEEDED" if isinstance(error, TimeoutError) else "BROKEN"
+            ).inc()
+            raise VenueUnavailable(f"SubmitOrders: {error!r}") from error
+        finally:
+            EXCHANGE_SECONDS.labels("SubmitOrders").observe(time.perf_counter() - started)
+        if result.error_code:
+            code = _STATUS_CODES.get(result.error_code, grpc.StatusCode.UNKNOWN)
+            EXCHANGE_ERRORS.labels("SubmitOrders", code.name).inc()
+            if code is grpc.StatusCode.ALREADY_EXISTS:  # the venue has it: ask what became of it
                 return await self._outcome_of_known_order(order.order_id)
-            if error.code() in _REFUSALS:
-                return Refused(f"refused by the exchange: {error.details()}")
-            raise _unavailable("SubmitOrder", error) from error
-        if not response.accepted:
-            return Refused(response.reject_reason or "rejected by the exchange")
-        return Accepted(response.venue_order_id, duplicate=response.duplicate)
+            if code in _REFUSALS:
+                return Refused(f"refused by the exchange: {result.error_message}")
+            raise VenueUnavailable(f"SubmitOrders: {code.name}: {result.error_message}")
+        if not result.response.accepted:
+            return Refused(result.response.reject_reason or "rejected by the exchange")
+        return Accepted(result.response.venue_order_id, duplicate=result.response.duplicate)
 
     async def cancel(self, order_id: str) -> CancelAnswer:
         """Asks the exchange to cancel what is unfilled; the outcome arrives as execution reports."""

@@ -8,7 +8,6 @@ sharing settlement transactions, and each is acknowledged once all its reports a
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 from grpc import aio
@@ -17,6 +16,7 @@ from prometheus_client import Counter
 from brokerage.domain.executions import ExecutionReport, Settled, SettlementOutcome
 from brokerage.messaging.doorbell import Doorbell
 from brokerage.proto import callback_pb2, callback_pb2_grpc
+from brokerage.rpc.streams import answer_each
 from brokerage.storage.settlements import SettlementStore
 from brokerage.telemetry import get_logger
 from brokerage.wire import report_from_proto, reports_from_proto
@@ -28,7 +28,6 @@ REPORTS = Counter(
     "Execution reports received, by type and what settlement made of them.",
     ("exec_type", "outcome"),
 )
-_END = object()  # the stream's last acknowledgement has been queued
 
 
 class CallbackServicer(callback_pb2_grpc.CallbackServiceServicer):
@@ -45,52 +44,22 @@ class CallbackServicer(callback_pb2_grpc.CallbackServiceServicer):
     async def StreamExecutions(
         self, request_iterator: AsyncIterator[callback_pb2.ExecutionReportBatch], context: aio.ServicerContext
     ) -> AsyncIterator[callback_pb2.ExecutionAckBatch]:
-        acks: asyncio.Queue[object] = asyncio.Queue()
-        reader = asyncio.create_task(self._book_each(request_iterator, acks))
-        try:
-            while (ack := await acks.get()) is not _END:
-                if isinstance(ack, BaseException):
-                    raise ack  # a malformed report, or the database away: the stream ends, the rest is resent
-                assert isinstance(ack, callback_pb2.ExecutionAckBatch)
-                yield ack
-        finally:
-            reader.cancel()
+        """Books the batches concurrently as they arrive; a malformed report, or the database away, ends the stream
+        (the exchange sends again whatever it did not see acknowledged)."""
+        async for acks in answer_each(request_iterator, self._book_batch):
+            yield acks
 
-    async def _book_each(
-        self, batches: AsyncIterator[callback_pb2.ExecutionReportBatch], acks: asyncio.Queue[object]
-    ) -> None:
-        """Books every batch of the stream as it arrives, queueing its acknowledgements once all of it is booked."""
-        booking: set[asyncio.Task[None]] = set()
-
-        async def book(reports: list[ExecutionReport]) -> None:
-            try:
-                outcomes = await self._book(reports)
-            except Exception as error:
-                acks.put_nowait(error)
-                return
-            acks.put_nowait(
-                callback_pb2.ExecutionAckBatch(
-                    acks=[
-                        callback_pb2.ExecutionAck(
-                            exec_id=report.exec_id, duplicate=settled.outcome is SettlementOutcome.DUPLICATE
-                        )
-                        for report, settled in zip(reports, outcomes, strict=True)
-                    ]
+    async def _book_batch(self, batch: callback_pb2.ExecutionReportBatch) -> callback_pb2.ExecutionAckBatch:
+        reports = reports_from_proto(batch)
+        outcomes = await self._book(reports)
+        return callback_pb2.ExecutionAckBatch(
+            acks=[
+                callback_pb2.ExecutionAck(
+                    exec_id=report.exec_id, duplicate=settled.outcome is SettlementOutcome.DUPLICATE
                 )
-            )
-
-        try:
-            async for batch in batches:
-                task = asyncio.create_task(book(reports_from_proto(batch)))
-                booking.add(task)
-                task.add_done_callback(booking.discard)
-            await asyncio.gather(*booking)
-            acks.put_nowait(_END)
-        except Exception as error:  # a malformed report, or the stream broke
-            acks.put_nowait(error)
-        finally:
-            for task in booking:
-                task.cancel()
+                for report, settled in zip(reports, outcomes, strict=True)
+            ]
+        )
 
     async def _book(self, reports: list[ExecutionReport]) -> list[Settled]:
         """Books the reports, then rings once for every customer whose orders changed."""

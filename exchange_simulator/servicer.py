@@ -1,10 +1,15 @@
-"""broker.v1.ExchangeService over gRPC: translates each call for the exchange and the answer back, nothing else."""
+"""broker.v1.ExchangeService over gRPC: translates each call for the exchange and the answer back, nothing else.
+SubmitOrders answers each order of its stream as SubmitOrder would."""
 
 from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from grpc import aio
 
 from brokerage.proto import exchange_pb2, exchange_pb2_grpc
+from brokerage.rpc.streams import RequestContext, answer_each, status_of
 from brokerage.telemetry import log_context
 from exchange_simulator import translate
 from exchange_simulator.exchange import Exchange
@@ -22,6 +27,12 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServiceServicer):
         with log_context(order_id=request.order_id, customer_id=request.customer_id):
             ack = await self._exchange.submit(translate.ticket(request))
         return translate.acknowledgement(ack)
+
+    async def SubmitOrders(
+        self, request_iterator: AsyncIterator[exchange_pb2.SubmitOrderRequest], context: aio.ServicerContext
+    ) -> AsyncIterator[exchange_pb2.SubmitOrderResult]:
+        async for result in submit_each(self.SubmitOrder, request_iterator, context):
+            yield result
 
     async def CancelOrder(
         self, request: exchange_pb2.ExchangeCancelRequest, context: aio.ServicerContext
@@ -47,3 +58,25 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServiceServicer):
     ) -> exchange_pb2.GetDropCopyResponse:
         entries = self._exchange.drop_copy(parse_trading_day(request.trading_day))
         return translate.drop_copy_page(request, entries)
+
+
+async def submit_each(
+    submit: Callable[[exchange_pb2.SubmitOrderRequest, Any], Awaitable[exchange_pb2.SubmitOrderResponse]],
+    requests: AsyncIterator[exchange_pb2.SubmitOrderRequest],
+    context: aio.ServicerContext,
+) -> AsyncIterator[exchange_pb2.SubmitOrderResult]:
+    """SubmitOrders over a SubmitOrder handler: each order of the stream answered as SubmitOrder would answer it,
+    its failure included, as soon as it is ready."""
+
+    async def result(request: exchange_pb2.SubmitOrderRequest) -> exchange_pb2.SubmitOrderResult:
+        try:
+            response = await submit(request, RequestContext(context))
+        except Exception as error:
+            code, message = status_of(error)
+            return exchange_pb2.SubmitOrderResult(
+                order_id=request.order_id, error_code=code.value[0], error_message=message
+            )
+        return exchange_pb2.SubmitOrderResult(order_id=request.order_id, response=response)
+
+    async for answer in answer_each(requests, result):
+        yield answer

@@ -41,6 +41,18 @@ class SubmitOrderResponse(_message.Message):
     duplicate: bool
     def __init__(self, venue_order_id: _Optional[str] = ..., accepted: _Optional[bool] = ..., reject_reason: _Optional[str] = ..., arrival_sequence: _Optional[int] = ..., duplicate: _Optional[bool] = ...) -> None: ...
 
+class SubmitOrderResult(_message.Message):
+    __slots__ = ("order_id", "response", "error_code", "error_message")
+    ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    order_id: str
+    response: SubmitOrderResponse
+    error_code: int
+    error_message: str
+    def __init__(self, order_id: _Optional[str] = ..., response: _Optional[_Union[SubmitOrderResponse, _Mapping]] = ..., error_code: _Optional[int] = ..., error_message: _Optional[str] = ...) -> None: ...
+
 class ExchangeCancelRequest(_message.Message):
     __slots__ = ("order_id",)
     ORDER_ID_FIELD_NUMBER: _ClassVar[int]

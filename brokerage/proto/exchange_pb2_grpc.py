@@ -39,6 +39,11 @@ class ExchangeServiceStub:
                 request_serializer=broker_dot_v1_dot_exchange__pb2.SubmitOrderRequest.SerializeToString,
                 response_deserializer=broker_dot_v1_dot_exchange__pb2.SubmitOrderResponse.FromString,
                 _registered_method=True)
+        self.SubmitOrders = channel.stream_stream(
+                '/broker.v1.ExchangeService/SubmitOrders',
+                request_serializer=broker_dot_v1_dot_exchange__pb2.SubmitOrderRequest.SerializeToString,
+                response_deserializer=broker_dot_v1_dot_exchange__pb2.SubmitOrderResult.FromString,
+                _registered_method=True)
         self.CancelOrder = channel.unary_unary(
                 '/broker.v1.ExchangeService/CancelOrder',
                 request_serializer=broker_dot_v1_dot_exchange__pb2.ExchangeCancelRequest.SerializeToString,
@@ -66,6 +71,16 @@ class ExchangeServiceServicer:
 
     def SubmitOrder(self, request, context):
         """Idempotent by order_id: a second submit returns the first acknowledgement.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitOrders(self, request_iterator, context):
+        """SubmitOrder for a stream of orders, without a call's overhead for each: every order is answered once on the
+        way back (by order_id, as it is ready, not necessarily in the order sent), with SubmitOrder's response or the
+        status SubmitOrder would have failed with. An order whose result has not come when the stream ends is unknown
+        to the sender, which may submit it again (the exchange dedupes by order_id).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -105,6 +120,11 @@ def add_ExchangeServiceServicer_to_server(servicer, server):
                     servicer.SubmitOrder,
                     request_deserializer=broker_dot_v1_dot_exchange__pb2.SubmitOrderRequest.FromString,
                     response_serializer=broker_dot_v1_dot_exchange__pb2.SubmitOrderResponse.SerializeToString,
+            ),
+            'SubmitOrders': grpc.stream_stream_rpc_method_handler(
+                    servicer.SubmitOrders,
+                    request_deserializer=broker_dot_v1_dot_exchange__pb2.SubmitOrderRequest.FromString,
+                    response_serializer=broker_dot_v1_dot_exchange__pb2.SubmitOrderResult.SerializeToString,
             ),
             'CancelOrder': grpc.unary_unary_rpc_method_handler(
                     servicer.CancelOrder,
@@ -154,6 +174,33 @@ class ExchangeService:
             '/broker.v1.ExchangeService/SubmitOrder',
             broker_dot_v1_dot_exchange__pb2.SubmitOrderRequest.SerializeToString,
             broker_dot_v1_dot_exchange__pb2.SubmitOrderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitOrders(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/broker.v1.ExchangeService/SubmitOrders',
+            broker_dot_v1_dot_exchange__pb2.SubmitOrderRequest.SerializeToString,
+            broker_dot_v1_dot_exchange__pb2.SubmitOrderResult.FromString,
             options,
             channel_credentials,
             insecure,

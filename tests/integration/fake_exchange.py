@@ -3,14 +3,15 @@
 It records every call and can be told to fail calls before they reach it, refuse symbols, take an order and then
 answer only after the caller's deadline (the outcome unknown to the caller), refuse a resubmission with
 ALREADY_EXISTS, or run a hook before it answers a submit (as a report reaching CallbackService before the
-acknowledgement would). The real venue is the exchange simulator; this double makes each failure happen on cue.
+acknowledgement would); SubmitOrders (the stream the workers use) does all of it per order, as the simulator's.
+The real venue is the exchange simulator; this double makes each failure happen on cue.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -20,6 +21,7 @@ from grpc import aio
 from brokerage.proto import callback_pb2, common_pb2, exchange_pb2, exchange_pb2_grpc
 from brokerage.rpc.server import RunningServer, Service, create_server
 from brokerage.wire import timestamp
+from exchange_simulator.servicer import submit_each
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,12 @@ class FakeExchange(exchange_pb2_grpc.ExchangeServiceServicer):
             self.stall_after_taking -= 1
             await asyncio.sleep(5)  # far beyond the test's deadline: the caller cannot know we took it
         return ack
+
+    async def SubmitOrders(
+        self, request_iterator: AsyncIterator[exchange_pb2.SubmitOrderRequest], context: aio.ServicerContext
+    ) -> AsyncIterator[exchange_pb2.SubmitOrderResult]:
+        async for result in submit_each(self.SubmitOrder, request_iterator, context):
+            yield result
 
     async def CancelOrder(
         self, request: exchange_pb2.ExchangeCancelRequest, context: aio.ServicerContext
@@ -148,9 +156,9 @@ class FakeExchange(exchange_pb2_grpc.ExchangeServiceServicer):
         return ack
 
 
-async def serve_fake_exchange(exchange: FakeExchange) -> RunningServer:
+async def serve_fake_exchange(exchange: FakeExchange, address: str = "127.0.0.1:0") -> RunningServer:
     running = await create_server(
-        "127.0.0.1:0",
+        address,
         [Service("broker.v1.ExchangeService", exchange, exchange_pb2_grpc.add_ExchangeServiceServicer_to_server)],
     )
     exchange.target = f"127.0.0.1:{running.port}"
