@@ -44,13 +44,8 @@ def order(order_id: str, symbol: str = "AAPL") -> Order:
 
 
 @pytest.fixture
-async def venue() -> AsyncIterator[FakeExchange]:
-    exchange = FakeExchange()
-    running = await serve_fake_exchange(exchange)
-    try:
-        yield exchange
-    finally:
-        await running.server.stop(0)
+def venue(fake_exchange: FakeExchange) -> FakeExchange:
+    return fake_exchange
 
 
 @pytest.fixture
