@@ -56,6 +56,7 @@ SHOWN_SETTINGS: tuple[tuple[str, type[Settings] | type[SimulatorSettings]], ...]
     ("EXCHANGE_CALLBACK_STREAM", SimulatorSettings),
     ("EXCHANGE_CALLBACK_STREAM_WINDOW", SimulatorSettings),
     ("EXCHANGE_CALLBACK_STREAM_BATCHES_IN_FLIGHT", SimulatorSettings),
+    ("EXCHANGE_CALLBACK_STREAM_BATCH_MAX", SimulatorSettings),
     ("EXCHANGE_DELIVERY_CONCURRENCY", SimulatorSettings),
     ("EXCHANGE_CHAOS_RATE", SimulatorSettings),
     ("BROKER_SETTLEMENT_BATCH_MAX", Settings),

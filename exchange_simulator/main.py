@@ -114,6 +114,7 @@ def report_sink(settings: SimulatorSettings, callback: CallbackClient | None, ch
             callback.open_stream,
             window=settings.callback_stream_window,
             batches_in_flight=settings.callback_stream_batches_in_flight,
+            batch_max=settings.callback_stream_batch_max,
             ack_timeout=settings.callback_deadline_seconds,
             backoff=redelivery_backoff(settings),
             chaos=chaos,

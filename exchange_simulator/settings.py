@@ -53,6 +53,10 @@ class SimulatorSettings(BaseSettings):
     # batch (as Nagle's algorithm does): a lone report goes at once, a busy moment shares a message. Several, so
     # CallbackService always has the next batch to book (it books 2 transactions at once by default).
     callback_stream_batches_in_flight: int = Field(default=4, ge=1, le=64)
+    # Stream: reports in one message at most. One of CallbackService's settlement transactions
+    # (BROKER_SETTLEMENT_BATCH_MAX, 64), so a batch's acknowledgement comes back after one booking: batches of up to
+    # 1,000 took over the ack timeout to book under overload, and the stream was given up and everything resent.
+    callback_stream_batch_max: int = Field(default=64, ge=1, le=1000)
     redelivery_backoff_initial_seconds: float = Field(default=0.05, gt=0, le=60)
     redelivery_backoff_max_seconds: float = Field(default=2.0, gt=0, le=600)
 

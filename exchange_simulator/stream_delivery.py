@@ -1,7 +1,7 @@
 """At-least-once delivery of execution reports to CallbackService over one StreamExecutions stream at a time.
 
 Reports go out on the stream in batches, as the window allows (at most `window` copies unacknowledged): whatever
-waits, up to a batch's limit, once fewer than `batches_in_flight` batches are unacknowledged, so a lone report goes
+waits, up to `batch_max`, once fewer than `batches_in_flight` batches are unacknowledged, so a lone report goes
 at once and a busy moment shares a message. CallbackService acknowledges each report by exec_id once booked, a batch
 at a time, in any order. Whatever ends a stream (CallbackService away or restarted, any status, including
 UNAUTHENTICATED and INVALID_ARGUMENT, or no acknowledgement for `ack_timeout` seconds while reports are in flight),
@@ -56,6 +56,7 @@ class StreamDelivery:
         *,
         window: int,
         batches_in_flight: int,
+        batch_max: int,
         ack_timeout: float,
         backoff: Backoff,
         chaos: Chaos,
@@ -64,6 +65,7 @@ class StreamDelivery:
         self._open_stream = open_stream
         self._queue = ReportQueue(window)
         self._max_batches_in_flight = batches_in_flight
+        self._batch_max = min(batch_max, REPORT_BATCH_MAX)
         self._batches_in_flight = 0  # sent on the current stream, their acknowledgements not yet back
         self._ack_timeout = ack_timeout
         self._backoff = backoff
@@ -169,7 +171,7 @@ class StreamDelivery:
         self._batches_in_flight = 0
         while True:
             reports = (
-                [] if self._batches_in_flight >= self._max_batches_in_flight else self._queue.take(REPORT_BATCH_MAX)
+                [] if self._batches_in_flight >= self._max_batches_in_flight else self._queue.take(self._batch_max)
             )
             if not reports:
                 self._sendable.clear()

@@ -189,6 +189,7 @@ def delivery(
     *,
     window: int = 8,
     batches_in_flight: int = 8,
+    batch_max: int = 100,
     ack_timeout: float = 5.0,
     chaos: Chaos | None = None,
 ) -> StreamDelivery:
@@ -196,6 +197,7 @@ def delivery(
         callback.open,
         window=window,
         batches_in_flight=batches_in_flight,
+        batch_max=batch_max,
         ack_timeout=ack_timeout,
         backoff=Backoff(0.001, 0.002),
         chaos=chaos or Chaos(0.0, 0.0),
@@ -228,19 +230,20 @@ async def test_reports_go_out_on_one_stream_and_are_retired_by_their_acknowledge
         await sink.close()
 
 
-async def test_what_waits_goes_as_one_batch_within_the_window_and_a_lone_report_at_once() -> None:
+async def test_what_waits_goes_in_batches_within_their_limit_and_the_window_and_a_lone_report_at_once() -> None:
     callback = Callback()
-    sink = delivery(callback, window=3)
+    sink = delivery(callback, window=4, batch_max=3)
     try:
-        for exec_id in "abcd":
+        for exec_id in "abcde":
             sink.enqueue(report(exec_id))
-        await until(lambda: bool(callback.streams) and callback.current.batches == [["a", "b", "c"]])
-        callback.current.ack("a", "b")
-        await until(lambda: callback.current.batches == [["a", "b", "c"], ["d"]])
-        sink.enqueue(report("e"))
-        await until(lambda: callback.current.batches[-1:] == [["e"]])
+        await until(lambda: bool(callback.streams) and callback.current.batches == [["a", "b", "c"], ["d"]])
+        callback.current.ack("a", "b")  # room in the window again
+        await until(lambda: callback.current.batches[2:] == [["e"]])
         callback.current.ack("c", "d", "e")
-        assert await sink.wait_delivered("abcde", timeout=1)
+        sink.enqueue(report("f"))
+        await until(lambda: callback.current.batches[3:] == [["f"]])
+        callback.current.ack("f")
+        assert await sink.wait_delivered("abcdef", timeout=1)
     finally:
         await sink.close()
 
