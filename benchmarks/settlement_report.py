@@ -315,7 +315,7 @@ def report_call_ms(counters: dict[str, float]) -> float:
 def settlement_table(phases: Sequence[Phase]) -> list[str]:
     lines = [
         "| phase | orders created | reports delivered by the simulator (failed deliveries) | per order "
-        "| CallbackService: reports by outcome | by type | ReportExecution mean ms | SubmitOrder mean ms "
+        "| CallbackService: reports by outcome | by type | ReportExecution mean ms | submission mean ms "
         "| worker messages done (other outcomes) | sweeper republished / status queries | WAL bytes per order "
         "| reports awaiting delivery at the window's close |",
         "|---|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|",
@@ -505,7 +505,7 @@ def markdown(run: Run, options: Options, started: float, host: dict[str, Any], r
         "",
         "The services' Prometheus counters: the simulator's report deliveries, CallbackService's "
         "`settlement_reports_total` by outcome (applied, duplicate, break) and by exec type, its own mean handling "
-        "time of ReportExecution, the workers' mean SubmitOrder call; WAL from pg_stat_wal.",
+        "time of ReportExecution, the workers' mean submission on their SubmitOrders stream; WAL from pg_stat_wal.",
         "",
         *settlement_table(run.phases),
         "",
