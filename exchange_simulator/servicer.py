@@ -31,7 +31,7 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServiceServicer):
     async def SubmitOrders(
         self, request_iterator: AsyncIterator[exchange_pb2.SubmitOrderRequest], context: aio.ServicerContext
     ) -> AsyncIterator[exchange_pb2.SubmitOrderResult]:
-        async for result in submit_each(self.SubmitOrder, request_iterator, context):
+        async for result in submit_each(self.SubmitOrder, request_iterator):
             yield result
 
     async def CancelOrder(
@@ -63,14 +63,13 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServiceServicer):
 async def submit_each(
     submit: Callable[[exchange_pb2.SubmitOrderRequest, Any], Awaitable[exchange_pb2.SubmitOrderResponse]],
     requests: AsyncIterator[exchange_pb2.SubmitOrderRequest],
-    context: aio.ServicerContext,
 ) -> AsyncIterator[exchange_pb2.SubmitOrderResult]:
     """SubmitOrders over a SubmitOrder handler: each order of the stream answered as SubmitOrder would answer it,
     its failure included, as soon as it is ready."""
 
     async def result(request: exchange_pb2.SubmitOrderRequest) -> exchange_pb2.SubmitOrderResult:
         try:
-            response = await submit(request, RequestContext(context))
+            response = await submit(request, RequestContext())
         except Exception as error:
             code, message = status_of(error)
             return exchange_pb2.SubmitOrderResult(

@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
-from grpc import aio
 
 from brokerage.domain.errors import DomainError
 from brokerage.rpc.errors import to_status
@@ -55,7 +54,7 @@ async def answer_each(
         while (item := await answers.get()) is not _END:
             if isinstance(item, BaseException):
                 raise item
-            yield item  # type: ignore[misc]
+            yield item  # type: ignore[misc]  # the queue holds answers, failures and the end marker
     finally:
         reader.cancel()
         for task in answering:
@@ -74,14 +73,8 @@ class Aborted(Exception):
 class RequestContext:
     """One stream request's context for a handler written for unary calls: abort ends the request, not the stream."""
 
-    def __init__(self, stream: aio.ServicerContext) -> None:
-        self._stream = stream
-
     async def abort(self, code: grpc.StatusCode, details: str = "", *_: Any) -> None:
         raise Aborted(code, details)
-
-    def invocation_metadata(self) -> Any:
-        return self._stream.invocation_metadata()
 
 
 def status_of(error: Exception) -> tuple[grpc.StatusCode, str]:

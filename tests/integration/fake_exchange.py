@@ -86,7 +86,7 @@ class FakeExchange(exchange_pb2_grpc.ExchangeServiceServicer):
     async def SubmitOrders(
         self, request_iterator: AsyncIterator[exchange_pb2.SubmitOrderRequest], context: aio.ServicerContext
     ) -> AsyncIterator[exchange_pb2.SubmitOrderResult]:
-        async for result in submit_each(self.SubmitOrder, request_iterator, context):
+        async for result in submit_each(self.SubmitOrder, request_iterator):
             yield result
 
     async def CancelOrder(
