@@ -24,7 +24,6 @@ class SubmitStream:
     def __init__(self, open_call: Callable[[], aio.StreamStreamCall]) -> None:
         self._open_call = open_call
         self._stream: _OpenStream | None = None
-        self._write_lock = asyncio.Lock()  # grpc allows one write at a time on a call
 
     async def submit(self, request: exchange_pb2.SubmitOrderRequest, timeout: float) -> exchange_pb2.SubmitOrderResult:
         """The exchange's result for the order; raises StreamBroken, or TimeoutError once the deadline passed."""
@@ -33,8 +32,7 @@ class SubmitStream:
         stream.waiting[request.order_id] = future
         try:
             async with asyncio.timeout(timeout):
-                async with self._write_lock:
-                    await stream.write(request)
+                await stream.write(request)
                 return await future
         finally:
             if stream.waiting.get(request.order_id) is future:
@@ -57,14 +55,17 @@ class _OpenStream:
         self._call = call
         self.waiting: dict[str, asyncio.Future[exchange_pb2.SubmitOrderResult]] = {}
         self.broken = False
+        self._write_lock = asyncio.Lock()  # grpc allows one write at a time on a call
         self._reader = asyncio.create_task(self._read())
 
     async def write(self, request: exchange_pb2.SubmitOrderRequest) -> None:
         try:
-            await self._call.write(request)
+            async with self._write_lock:
+                await self._call.write(request)
         except (aio.AioRpcError, asyncio.InvalidStateError) as error:  # the call has ended
-            self._break(StreamBroken(f"SubmitOrders stream ended: {error!r}"))
-            raise StreamBroken(f"SubmitOrders stream ended: {error!r}") from error
+            broken = StreamBroken(f"SubmitOrders stream ended: {error!r}")
+            self._break(broken)
+            raise broken from error
 
     async def close(self) -> None:
         self._call.cancel()

@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from brokerage.listings import DEMO_LISTINGS
 from brokerage.settings import MarketHours, known_log_level
+from brokerage.wire import REPORT_BATCH_MAX
 
 LISTED_SYMBOLS = frozenset(listing.symbol for listing in DEMO_LISTINGS)
 
@@ -56,7 +57,7 @@ class SimulatorSettings(BaseSettings):
     # Stream: reports in one message at most. One of CallbackService's settlement transactions
     # (BROKER_SETTLEMENT_BATCH_MAX, 64), so a batch's acknowledgement comes back after one booking: batches of up to
     # 1,000 took over the ack timeout to book under overload, and the stream was given up and everything resent.
-    callback_stream_batch_max: int = Field(default=64, ge=1, le=1000)
+    callback_stream_batch_max: int = Field(default=64, ge=1, le=REPORT_BATCH_MAX)
     redelivery_backoff_initial_seconds: float = Field(default=0.05, gt=0, le=60)
     redelivery_backoff_max_seconds: float = Field(default=2.0, gt=0, le=600)
 

@@ -25,7 +25,6 @@ from prometheus_client import Counter, Histogram
 from brokerage.background import Backoff, stop_requested
 from brokerage.domain.executions import ExecutionReport
 from brokerage.telemetry import get_logger
-from brokerage.wire import REPORT_BATCH_MAX
 from exchange_simulator.chaos import Chaos
 from exchange_simulator.delivery import DELIVERED, FAILURES, WAITING, Delivered, DeliveryFailed
 from exchange_simulator.report_queue import ReportQueue
@@ -65,7 +64,7 @@ class StreamDelivery:
         self._open_stream = open_stream
         self._queue = ReportQueue(window)
         self._max_batches_in_flight = batches_in_flight
-        self._batch_max = min(batch_max, REPORT_BATCH_MAX)
+        self._batch_max = batch_max  # at most the contract's REPORT_BATCH_MAX (the setting's bound)
         self._batches_in_flight = 0  # sent on the current stream, their acknowledgements not yet back
         self._ack_timeout = ack_timeout
         self._backoff = backoff
