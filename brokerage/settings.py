@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     # reports keep the message from other replicas, so an await stuck past this is abandoned and the message
     # retried rather than holding the shard for good; what was recorded stays done.
     message_work_limit_seconds: float = Field(default=60.0, gt=0)
+    # The holder of a shard's message takes up to this many of the shard's waiting orders, of the customers
+    # waiting longest, and submits them side by side (each customer's in sequence order).
+    claim_batch_max: int = Field(default=32, ge=1, le=1000)
     retry_initial_seconds: float = Field(default=0.1, gt=0)
     retry_max_seconds: float = Field(default=5.0, gt=0)
     # The sweeper: an order PLACED this long is published again (in a shard with a backlog, where it may only be

@@ -89,7 +89,8 @@ async def start(settings: Settings) -> ExecutionApp:
     )
     exchange = ExchangeClient.connect(settings.exchange_target, settings.exchange_deadline_seconds)
     board = ShardBoard(ShardStore(pool), link, shards, settings.shard_refresh_seconds)
-    submitter, doorbell = Submitter(SubmissionStore(pool), exchange), Doorbell(link)
+    submitter = Submitter(SubmissionStore(pool, claim_batch_max=settings.claim_batch_max), exchange)
+    doorbell = Doorbell(link)
     workers = [
         ShardWorker(
             shard,

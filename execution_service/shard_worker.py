@@ -51,11 +51,11 @@ class MalformedMessage(ValueError):
 @dataclass(frozen=True)
 class Answer:
     """What becomes of a message once its work is over: its outcome, the reply to JetStream (ack, nak or term),
-    and the customer whose watchers to ring, if any."""
+    and the customers whose watchers to ring."""
 
     outcome: str
     reply: Callable[[], Awaitable[None]]
-    ring: str | None = None
+    ring: frozenset[str] = frozenset()
 
 
 class WorkOverran(Exception):
@@ -149,37 +149,38 @@ class ShardWorker:
             log.error("malformed order message terminated", shard=self.shard, subject=message.subject, error=str(error))
             return Answer("terminated", message.term)
         with log_context(order_id=wake_up.order_id, customer_id=wake_up.customer_id, shard=self.shard):
-            ring = wake_up.customer_id  # whatever happened, what was recorded before it is news to watchers
+            touched: set[str] = set()  # whatever happens, what was recorded before it is news to watchers
             try:
                 async with _reporting_progress(message, every=self._ack_wait / 3):
-                    await self._work_on(wake_up)
+                    await self._work_on(wake_up, touched)
             except ShardPaused:
                 return Answer("paused", partial(message.nak, delay=self._fetch_timeout))
             except (VenueUnavailable, Unavailable) as error:
                 delay = self._backoff.delay(message.metadata.num_delivered)
                 log.warning("order will be retried", error=str(error), retry_in=round(delay, 3))
-                return Answer("retried", partial(message.nak, delay=delay), ring)
+                return Answer("retried", partial(message.nak, delay=delay), frozenset(touched))
             except Exception:
                 delay = self._backoff.delay(message.metadata.num_delivered)
                 log.exception("order failed unexpectedly; it will be retried", retry_in=round(delay, 3))
-                return Answer("failed", partial(message.nak, delay=delay), ring)
-            return Answer("done", message.ack, ring)
+                return Answer("failed", partial(message.nak, delay=delay), frozenset(touched))
+            return Answer("done", message.ack, frozenset(touched))
 
     async def _send(self, answer: Answer) -> None:
-        if answer.ring is not None:
-            await self._doorbell.ring([answer.ring])
+        if answer.ring:
+            await self._doorbell.ring(answer.ring)
         await self._settle(answer.outcome, answer.reply())
 
-    async def _work_on(self, wake_up: WakeUp) -> None:
+    async def _work_on(self, wake_up: WakeUp, touched: set[str]) -> None:
         """The message's work, within its limit. Every call in it has a deadline of its own; this one catches an
         await that is stuck all the same, which would otherwise hold the shard while the progress reports go on."""
         limit = asyncio.timeout(self._work_limit)
         try:
             async with limit:
                 if wake_up.kind is MessageType.CANCEL_REQUESTED:
-                    await self._submitter.cancel_through(wake_up.order_id, wake_up.customer_id)
+                    touched.add(wake_up.customer_id)
+                    await self._submitter.cancel_through(wake_up.order_id, wake_up.customer_id, touched)
                 else:
-                    await self._submitter.submit_through(wake_up.order_id, wake_up.customer_id)
+                    await self._submitter.submit_through(wake_up.order_id, wake_up.customer_id, touched)
         except TimeoutError as error:
             if limit.expired():
                 raise WorkOverran(f"the message's work took over {self._work_limit:g} s; abandoned") from error

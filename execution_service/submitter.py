@@ -1,5 +1,6 @@
-"""Takes an order, and every older order of its customer still waiting, to the exchange in sequence order; and a
-customer's cancel, after them.
+"""Takes an order, and every older order of its customer still waiting, to the exchange in sequence order, with
+whatever else its shard has waiting longest (customers side by side, each in sequence order); and a customer's
+cancel, after them.
 
 For each: claim it (rule 6), submit it, and record what the exchange said: SUBMITTED (unless a report already
 moved it further) or REJECTED with the venue's reason. The message that woke us is only a wake-up; PostgreSQL
@@ -8,6 +9,8 @@ says what is still to do, so a lost, duplicated or reordered message can neither
 
 from __future__ import annotations
 
+import asyncio
+from collections import OrderedDict
 from datetime import UTC, datetime
 
 from prometheus_client import Counter, Histogram
@@ -28,29 +31,71 @@ PLACED_TO_SUBMITTED = Histogram(
     "From an order's placement to the record of the exchange's acknowledgement.",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
+# Order ids a worker process remembers as recorded: far more than the messages of one claim's orders still queued.
+REMEMBERED = 100_000
+
+
+class RecentIds:
+    """The last `capacity` ids added, the least recently added forgotten first."""
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._ids: OrderedDict[str, None] = OrderedDict()
+
+    def add(self, id_: str) -> None:
+        self._ids[id_] = None
+        self._ids.move_to_end(id_)
+        if len(self._ids) > self._capacity:
+            self._ids.popitem(last=False)
+
+    def __contains__(self, id_: object) -> bool:
+        return id_ in self._ids
 
 
 class Submitter:
-    def __init__(self, store: SubmissionStore, exchange: ExchangeClient) -> None:
+    def __init__(self, store: SubmissionStore, exchange: ExchangeClient, *, remembered: int = REMEMBERED) -> None:
         self._store = store
         self._exchange = exchange
+        self._taken = RecentIds(remembered)  # orders this process recorded as answered by the exchange
 
-    async def submit_through(self, order_id: str, customer_id: str) -> int:
-        """Submits the customer's waiting orders up to and including order_id, oldest first; returns how many.
+    async def submit_through(self, order_id: str, customer_id: str, touched: set[str] | None = None) -> int:
+        """Submits the customer's waiting orders up to and including order_id, and the other waiting orders of the
+        shard that the claim takes with them: each customer's oldest first, the customers side by side. Returns
+        how many; `touched` gathers the customers whose orders were recorded (their watchers have news).
+
+        An order this process has recorded needs nothing more: its message only woke us for what an earlier claim
+        already took, so it is answered without a round trip to the database.
 
         Raises ShardPaused, VenueUnavailable or Unavailable with the rest left for the next attempt: each order
         already done stays done, and one claimed but not recorded is submitted again (the exchange dedupes).
         """
+        if order_id in self._taken:
+            return 0
         orders = await self._store.claim_for_submission(order_id, customer_id)
+        by_customer: dict[str, list[Order]] = {}
+        for order in orders:
+            by_customer.setdefault(order.customer_id, []).append(order)
+        outcomes = await asyncio.gather(
+            *(self._submit_in_sequence(waiting, touched) for waiting in by_customer.values()), return_exceptions=True
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome  # the first customer's failure; the others' orders that went are recorded
+        return len(orders)
+
+    async def _submit_in_sequence(self, orders: list[Order], touched: set[str] | None) -> None:
+        """One customer's orders, oldest first: one that fails stops those after it (rule 5)."""
         for order in orders:
             with log_context(order_id=order.order_id, customer_id=order.customer_id):
                 await self._submit(order)
-        return len(orders)
+            self._taken.add(order.order_id)
+            if touched is not None:
+                touched.add(order.customer_id)
 
-    async def cancel_through(self, order_id: str, customer_id: str) -> None:
+    async def cancel_through(self, order_id: str, customer_id: str, touched: set[str] | None = None) -> None:
         """Takes a customer's cancel to the exchange: first anything of the customer still waiting up to the order
         (so the cancel never overtakes the order itself), then the cancel, unless the order ended meanwhile."""
-        await self.submit_through(order_id, customer_id)
+        await self.submit_through(order_id, customer_id, touched)
         order = await self._store.pending_cancel(order_id)
         if order is None:
             return

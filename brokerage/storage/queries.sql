@@ -61,7 +61,7 @@ DELETE FROM outbox WHERE message_id IN (
 
 -- The workers' group commits: each parameter is an array, an element per call (storage.group_commit).
 -- name: claim_for_submissions
-SELECT c.ordinal, (c.claimed).* FROM claim_for_submissions(%(order_id)s) AS c;
+SELECT c.ordinal, (c.claimed).* FROM claim_for_submissions(%(order_id)s, %(batch_max)s) AS c;
 
 -- name: record_submissions
 SELECT r.ordinal, (r.recorded).* FROM record_submissions(%(order_id)s, %(venue_order_id)s) AS r;

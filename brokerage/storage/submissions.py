@@ -17,18 +17,23 @@ from brokerage.storage.queries import fetch_all
 class SubmissionStore:
     """Claims (and records) of a process's shard workers that arrive together share a statement (group commit)."""
 
-    def __init__(self, pool: AsyncConnectionPool, *, group_max: int = 32, group_flushers: int = 1) -> None:
+    def __init__(
+        self, pool: AsyncConnectionPool, *, claim_batch_max: int = 32, group_max: int = 32, group_flushers: int = 1
+    ) -> None:
         self._pool = pool
+        self._claim_batch_max = claim_batch_max
         self._claims, self._records, self._rejections = (
             GroupCommit(pool, name, max_batch=group_max, flushers=group_flushers)
             for name in ("claim_for_submissions", "record_submissions", "record_venue_rejections")
         )
 
     async def claim_for_submission(self, order_id: str, customer_id: str) -> list[Order]:
-        """Claims the order and every older order of its customer still PLACED; returns them oldest first, or
-        nothing when the order is no longer PLACED. Raises ShardPaused while its shard is paused."""
+        """Claims the order and every older order of its customer still PLACED, and the shard's orders that have
+        waited longest, up to the claim batch (each customer's through the newest one taken); returns them
+        customer by customer, each customer's oldest first. Raises ShardPaused while the shard is paused."""
         try:
-            rows = await self._claims.fetch(Call(customer_id, {"order_id": order_id}))
+            params = {"order_id": order_id, "batch_max": self._claim_batch_max}
+            rows = await self._claims.fetch(Call(customer_id, params))
         except psycopg.errors.ObjectNotInPrerequisiteState as error:
             raise ShardPaused(error.diag.message_primary or "shard paused") from error
         return [order_from_row(row) for row in rows]

@@ -614,6 +614,29 @@ async def test_a_claim_in_a_paused_shard_is_refused_as_paused_not_as_an_outage(
     assert statuses(db, [order.order_id]) == {order.order_id: "PLACED"}
 
 
+async def test_a_claim_takes_the_shards_longest_waiting_orders_each_customers_through_the_newest_taken(
+    stub: orders_pb2_grpc.OrderServiceStub, app: OrderServiceApp, db: psycopg.Connection, seeded_database: str
+) -> None:
+    await stop_relay(app)
+    assert {shard_for(c, SHARD_COUNT) for c in ("4", "13", "15", "18")} == {6}  # customers sharing a shard
+    placed = {}
+    for customer, key in [("4", "a"), ("13", "a"), ("15", "a"), ("4", "b"), ("18", "a")]:  # one after another
+        placed[customer + key] = await stub.PlaceOrder(place(customer=customer, key=key, quantity=1), timeout=10)
+    pool = await open_pool(make_settings(seeded_database, "nats://unused"))
+    try:
+        store = SubmissionStore(pool, claim_batch_max=3)
+        first = await store.claim_for_submission(placed["15a"].order_id, "15")
+        for order in first:
+            await store.record_submitted(order, f"V-{order.order_id}")
+        second = await store.claim_for_submission(placed["18a"].order_id, "18")
+    finally:
+        await pool.close()
+
+    # the message's order and the two that waited longest; customer by customer, each in sequence
+    assert [o.order_id for o in first] == [placed[k].order_id for k in ("13a", "15a", "4a")]
+    assert [o.order_id for o in second] == [placed[k].order_id for k in ("18a", "4b")]
+
+
 async def test_claims_arriving_together_share_a_statement_and_one_refused_fails_alone(
     stub: orders_pb2_grpc.OrderServiceStub, app: OrderServiceApp, db: psycopg.Connection, seeded_database: str
 ) -> None:
@@ -622,17 +645,21 @@ async def test_claims_arriving_together_share_a_statement_and_one_refused_fails_
     paused = orders[0]
     db.execute("INSERT INTO paused_shards (shard, reason) VALUES (%s, 'test')", (shard_for(paused.customer_id, 16),))
     others = [o for o in orders if shard_for(o.customer_id, 16) != shard_for(paused.customer_id, 16)]
+    first_of_each_shard = list({shard_for(o.customer_id, 16): o for o in reversed(others)}.values())
     pool = await open_pool(make_settings(seeded_database, "nats://unused"))
     store = SubmissionStore(pool, group_max=32, group_flushers=1)
     try:
         results = await asyncio.gather(
-            *(store.claim_for_submission(o.order_id, o.customer_id) for o in [paused, *others]),
+            *(store.claim_for_submission(o.order_id, o.customer_id) for o in [paused, *first_of_each_shard]),
             return_exceptions=True,
         )
     finally:
         await pool.close()
 
     assert isinstance(results[0], ShardPaused)
-    assert [[c.order_id for c in claimed] for claimed in results[1:]] == [[o.order_id] for o in others]  # type: ignore[union-attr]
+    claims = [[c.order_id for c in claimed] for claimed in results[1:]]  # type: ignore[union-attr]
+    assert all(o.order_id in claim for o, claim in zip(first_of_each_shard, claims, strict=True))
+    # each claim also took its shard's other waiting orders, and no order went to two claims
+    assert sorted(i for claim in claims for i in claim) == sorted(o.order_id for o in others)
     claimed = db.execute("SELECT count(*) FROM orders WHERE claimed_at IS NOT NULL").fetchone()
     assert claimed == (len(others),)

@@ -40,7 +40,7 @@ def test_no_statement_of_placement_submission_settlement_or_cancel_is_jit_compil
         [
             "SELECT place_order('o1', '1', 'k1', 'AAPL', 'BUY', 10, 240.00, 2400.00, NULL, 'orders.1', '')",
             "SELECT place_order('o2', '1', 'k2', 'AAPL', 'BUY', 1, 240.00, 240.00, NULL, 'orders.1', '')",
-            "SELECT * FROM claim_for_submissions(ARRAY['o1'])",
+            "SELECT * FROM claim_for_submissions(ARRAY['o1'], ARRAY[32])",
             "SELECT * FROM record_submissions(ARRAY['o1'], ARRAY['V1'])",
             "SELECT * FROM apply_execution_report('e1', 'o1', 'V1', 'PARTIAL_FILL', 4, 230.00, 4, '', now(), '{}')",
             "SELECT * FROM apply_execution_report('e2', 'o1', 'V1', 'FILL', 6, 231.00, 10, '', now(), '{}')",
@@ -73,7 +73,8 @@ def test_the_batched_claims_records_and_settlements_read_orders_by_key_whatever_
     db: psycopg.Connection,
 ) -> None:
     # A batch once put its calls in lock order through a join the planner could not key: it read every order, on
-    # every batch, and settlement slowed as the day went on.
+    # every batch, and settlement slowed as the day went on. A claim reads about its batch of the shard's waiting
+    # orders (8 each here), whatever else waits.
     db.execute(
         """SELECT place_order('o' || g, (g %% %(customers)s + 1)::text, 'k' || g, 'AAPL', 'BUY', 1, 240.00, 240.00,
                               NULL, 'orders.1', '')
@@ -81,7 +82,7 @@ def test_the_batched_claims_records_and_settlements_read_orders_by_key_whatever_
         {"customers": CUSTOMERS},
     )
     statements = [
-        "SELECT * FROM claim_for_submissions(ARRAY['o0', 'o1'])",
+        "SELECT * FROM claim_for_submissions(ARRAY['o0', 'o1'], ARRAY[8, 8])",
         "SELECT * FROM record_submissions(ARRAY['o0', 'o1'], ARRAY['V0', 'V1'])",
         "SELECT * FROM record_venue_rejections(ARRAY['o2'], ARRAY['halted'])",
         """SELECT * FROM apply_execution_reports(ARRAY['e1', 'e2'], ARRAY['o0', 'o1'], ARRAY['V0', 'V1'],
