@@ -30,14 +30,10 @@ class MicroBatcher(Generic[Item, Result]):
         self._flushers: set[asyncio.Task[None]] = set()  # held here: the loop keeps only weak references
 
     async def submit(self, item: Item) -> Result:
-        return await self._enqueue(item)
+        return await self.enqueue(item)
 
-    async def submit_all(self, items: Sequence[Item]) -> list[Result]:
-        """Each item's result, in order, once every one is done; the first failure raises. The items share
-        batches with each other and with other callers' items, as separate submits would, without a task each."""
-        return list(await asyncio.gather(*(self._enqueue(item) for item in items)))
-
-    def _enqueue(self, item: Item) -> asyncio.Future[Result]:
+    def enqueue(self, item: Item) -> asyncio.Future[Result]:
+        """The item's result to come, as a future: a caller with many items gathers them without a task each."""
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._queue.append((item, future))
         if len(self._flushers) < self._max_in_flight:

@@ -43,9 +43,10 @@ async def test_items_submitted_together_share_batches_with_other_callers_and_com
     recorder = Recorder()
     batcher = MicroBatcher(recorder.run, max_batch=3, max_in_flight=2)
 
-    together, alone = await asyncio.gather(batcher.submit_all([0, 2, 4, 6]), batcher.submit(8))
+    together = [batcher.enqueue(i) for i in (0, 2, 4, 6)]
+    alone = batcher.enqueue(8)
 
-    assert (together, alone) == ([0, 20, 40, 60], 80)
+    assert (await asyncio.gather(*together), await alone) == ([0, 20, 40, 60], 80)
     assert recorder.batches == [[0, 2, 4], [6, 8]]  # two flushers at once, the second shared with the lone call
 
 
@@ -53,7 +54,7 @@ async def test_items_submitted_together_raise_the_first_failure() -> None:
     batcher = MicroBatcher(Recorder().run, max_batch=10, max_in_flight=1)
 
     with pytest.raises(ValueError, match="odd 3"):
-        await batcher.submit_all([2, 3, 4])
+        await asyncio.gather(*(batcher.enqueue(i) for i in (2, 3, 4)))
 
 
 async def test_each_caller_gets_its_own_outcome() -> None:
