@@ -30,6 +30,11 @@ HANDLING_SECONDS = Histogram(
 
 
 class CallBoundary(aio.ServerInterceptor):
+    def __init__(self) -> None:
+        # A method's handler wrapped once, not on every call: handlers are equal by value (a refusal built anew
+        # for each call included), so this holds one entry per method and kind of handler.
+        self._wrapped: dict[tuple[str, grpc.RpcMethodHandler], grpc.RpcMethodHandler] = {}
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
@@ -38,31 +43,41 @@ class CallBoundary(aio.ServerInterceptor):
         handler = await continuation(details)
         if handler is None:
             return handler
-        service, _, method = details.method.lstrip("/").partition("/")  # type: ignore[attr-defined]
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(
-                _unary(handler.unary_unary, ("unary", service, method)),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(
-                _server_stream(handler.unary_stream, ("server_stream", service, method)),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.stream_stream:
-            return grpc.stream_stream_rpc_method_handler(
-                _server_stream(handler.stream_stream, ("bidi_stream", service, method)),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return handler  # client streams: none are served
+        key = (details.method, handler)  # type: ignore[attr-defined]
+        wrapped = self._wrapped.get(key)
+        if wrapped is None:
+            wrapped = self._wrapped[key] = _wrap(handler, details.method)  # type: ignore[attr-defined]
+        return wrapped
+
+
+def _wrap(handler: grpc.RpcMethodHandler, full_method: str) -> grpc.RpcMethodHandler:
+    service, _, method = full_method.lstrip("/").partition("/")
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(
+            _unary(handler.unary_unary, ("unary", service, method)),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(
+            _server_stream(handler.unary_stream, ("server_stream", service, method)),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    if handler.stream_stream:
+        return grpc.stream_stream_rpc_method_handler(
+            _server_stream(handler.stream_stream, ("bidi_stream", service, method)),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    return handler  # client streams: none are served
 
 
 def _unary(behavior: Callable[..., Awaitable[Any]], labels: tuple[str, str, str]) -> Callable[..., Awaitable[Any]]:
+    meter = _Meter(labels)
+
     async def call(request: Any, context: aio.ServicerContext) -> Any:
-        started = _start(labels)
+        started = meter.start()
         try:
             with log_context(rpc=labels[2]):
                 return await behavior(request, context)
@@ -71,7 +86,7 @@ def _unary(behavior: Callable[..., Awaitable[Any]], labels: tuple[str, str, str]
         except Exception as error:
             await _abort(context, error, labels[2])
         finally:
-            _finish(labels, context, started)
+            meter.finish(context, started)
 
     return call
 
@@ -79,8 +94,10 @@ def _unary(behavior: Callable[..., Awaitable[Any]], labels: tuple[str, str, str]
 def _server_stream(
     behavior: Callable[..., AsyncGenerator[Any, None]], labels: tuple[str, str, str]
 ) -> Callable[..., AsyncIterator[Any]]:
+    meter = _Meter(labels)
+
     async def call(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
-        started = _start(labels)
+        started = meter.start()
         try:
             with log_context(rpc=labels[2]):
                 async with aclosing(behavior(request, context)) as responses:  # closed also when the client goes
@@ -91,7 +108,7 @@ def _server_stream(
         except Exception as error:
             await _abort(context, error, labels[2])
         finally:
-            _finish(labels, context, started)
+            meter.finish(context, started)
 
     return call
 
@@ -104,13 +121,20 @@ async def _abort(context: aio.ServicerContext, error: Exception, method: str) ->
     await context.abort(grpc.StatusCode.INTERNAL, "internal error")
 
 
-def _start(labels: tuple[str, str, str]) -> float:
-    STARTED.labels(*labels).inc()
-    return time.perf_counter()
+class _Meter:
+    """One method's metrics, their labelled series looked up once."""
 
+    def __init__(self, labels: tuple[str, str, str]) -> None:
+        self._labels = labels
+        self._started = STARTED.labels(*labels)
+        self._seconds = HANDLING_SECONDS.labels(*labels)
 
-def _finish(labels: tuple[str, str, str], context: aio.ServicerContext, started: float) -> None:
-    code = context.code() or grpc.StatusCode.OK
-    name = code.name if isinstance(code, grpc.StatusCode) else str(code)
-    HANDLED.labels(*labels, name).inc()
-    HANDLING_SECONDS.labels(*labels).observe(time.perf_counter() - started)
+    def start(self) -> float:
+        self._started.inc()
+        return time.perf_counter()
+
+    def finish(self, context: aio.ServicerContext, started: float) -> None:
+        code = context.code() or grpc.StatusCode.OK
+        name = code.name if isinstance(code, grpc.StatusCode) else str(code)
+        HANDLED.labels(*self._labels, name).inc()
+        self._seconds.observe(time.perf_counter() - started)
