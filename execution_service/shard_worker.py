@@ -134,7 +134,16 @@ class ShardWorker:
         the cancellation through: an order claimed and submitted is recorded and its message answered, not left to
         AckWait. The answer is sent here, not in the work's task, so that the doorbell ring, the answer and the next
         message's pull request leave on one socket write (each write costs the worker and the NATS server alike)."""
-        work = asyncio.create_task(self._handle(message))
+        try:
+            wake_up = self._decode(message)
+        except MalformedMessage as error:
+            log.error("malformed order message terminated", shard=self.shard, subject=message.subject, error=str(error))
+            await self._send(Answer("terminated", message.term))
+            return
+        if wake_up.kind is MessageType.ORDER_PLACED and self._submitter.has_recorded(wake_up.order_id):
+            await self._send(Answer("done", message.ack))  # an earlier claim took it: no work, no task, no timer
+            return
+        work = asyncio.create_task(self._handle(message, wake_up))
         try:
             answer = await asyncio.shield(work)
         except asyncio.CancelledError:
@@ -142,12 +151,7 @@ class ShardWorker:
             raise
         await self._send(answer)
 
-    async def _handle(self, message: Msg) -> Answer:
-        try:
-            wake_up = self._decode(message)
-        except MalformedMessage as error:
-            log.error("malformed order message terminated", shard=self.shard, subject=message.subject, error=str(error))
-            return Answer("terminated", message.term)
+    async def _handle(self, message: Msg, wake_up: WakeUp) -> Answer:
         with log_context(order_id=wake_up.order_id, customer_id=wake_up.customer_id, shard=self.shard):
             touched: set[str] = set()  # whatever happens, what was recorded before it is news to watchers
             try:

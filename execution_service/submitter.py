@@ -69,7 +69,7 @@ class Submitter:
         Raises ShardPaused, VenueUnavailable or Unavailable with the rest left for the next attempt: each order
         already done stays done, and one claimed but not recorded is submitted again (the exchange dedupes).
         """
-        if order_id in self._taken:
+        if self.has_recorded(order_id):
             return 0
         orders = await self._store.claim_for_submission(order_id, customer_id)
         by_customer: dict[str, list[Order]] = {}
@@ -82,6 +82,10 @@ class Submitter:
             if isinstance(outcome, BaseException):
                 raise outcome  # the first customer's failure; the others' orders that went are recorded
         return len(orders)
+
+    def has_recorded(self, order_id: str) -> bool:
+        """Whether this process recorded the exchange's answer to the order (of the last REMEMBERED it did)."""
+        return order_id in self._taken
 
     async def _submit_in_sequence(self, orders: list[Order], touched: set[str] | None) -> None:
         """One customer's orders, oldest first: one that fails stops those after it (rule 5)."""
