@@ -1,5 +1,8 @@
 """Orders to the exchange over one SubmitOrders stream per process, shared by its shard workers: a submission costs a
-message each way instead of a call (a call's set-up was most of what a submission cost the worker and the venue).
+share of a message each way instead of a call (a call's set-up was most of what a submission cost the worker and the
+venue). Orders submitted while a write is under way go together in the next one, so a claim's orders, and the
+orders of shards that claim at the same moment, share a message (one costs each side about a fifth of a
+millisecond of CPU here).
 
 Each order waits for its own result, matched by order_id, within its deadline. A stream that breaks fails every
 order waiting on it with StreamBroken: their outcome is unknown, so they are submitted again later, and the exchange
@@ -14,6 +17,7 @@ from collections.abc import Callable
 from grpc import aio
 
 from brokerage.proto import exchange_pb2
+from brokerage.wire import SUBMIT_BATCH_MAX
 
 
 class StreamBroken(Exception):
@@ -32,7 +36,7 @@ class SubmitStream:
         stream.waiting[request.order_id] = future
         try:
             async with asyncio.timeout(timeout):
-                await stream.write(request)
+                await stream.send(request)
                 return await future
         finally:
             if stream.waiting.get(request.order_id) is future:
@@ -55,13 +59,23 @@ class _OpenStream:
         self._call = call
         self.waiting: dict[str, asyncio.Future[exchange_pb2.SubmitOrderResult]] = {}
         self.broken = False
+        self._outgoing: list[exchange_pb2.SubmitOrderRequest] = []  # queued, not yet written
+        self._queued = self._taken = 0  # requests queued, and taken to be written, since the stream opened
         self._write_lock = asyncio.Lock()  # grpc allows one write at a time on a call
         self._reader = asyncio.create_task(self._read())
 
-    async def write(self, request: exchange_pb2.SubmitOrderRequest) -> None:
+    async def send(self, request: exchange_pb2.SubmitOrderRequest) -> None:
+        """Returns once the request is written: by this call, with whatever else waits, or by a write before it that
+        took it along."""
+        self._outgoing.append(request)
+        self._queued += 1
+        ticket = self._queued  # requests are written in the order queued: ours is out once this many are
         try:
             async with self._write_lock:
-                await self._call.write(request)
+                while self._taken < ticket:
+                    batch, self._outgoing = self._outgoing[:SUBMIT_BATCH_MAX], self._outgoing[SUBMIT_BATCH_MAX:]
+                    self._taken += len(batch)  # written now, or lost with a write that fails
+                    await self._call.write(exchange_pb2.SubmitOrderBatch(orders=batch))
         except (aio.AioRpcError, asyncio.InvalidStateError) as error:  # the call has ended
             broken = StreamBroken(f"SubmitOrders stream ended: {error!r}")
             self._break(broken)
@@ -73,10 +87,11 @@ class _OpenStream:
 
     async def _read(self) -> None:
         try:
-            async for result in self._call:
-                future = self.waiting.pop(result.order_id, None)
-                if future is not None and not future.done():
-                    future.set_result(result)
+            async for results in self._call:
+                for result in results.results:
+                    future = self.waiting.pop(result.order_id, None)
+                    if future is not None and not future.done():
+                        future.set_result(result)
             self._break(StreamBroken("the exchange ended the SubmitOrders stream"))
         except aio.AioRpcError as error:
             self._break(StreamBroken(f"SubmitOrders stream failed: {error.code().name}: {error.details()}"))

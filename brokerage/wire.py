@@ -27,6 +27,7 @@ STATUS_FROM_PROTO: dict[Any, OrderStatus] = {v: k for k, v in STATUS_TO_PROTO.it
 EXEC_TYPE_TO_PROTO: dict[ExecType, Any] = {t: common_pb2.ExecType.Value(f"EXEC_TYPE_{t.value}") for t in ExecType}
 EXEC_TYPE_FROM_PROTO: dict[Any, ExecType] = {v: k for k, v in EXEC_TYPE_TO_PROTO.items()}
 REPORT_BATCH_MAX = 1_000  # reports in one StreamExecutions message (callback.proto)
+SUBMIT_BATCH_MAX = 1_000  # orders in one SubmitOrders message (exchange.proto)
 
 
 def timestamp(moment: datetime) -> Timestamp:

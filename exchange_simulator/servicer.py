@@ -1,5 +1,5 @@
 """broker.v1.ExchangeService over gRPC: translates each call for the exchange and the answer back, nothing else.
-SubmitOrders answers each order of its stream as SubmitOrder would."""
+SubmitOrders answers each order of its stream's batches as SubmitOrder would, in batches of the results ready."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ from typing import Any
 
 from grpc import aio
 
+from brokerage.domain.errors import FieldViolation, InvalidRequest
 from brokerage.proto import exchange_pb2, exchange_pb2_grpc
-from brokerage.rpc.streams import RequestContext, answer_each, status_of
+from brokerage.rpc.streams import RequestContext, answer_as_ready, status_of
 from brokerage.telemetry import log_context
+from brokerage.wire import SUBMIT_BATCH_MAX
 from exchange_simulator import translate
 from exchange_simulator.exchange import Exchange
 from exchange_simulator.tickets import required_id
@@ -29,8 +31,8 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServiceServicer):
         return translate.acknowledgement(ack)
 
     async def SubmitOrders(
-        self, request_iterator: AsyncIterator[exchange_pb2.SubmitOrderRequest], context: aio.ServicerContext
-    ) -> AsyncIterator[exchange_pb2.SubmitOrderResult]:
+        self, request_iterator: AsyncIterator[exchange_pb2.SubmitOrderBatch], context: aio.ServicerContext
+    ) -> AsyncIterator[exchange_pb2.SubmitOrderResults]:
         async for result in submit_each(self.SubmitOrder, request_iterator):
             yield result
 
@@ -62,10 +64,10 @@ class ExchangeServicer(exchange_pb2_grpc.ExchangeServiceServicer):
 
 async def submit_each(
     submit: Callable[[exchange_pb2.SubmitOrderRequest, Any], Awaitable[exchange_pb2.SubmitOrderResponse]],
-    requests: AsyncIterator[exchange_pb2.SubmitOrderRequest],
-) -> AsyncIterator[exchange_pb2.SubmitOrderResult]:
-    """SubmitOrders over a SubmitOrder handler: each order of the stream answered as SubmitOrder would answer it,
-    its failure included, as soon as it is ready."""
+    batches: AsyncIterator[exchange_pb2.SubmitOrderBatch],
+) -> AsyncIterator[exchange_pb2.SubmitOrderResults]:
+    """SubmitOrders over a SubmitOrder handler: the orders taken up as listed, each answered as SubmitOrder would
+    answer it, its failure included; the results ready at the same moment go back together."""
 
     async def result(request: exchange_pb2.SubmitOrderRequest) -> exchange_pb2.SubmitOrderResult:
         try:
@@ -77,5 +79,12 @@ async def submit_each(
             )
         return exchange_pb2.SubmitOrderResult(order_id=request.order_id, response=response)
 
-    async for answer in answer_each(requests, result):
-        yield answer
+    async def orders() -> AsyncIterator[exchange_pb2.SubmitOrderRequest]:
+        async for batch in batches:
+            if len(batch.orders) > SUBMIT_BATCH_MAX:
+                raise InvalidRequest([FieldViolation("orders", f"at most {SUBMIT_BATCH_MAX:,} in a batch")])
+            for order in batch.orders:
+                yield order
+
+    async for ready in answer_as_ready(orders(), result):
+        yield exchange_pb2.SubmitOrderResults(results=ready)

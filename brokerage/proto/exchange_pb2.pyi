@@ -41,6 +41,18 @@ class SubmitOrderResponse(_message.Message):
     duplicate: bool
     def __init__(self, venue_order_id: _Optional[str] = ..., accepted: _Optional[bool] = ..., reject_reason: _Optional[str] = ..., arrival_sequence: _Optional[int] = ..., duplicate: _Optional[bool] = ...) -> None: ...
 
+class SubmitOrderBatch(_message.Message):
+    __slots__ = ("orders",)
+    ORDERS_FIELD_NUMBER: _ClassVar[int]
+    orders: _containers.RepeatedCompositeFieldContainer[SubmitOrderRequest]
+    def __init__(self, orders: _Optional[_Iterable[_Union[SubmitOrderRequest, _Mapping]]] = ...) -> None: ...
+
+class SubmitOrderResults(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[SubmitOrderResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[SubmitOrderResult, _Mapping]]] = ...) -> None: ...
+
 class SubmitOrderResult(_message.Message):
     __slots__ = ("order_id", "response", "error_code", "error_message")
     ORDER_ID_FIELD_NUMBER: _ClassVar[int]

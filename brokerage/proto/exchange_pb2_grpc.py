@@ -41,8 +41,8 @@ class ExchangeServiceStub:
                 _registered_method=True)
         self.SubmitOrders = channel.stream_stream(
                 '/broker.v1.ExchangeService/SubmitOrders',
-                request_serializer=broker_dot_v1_dot_exchange__pb2.SubmitOrderRequest.SerializeToString,
-                response_deserializer=broker_dot_v1_dot_exchange__pb2.SubmitOrderResult.FromString,
+                request_serializer=broker_dot_v1_dot_exchange__pb2.SubmitOrderBatch.SerializeToString,
+                response_deserializer=broker_dot_v1_dot_exchange__pb2.SubmitOrderResults.FromString,
                 _registered_method=True)
         self.CancelOrder = channel.unary_unary(
                 '/broker.v1.ExchangeService/CancelOrder',
@@ -77,10 +77,11 @@ class ExchangeServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SubmitOrders(self, request_iterator, context):
-        """SubmitOrder for a stream of orders, without a call's overhead for each: every order is answered once on the
-        way back (by order_id, as it is ready, not necessarily in the order sent), with SubmitOrder's response or the
-        status SubmitOrder would have failed with. An order whose result has not come when the stream ends is unknown
-        to the sender, which may submit it again (the exchange dedupes by order_id).
+        """SubmitOrder for a stream of orders in batches (at most 1,000 each), without a call's or a message's overhead
+        for each: the orders arrive in the order listed. Every order is answered once (by order_id, as it is ready,
+        not necessarily in the order sent) with SubmitOrder's response or the status SubmitOrder would have failed
+        with; the results ready at the same moment come back in one message. An order whose result has not come when
+        the stream ends is unknown to the sender, which may submit it again (the exchange dedupes by order_id).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -123,8 +124,8 @@ def add_ExchangeServiceServicer_to_server(servicer, server):
             ),
             'SubmitOrders': grpc.stream_stream_rpc_method_handler(
                     servicer.SubmitOrders,
-                    request_deserializer=broker_dot_v1_dot_exchange__pb2.SubmitOrderRequest.FromString,
-                    response_serializer=broker_dot_v1_dot_exchange__pb2.SubmitOrderResult.SerializeToString,
+                    request_deserializer=broker_dot_v1_dot_exchange__pb2.SubmitOrderBatch.FromString,
+                    response_serializer=broker_dot_v1_dot_exchange__pb2.SubmitOrderResults.SerializeToString,
             ),
             'CancelOrder': grpc.unary_unary_rpc_method_handler(
                     servicer.CancelOrder,
@@ -199,8 +200,8 @@ class ExchangeService:
             request_iterator,
             target,
             '/broker.v1.ExchangeService/SubmitOrders',
-            broker_dot_v1_dot_exchange__pb2.SubmitOrderRequest.SerializeToString,
-            broker_dot_v1_dot_exchange__pb2.SubmitOrderResult.FromString,
+            broker_dot_v1_dot_exchange__pb2.SubmitOrderBatch.SerializeToString,
+            broker_dot_v1_dot_exchange__pb2.SubmitOrderResults.FromString,
             options,
             channel_credentials,
             insecure,

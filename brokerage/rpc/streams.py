@@ -29,6 +29,16 @@ async def answer_each(
 ) -> AsyncIterator[Answer]:
     """Each request's answer, in the order they are ready. An answer that fails, or a stream that breaks, ends the
     stream with that error; the requests still being answered are cancelled."""
+    async for ready in answer_as_ready(requests, answer):
+        for one in ready:
+            yield one
+
+
+async def answer_as_ready(
+    requests: AsyncIterator[Request], answer: Callable[[Request], Awaitable[Answer]]
+) -> AsyncIterator[list[Answer]]:
+    """As answer_each, but the answers ready at the same moment come together: a stream message can carry them all.
+    The requests are taken up in the order they arrive."""
     answers: asyncio.Queue[object] = asyncio.Queue()
     answering: set[asyncio.Task[None]] = set()
 
@@ -51,10 +61,17 @@ async def answer_each(
 
     reader = asyncio.create_task(read())
     try:
-        while (item := await answers.get()) is not _END:
-            if isinstance(item, BaseException):
-                raise item
-            yield item  # type: ignore[misc]  # the queue holds answers, failures and the end marker
+        while True:
+            ready = [await answers.get()]
+            while not answers.empty():
+                ready.append(answers.get_nowait())
+            last = next((i for i, item in enumerate(ready) if item is _END or isinstance(item, BaseException)), None)
+            if last != 0:
+                yield ready[:last]  # type: ignore[misc]  # the queue holds answers, failures and the end marker
+            if last is not None:
+                if ready[last] is _END:
+                    return
+                raise ready[last]  # type: ignore[misc]
     finally:
         reader.cancel()
         for task in answering:

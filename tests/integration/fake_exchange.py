@@ -47,6 +47,7 @@ class FakeExchange(exchange_pb2_grpc.ExchangeServiceServicer):
     cancels: list[str] = field(default_factory=list)  # order ids, in the order their cancels came
     quotes: dict[str, str] = field(default_factory=lambda: {"AAPL": "230.00", "MSFT": "420.00"})
     drop_copy: list[exchange_pb2.DropCopyEntry] = field(default_factory=list)  # what GetDropCopy answers
+    batch_sizes: list[int] = field(default_factory=list)  # orders in each SubmitOrders message received
     target: str = ""  # host:port once served
 
     async def SubmitOrder(
@@ -84,10 +85,15 @@ class FakeExchange(exchange_pb2_grpc.ExchangeServiceServicer):
         return ack
 
     async def SubmitOrders(
-        self, request_iterator: AsyncIterator[exchange_pb2.SubmitOrderRequest], context: aio.ServicerContext
-    ) -> AsyncIterator[exchange_pb2.SubmitOrderResult]:
-        async for result in submit_each(self.SubmitOrder, request_iterator):
-            yield result
+        self, request_iterator: AsyncIterator[exchange_pb2.SubmitOrderBatch], context: aio.ServicerContext
+    ) -> AsyncIterator[exchange_pb2.SubmitOrderResults]:
+        async def noted() -> AsyncIterator[exchange_pb2.SubmitOrderBatch]:
+            async for batch in request_iterator:
+                self.batch_sizes.append(len(batch.orders))
+                yield batch
+
+        async for results in submit_each(self.SubmitOrder, noted()):
+            yield results
 
     async def CancelOrder(
         self, request: exchange_pb2.ExchangeCancelRequest, context: aio.ServicerContext

@@ -77,6 +77,18 @@ async def test_each_order_gets_its_own_result_whatever_order_they_come_back_in(
     assert await first == Accepted("V1", duplicate=False)
 
 
+async def test_orders_submitted_while_one_is_written_share_the_next_message_and_arrive_as_submitted(
+    venue: FakeExchange, client: ExchangeClient
+) -> None:
+    await client.submit(order("opens-the-stream"))
+
+    outcomes = await asyncio.gather(*(client.submit(order(f"o{i}")) for i in range(5)))
+
+    assert all(isinstance(outcome, Accepted) for outcome in outcomes)
+    assert venue.batch_sizes == [1, 1, 4]  # o0 went at once; the four that came while it was written, together
+    assert [s.order_id for s in venue.submissions][1:] == [f"o{i}" for i in range(5)]
+
+
 async def test_an_orders_failure_is_its_own_and_the_stream_carries_on(
     venue: FakeExchange, client: ExchangeClient
 ) -> None:

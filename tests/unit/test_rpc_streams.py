@@ -9,7 +9,7 @@ import grpc
 import pytest
 
 from brokerage.domain.errors import FieldViolation, InvalidRequest
-from brokerage.rpc.streams import Aborted, RequestContext, answer_each, status_of
+from brokerage.rpc.streams import Aborted, RequestContext, answer_as_ready, answer_each, status_of
 
 
 async def requests(*delays: float) -> AsyncIterator[float]:
@@ -37,6 +37,20 @@ async def test_a_failed_answer_ends_the_stream_with_its_error() -> None:
         async for a in answer_each(requests(1.0, -1.0), answer):
             answered.append(a)
     assert answered == []  # the slow one was cancelled, not awaited
+
+
+async def test_answers_ready_at_the_same_moment_come_together_and_a_failure_after_those_before_it() -> None:
+    async def answer(delay: float) -> float:
+        await asyncio.sleep(abs(delay))
+        if delay < 0:
+            raise ValueError("malformed")
+        return delay
+
+    answered = []
+    with pytest.raises(ValueError, match="malformed"):
+        async for ready in answer_as_ready(requests(0.0, 0.0, 0.0, 0.03, -0.06, 0.5), answer):
+            answered.append(ready)
+    assert answered == [[0.0, 0.0, 0.0], [0.03]]
 
 
 async def test_an_abort_ends_the_request_alone_with_the_status_a_unary_call_would_have() -> None:
