@@ -56,7 +56,7 @@ class Submitter:
     def __init__(self, store: SubmissionStore, exchange: ExchangeClient, *, remembered: int = REMEMBERED) -> None:
         self._store = store
         self._exchange = exchange
-        self._taken = RecentIds(remembered)  # orders this process recorded as answered by the exchange
+        self._recorded = RecentIds(remembered)  # orders whose exchange answer this process recorded
 
     async def submit_through(self, order_id: str, customer_id: str, touched: set[str] | None = None) -> int:
         """Submits the customer's waiting orders up to and including order_id, and the other waiting orders of the
@@ -85,14 +85,14 @@ class Submitter:
 
     def has_recorded(self, order_id: str) -> bool:
         """Whether this process recorded the exchange's answer to the order (of the last REMEMBERED it did)."""
-        return order_id in self._taken
+        return order_id in self._recorded
 
     async def _submit_in_sequence(self, orders: list[Order], touched: set[str] | None) -> None:
         """One customer's orders, oldest first: one that fails stops those after it (rule 5)."""
         for order in orders:
             with log_context(order_id=order.order_id, customer_id=order.customer_id):
                 await self._submit(order)
-            self._taken.add(order.order_id)
+            self._recorded.add(order.order_id)
             if touched is not None:
                 touched.add(order.customer_id)
 
