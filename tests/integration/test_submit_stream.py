@@ -6,41 +6,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
-from decimal import Decimal
 
 import grpc
 import pytest
 
-from brokerage.domain.orders import Order, OrderStatus, Side
+from brokerage.domain.orders import Order
 from brokerage.domain.submission import Accepted, Refused, SubmissionOutcome, VenueUnavailable
 from brokerage.exchange_client import ExchangeClient
+from tests.factories import placed_order
 from tests.integration.fake_exchange import FakeExchange, serve_fake_exchange
 
 pytestmark = pytest.mark.integration
-
-
-def order(order_id: str, symbol: str = "AAPL") -> Order:
-    now = datetime.now(UTC)
-    return Order(
-        order_id=order_id,
-        client_order_id=order_id,
-        customer_id="1",
-        sequence=1,
-        symbol=symbol,
-        side=Side.BUY,
-        quantity=1,
-        status=OrderStatus.PLACED,
-        status_reason="",
-        protection_price=Decimal("241.50"),
-        reserved_cash=Decimal("241.50"),
-        reserved_shares=0,
-        filled_quantity=0,
-        average_fill_price=None,
-        cancel_requested=False,
-        created_at=now,
-        updated_at=now,
-    )
 
 
 @pytest.fixture
@@ -68,9 +44,9 @@ async def test_each_order_gets_its_own_result_whatever_order_they_come_back_in(
             await first_may_answer.wait()
 
     venue.before_ack = hold_the_first
-    first = asyncio.create_task(client.submit(order("first")))
+    first = asyncio.create_task(client.submit(placed_order("first")))
     await first_taken.wait()
-    second = await client.submit(order("second"))  # answered while the first is held
+    second = await client.submit(placed_order("second"))  # answered while the first is held
     first_may_answer.set()
 
     assert second == Accepted("V2", duplicate=False)
@@ -80,9 +56,9 @@ async def test_each_order_gets_its_own_result_whatever_order_they_come_back_in(
 async def test_orders_submitted_while_one_is_written_share_the_next_message_and_arrive_as_submitted(
     venue: FakeExchange, client: ExchangeClient
 ) -> None:
-    await client.submit(order("opens-the-stream"))
+    await client.submit(placed_order("opens-the-stream"))
 
-    outcomes = await asyncio.gather(*(client.submit(order(f"o{i}")) for i in range(5)))
+    outcomes = await asyncio.gather(*(client.submit(placed_order(f"o{i}")) for i in range(5)))
 
     assert all(isinstance(outcome, Accepted) for outcome in outcomes)
     assert venue.batch_sizes == [1, 1, 4]  # o0 went at once; the four that came while it was written, together
@@ -95,12 +71,12 @@ async def test_an_orders_failure_is_its_own_and_the_stream_carries_on(
     venue.refused_symbols["GME"] = "halted"
     venue.failures.append(grpc.StatusCode.INVALID_ARGUMENT)
 
-    assert isinstance(await client.submit(order("a")), Refused)  # the venue's refusal of the request
+    assert isinstance(await client.submit(placed_order("a")), Refused)  # the venue's refusal of the request
     with pytest.raises(VenueUnavailable):
         venue.failures.append(grpc.StatusCode.UNAVAILABLE)
-        await client.submit(order("b"))
-    assert await client.submit(order("c", symbol="GME")) == Refused("halted")
-    assert await client.submit(order("d")) == Accepted("V2", duplicate=False)
+        await client.submit(placed_order("b"))
+    assert await client.submit(placed_order("c", symbol="GME")) == Refused("halted")
+    assert await client.submit(placed_order("d")) == Accepted("V2", duplicate=False)
 
 
 async def test_an_order_unanswered_by_its_deadline_is_unavailable_and_its_late_result_is_dropped(
@@ -109,9 +85,9 @@ async def test_an_order_unanswered_by_its_deadline_is_unavailable_and_its_late_r
     venue.stall_after_taking = 1
 
     with pytest.raises(VenueUnavailable):
-        await client.submit(order("slow"))
-    assert await client.submit(order("next")) == Accepted("V2", duplicate=False)
-    assert await client.submit(order("slow")) == Accepted("V1", duplicate=True)  # the venue had taken it
+        await client.submit(placed_order("slow"))
+    assert await client.submit(placed_order("next")) == Accepted("V2", duplicate=False)
+    assert await client.submit(placed_order("slow")) == Accepted("V1", duplicate=True)  # the venue had taken it
 
 
 async def test_a_broken_stream_fails_what_waits_on_it_and_the_next_order_opens_a_new_one() -> None:
@@ -126,7 +102,7 @@ async def test_a_broken_stream_fails_what_waits_on_it_and_the_next_order_opens_a
             await asyncio.sleep(10)
 
         venue.before_ack = hold
-        waiting = asyncio.create_task(client.submit(order("lost")))
+        waiting = asyncio.create_task(client.submit(placed_order("lost")))
         await held.wait()
         await running.server.stop(0)  # the venue goes away mid-stream
         with pytest.raises(VenueUnavailable):
@@ -134,7 +110,7 @@ async def test_a_broken_stream_fails_what_waits_on_it_and_the_next_order_opens_a
 
         venue.before_ack = None
         running = await serve_fake_exchange(venue, venue.target)  # back, on the same port
-        assert await submitted_once_reachable(client, order("after")) == Accepted("V2", duplicate=False)
+        assert await submitted_once_reachable(client, placed_order("after")) == Accepted("V2", duplicate=False)
     finally:
         await client.close()
         await running.server.stop(0)

@@ -6,37 +6,13 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
-from datetime import UTC, datetime
-from decimal import Decimal
 
 import pytest
 
-from brokerage.domain.orders import Order, OrderStatus, Side
+from brokerage.domain.orders import Order, OrderStatus
 from brokerage.domain.submission import Accepted, SubmissionOutcome, VenueUnavailable
 from execution_service.submitter import RecentIds, Submitter
-
-
-def order(order_id: str, customer_id: str, sequence: int) -> Order:
-    now = datetime.now(UTC)
-    return Order(
-        order_id=order_id,
-        client_order_id=f"k-{order_id}",
-        customer_id=customer_id,
-        sequence=sequence,
-        symbol="AAPL",
-        side=Side.BUY,
-        quantity=1,
-        status=OrderStatus.PLACED,
-        status_reason="",
-        protection_price=Decimal("200.00"),
-        reserved_cash=Decimal("200.00"),
-        reserved_shares=0,
-        filled_quantity=0,
-        average_fill_price=None,
-        cancel_requested=False,
-        created_at=now,
-        updated_at=now,
-    )
+from tests.factories import placed_order
 
 
 class Record:
@@ -74,7 +50,7 @@ class Exchange:
 
 
 async def test_each_customers_orders_go_in_sequence_and_the_customers_side_by_side() -> None:
-    record = Record([order("a1", "A", 1), order("a2", "A", 2), order("b1", "B", 1)])
+    record = Record([placed_order("a1", "A", 1), placed_order("a2", "A", 2), placed_order("b1", "B", 1)])
     exchange = Exchange()
     touched: set[str] = set()
 
@@ -87,7 +63,7 @@ async def test_each_customers_orders_go_in_sequence_and_the_customers_side_by_si
 
 
 async def test_a_message_for_an_order_already_recorded_is_answered_without_the_database() -> None:
-    record = Record([order("a1", "A", 1), order("b1", "B", 1)])
+    record = Record([placed_order("a1", "A", 1), placed_order("b1", "B", 1)])
     submitter = Submitter(record, Exchange())  # type: ignore[arg-type]
     await submitter.submit_through("a1", "A")
 
@@ -96,7 +72,7 @@ async def test_a_message_for_an_order_already_recorded_is_answered_without_the_d
 
 
 async def test_a_customers_failure_stops_its_later_orders_not_the_other_customers() -> None:
-    record = Record([order("a1", "A", 1), order("a2", "A", 2), order("b1", "B", 1)])
+    record = Record([placed_order("a1", "A", 1), placed_order("a2", "A", 2), placed_order("b1", "B", 1)])
     exchange = Exchange(down=frozenset({"a1"}))
     submitter = Submitter(record, exchange)  # type: ignore[arg-type]
 
@@ -105,7 +81,7 @@ async def test_a_customers_failure_stops_its_later_orders_not_the_other_customer
 
     assert record.submitted == ["b1"]  # a2 waits for a1; b1 went
     assert await submitter.submit_through("b1", "B") == 0
-    exchange.down, record.waiting = frozenset(), [order("a1", "A", 1), order("a2", "A", 2)]
+    exchange.down, record.waiting = frozenset(), [placed_order("a1", "A", 1), placed_order("a2", "A", 2)]
     assert await submitter.submit_through("a2", "A") == 2  # a1 not recorded: its message goes to the database
 
 
