@@ -59,8 +59,8 @@ class _OpenStream:
         self._call = call
         self.waiting: dict[str, asyncio.Future[exchange_pb2.SubmitOrderResult]] = {}
         self.broken = False
-        self._outgoing: list[exchange_pb2.SubmitOrderRequest] = []  # queued, not yet written
-        self._queued = self._taken = 0  # requests queued, and taken to be written, since the stream opened
+        self._outgoing: list[exchange_pb2.SubmitOrderRequest] = []  # queued, not yet taken to be written
+        self._taken = 0  # requests taken to be written since the stream opened
         self._write_lock = asyncio.Lock()  # grpc allows one write at a time on a call
         self._reader = asyncio.create_task(self._read())
 
@@ -68,8 +68,7 @@ class _OpenStream:
         """Returns once the request is written: by this call, with whatever else waits, or by a write before it that
         took it along."""
         self._outgoing.append(request)
-        self._queued += 1
-        ticket = self._queued  # requests are written in the order queued: ours is out once this many are
+        ticket = self._taken + len(self._outgoing)  # written in the order queued: ours is out once this many are
         try:
             async with self._write_lock:
                 while self._taken < ticket:
