@@ -163,7 +163,8 @@ SELECT 1;
 SELECT * FROM apply_execution_reports(%(exec_id)s::text[], %(order_id)s::text[], %(venue_order_id)s::text[],
                                       %(exec_type)s::text[], %(last_quantity)s::bigint[], %(last_price)s::numeric[],
                                       %(cumulative_quantity)s::bigint[], %(reason)s::text[],
-                                      %(transact_time)s::timestamptz[], %(report)s::jsonb[]);
+                                      %(transact_time)s::timestamptz[], %(symbol)s::text[], %(side)s::text[],
+                                      %(order_quantity)s::bigint[]);
 
 -- name: pending_cancel
 -- An order at the exchange whose customer asked to cancel it, the cancel not yet sent.

@@ -9,7 +9,6 @@ where the second would wait on the first's locks until it commits and the lanes 
 from __future__ import annotations
 
 import asyncio
-import json
 import zlib
 from collections.abc import Sequence
 from typing import Any
@@ -17,7 +16,6 @@ from typing import Any
 from psycopg_pool import AsyncConnectionPool
 
 from brokerage.domain.executions import ExecutionReport, Settled, SettlementOutcome
-from brokerage.domain.money import format_decimal
 from brokerage.storage.batching import MicroBatcher, isolating_refusals
 from brokerage.storage.queries import fetch_all
 
@@ -61,23 +59,7 @@ def _report_arrays(batch: Sequence[ExecutionReport]) -> dict[str, list[Any]]:
         "cumulative_quantity": [r.cumulative_quantity for r in batch],
         "reason": [r.reason for r in batch],
         "transact_time": [r.transact_time for r in batch],
-        "report": [json.dumps(_as_json(r)) for r in batch],
-    }
-
-
-def _as_json(report: ExecutionReport) -> dict[str, Any]:
-    """The report as an operator reads it in a break."""
-    return {
-        "exec_id": report.exec_id,
-        "order_id": report.order_id,
-        "venue_order_id": report.venue_order_id,
-        "exec_type": report.exec_type.value,
-        "last_quantity": report.last_quantity,
-        "last_price": format_decimal(report.last_price),
-        "cumulative_quantity": report.cumulative_quantity,
-        "reason": report.reason,
-        "transact_time": report.transact_time.isoformat(),
-        "symbol": report.symbol,
-        "side": report.side.value,
-        "order_quantity": report.order_quantity,
+        "symbol": [r.symbol for r in batch],
+        "side": [r.side.value for r in batch],
+        "order_quantity": [r.order_quantity for r in batch],
     }

@@ -108,19 +108,38 @@ async def test_a_buy_filled_in_parts_moves_its_real_cost_out_of_the_reservation_
     assert events == [("placed", 0), ("submitted", 0), ("partially_filled", 4), ("filled", 10)]
 
 
-async def test_the_exchanges_new_for_an_order_recorded_submitted_is_booked_without_rewriting_the_order(
+async def test_the_exchanges_new_for_an_order_recorded_submitted_is_acknowledged_and_writes_nothing(
     stub: orders_pb2_grpc.OrderServiceStub, reporter: callback_pb2_grpc.CallbackServiceStub, db: psycopg.Connection
 ) -> None:
     order = await at_exchange(stub, db)
     version = "SELECT xmin::text, updated_at FROM orders WHERE order_id = %s"
     before = db.execute(version, (order.order_id,)).fetchone()
+    balances_version = db.execute("SELECT xmin::text FROM balances WHERE customer_id = '1'").fetchone()
     new = report(order, NEW)
 
-    assert await send(reporter, new, new) == [False, True]  # booked once: its execution row keeps it idempotent
+    # Nothing of it is news, once or twice: no executions row keeps it, no lock is taken, nothing is rewritten.
+    assert await send(reporter, new, new) == [False, False]
 
     assert db.execute(version, (order.order_id,)).fetchone() == before
+    assert db.execute("SELECT xmin::text FROM balances WHERE customer_id = '1'").fetchone() == balances_version
+    assert db.execute("SELECT count(*) FROM executions WHERE order_id = %s", (order.order_id,)).fetchone() == (0,)
+
+
+async def test_the_exchanges_new_before_the_worker_recorded_it_submits_the_order_once(
+    stub: orders_pb2_grpc.OrderServiceStub, reporter: callback_pb2_grpc.CallbackServiceStub, db: psycopg.Connection
+) -> None:
+    order = await stub.PlaceOrder(place(), timeout=5)
+    db.execute("UPDATE orders SET claimed_at = now() WHERE order_id = %s", (order.order_id,))  # the worker's claim
+    new = report(order, NEW)
+
+    # The first is booked; its twin then finds the order SUBMITTED at this venue id: nothing more to do.
+    assert await send(reporter, new, new) == [False, False]
+
+    assert order_row(db, order.order_id)[0] == "SUBMITTED"
     booked = db.execute("SELECT exec_type FROM executions WHERE order_id = %s", (order.order_id,)).fetchall()
     assert booked == [("NEW",)]
+    events = db.execute("SELECT event_type FROM order_events WHERE order_id = %s ORDER BY sequence", (order.order_id,))
+    assert events.fetchall() == [("placed",), ("submitted",)]
 
 
 async def test_a_sell_releases_its_shares_and_credits_the_proceeds(
@@ -391,7 +410,8 @@ async def test_a_stream_of_reports_is_booked_once_each_and_each_is_acknowledged(
         [(r.exec_id, False) for r in reports] + [(reports[1].exec_id, True)]
     )
     assert [order_row(db, o.order_id)[:2] for o in (first, second)] == [("FILLED", 3), ("FILLED", 2)]
-    assert db.execute("SELECT count(*) FROM executions").fetchone() == (len(reports),)
+    # Every report but the NEW, which told nothing the worker had not recorded.
+    assert db.execute("SELECT count(*) FROM executions").fetchone() == (len(reports) - 1,)
 
 
 async def test_a_forged_stream_is_refused_and_a_malformed_report_ends_the_stream(
