@@ -1,8 +1,9 @@
 """The transactions on the money path stay cheap to plan: no statement inside them (triggers included) is planned
-expensively enough for PostgreSQL to JIT-compile it. Under `enable_seqscan = off`, which those functions set, a
-statement that cannot use an index is costed at 1e10, and JIT then spends milliseconds on every call (it did: the
-shard trigger's read of shard_config cost about 7 ms per placement). Checked with JIT on, as a connection that does
-not turn it off would run, by auto_explain reporting every nested statement's plan."""
+expensively enough for PostgreSQL to JIT-compile it. Under `enable_seqscan = off`, which the functions the services
+call set (their helpers inherit it), a statement that cannot use an index is costed at 1e10, and JIT then spends
+milliseconds on every call (it did: the shard trigger's read of shard_config cost about 7 ms per placement). Checked
+with JIT on, as a connection that does not turn it off would run, by auto_explain reporting every nested statement's
+plan."""
 
 from __future__ import annotations
 
@@ -42,9 +43,11 @@ def test_no_statement_of_placement_submission_settlement_or_cancel_is_jit_compil
             "SELECT place_order('o2', '1', 'k2', 'AAPL', 'BUY', 1, 240.00, 240.00, NULL, 'orders.1', '')",
             "SELECT * FROM claim_for_submissions(ARRAY['o1'], ARRAY[32])",
             "SELECT * FROM record_submissions(ARRAY['o1'], ARRAY['V1'])",
-            "SELECT * FROM apply_execution_report('e0', 'o1', 'V1', 'NEW', 0, NULL, 0, '', now(), 'AAPL', 'BUY', 10)",
-            "SELECT * FROM apply_execution_report('e1', 'o1', 'V1', 'PARTIAL_FILL', 4, 230.00, 4, '', now(), '', '', 0)",
-            "SELECT * FROM apply_execution_report('e2', 'o1', 'V1', 'FILL', 6, 231.00, 10, '', now(), '', '', 0)",
+            """SELECT * FROM apply_execution_reports(ARRAY['e0', 'e1', 'e2'], ARRAY['o1', 'o1', 'o1'],
+                   ARRAY['V1', 'V1', 'V1'], ARRAY['NEW', 'PARTIAL_FILL', 'FILL'], ARRAY[0, 4, 6]::bigint[],
+                   ARRAY[NULL, 230.00, 231.00], ARRAY[0, 4, 10]::bigint[], ARRAY['', '', ''],
+                   ARRAY[now(), now(), now()], ARRAY['AAPL', '', ''], ARRAY['BUY', '', ''],
+                   ARRAY[10, 0, 0]::bigint[])""",
             "SELECT * FROM cancel_order('1', 'o2', 'orders.1', '')",
         ],
     )
@@ -88,7 +91,8 @@ def test_the_batched_claims_records_and_settlements_read_orders_by_key_whatever_
         "SELECT * FROM record_venue_rejections(ARRAY['o2'], ARRAY['halted'])",
         """SELECT * FROM apply_execution_reports(ARRAY['e1', 'e2'], ARRAY['o0', 'o1'], ARRAY['V0', 'V1'],
                ARRAY['FILL', 'FILL'], ARRAY[1, 1]::bigint[], ARRAY[239.00, 239.00], ARRAY[1, 1]::bigint[],
-               ARRAY['', ''], ARRAY[now(), now()], ARRAY['AAPL', 'AAPL'], ARRAY['BUY', 'BUY'], ARRAY[1, 1]::bigint[])""",
+               ARRAY['', ''], ARRAY[now(), now()], ARRAY['AAPL', 'AAPL'], ARRAY['BUY', 'BUY'],
+               ARRAY[1, 1]::bigint[])""",
     ]
 
     read = {statement.split("(")[0]: orders_rows_read(db, statement) for statement in statements}
