@@ -358,7 +358,7 @@ def measure(
 def outbox_unpublished(database_url: str) -> int:
     """How many outbox messages wait to be published (does the relay keep up?)."""
     with psycopg.connect(database_url, autocommit=True) as conn:
-        row = conn.execute("SELECT count(*) FROM outbox WHERE published_at IS NULL").fetchone()
+        row = conn.execute("SELECT count(*) FROM outbox").fetchone()
     return int(row[0]) if row else 0
 
 

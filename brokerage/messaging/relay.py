@@ -1,4 +1,5 @@
-"""The outbox relay: publishes committed messages to JetStream and marks them sent once JetStream has them.
+"""The outbox relay: publishes committed messages to JetStream and removes them from the outbox once JetStream has
+them.
 
 Any number of relays may run (one per OrderService replica): each claims its own rows with SKIP LOCKED,
 and a message published twice (a relay died between the ack and its commit) is dropped by JetStream's
@@ -8,7 +9,6 @@ duplicate window, keyed by Nats-Msg-Id. While NATS is down messages wait in the 
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
 
 from prometheus_client import Counter, Histogram
 
@@ -26,7 +26,6 @@ PUBLISH_FAILURES = Counter("outbox_publish_failures_total", "Outbox batches that
 BATCH_SIZE = Histogram("outbox_batch_size", "Messages per published outbox batch", buckets=(1, 5, 20, 100, 500))
 
 MAX_BACKOFF_SECONDS = 2.0
-PURGE_EVERY_SECONDS = 60.0
 
 
 class OutboxRelay:
@@ -38,14 +37,12 @@ class OutboxRelay:
         batch_size: int,
         poll_seconds: float,
         publish_timeout: float,
-        retention: timedelta = timedelta(hours=1),
     ) -> None:
         self._outbox = outbox
         self._link = link
         self._batch_size = batch_size
         self._poll_seconds = poll_seconds
         self._publish_timeout = publish_timeout
-        self._retention = retention
         self._wakeup = asyncio.Event()
 
     def wake(self) -> None:
@@ -55,16 +52,11 @@ class OutboxRelay:
     async def run(self) -> None:
         """Relays until cancelled. Transient failures back off and retry; a shard count mismatch is fatal."""
         backoff = 0.05
-        last_purge = 0.0
-        loop = asyncio.get_running_loop()
         while not stop_requested():
             try:
                 if await self.relay_batch() == self._batch_size:
                     continue  # more are waiting
                 backoff = 0.05
-                if loop.time() - last_purge > PURGE_EVERY_SECONDS:
-                    await self._outbox.purge_published(self._retention)
-                    last_purge = loop.time()
                 await self._wait_for_work()
             except ShardCountMismatch:
                 raise

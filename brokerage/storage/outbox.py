@@ -1,11 +1,10 @@
-"""The outbox as the relay sees it: batches of unpublished messages, published once JetStream has them."""
+"""The outbox as the relay sees it: batches of messages, gone from it once JetStream has them."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import timedelta
 
 from psycopg_pool import AsyncConnectionPool
 
@@ -27,14 +26,9 @@ class Outbox:
 
     @asynccontextmanager
     async def publishing(self, limit: int) -> AsyncIterator[list[OutboxMessage]]:
-        """Takes up to limit unpublished messages, oldest first, for the block to publish. They commit as
-        published only if the block ends without an error, else they return to the outbox for the next take."""
+        """Takes up to limit messages, oldest first, for the block to publish. They leave the outbox only if the
+        block ends without an error, else they return to it for the next take."""
         async with self._pool.connection() as conn, conn.transaction():
             cursor = await conn.execute(query("take_outbox_batch"), {"limit": limit})
             rows = sorted(await cursor.fetchall(), key=lambda row: row[0])  # RETURNING keeps no order
             yield [OutboxMessage(r[0], r[1], r[2], bytes(r[3]), r[4]) for r in rows]
-
-    async def purge_published(self, retention: timedelta) -> int:
-        async with self._pool.connection() as conn:
-            cursor = await conn.execute(query("purge_published_outbox"), {"retention": retention})
-            return cursor.rowcount

@@ -46,18 +46,12 @@ INSERT INTO shard_config (shard_count) VALUES (%(shard_count)s) ON CONFLICT DO N
 SELECT shard_count FROM shard_config WHERE singleton;
 
 -- name: take_outbox_batch
--- Marks the oldest unpublished messages published and returns them, in one statement: the caller's transaction
--- commits the mark only once JetStream has them. SKIP LOCKED: relays in several replicas each take their own
--- rows; a crashed relay's rows come back.
-UPDATE outbox SET published_at = now()
- WHERE message_id IN (SELECT message_id FROM outbox WHERE published_at IS NULL
-                       ORDER BY message_id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
+-- Takes the oldest messages out of the outbox and returns them, in one statement: the caller's transaction commits
+-- their removal only once JetStream has them. SKIP LOCKED: relays in several replicas each take their own rows; a
+-- crashed relay's rows come back.
+DELETE FROM outbox
+ WHERE message_id IN (SELECT message_id FROM outbox ORDER BY message_id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
 RETURNING message_id, dedupe_id, subject, payload, message_type;
-
--- name: purge_published_outbox
-DELETE FROM outbox WHERE message_id IN (
-    SELECT message_id FROM outbox WHERE published_at < now() - %(retention)s::interval LIMIT 10000
-);
 
 -- The workers' group commits: each parameter is an array, an element per call (storage.group_commit).
 -- name: claim_for_submissions

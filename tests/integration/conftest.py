@@ -162,12 +162,19 @@ def db(seeded_database: str) -> Iterator[psycopg.Connection]:
 
 
 def snapshot(conn: psycopg.Connection) -> dict[str, object]:
-    """Everything placement may change, to prove that a refused request changed nothing (the relay may
-    still mark earlier messages published meanwhile)."""
+    """Everything placement may change, to prove that a refused request changed nothing (the relay may still take
+    earlier messages out of the outbox meanwhile: what counts is how many were ever written)."""
     tables = ["orders", "balances", "positions", "ledger_entries", "order_events"]
-    state = {t: conn.execute(f"SELECT * FROM {t} ORDER BY 1").fetchall() for t in tables}
-    state["outbox"] = conn.execute("SELECT message_id, dedupe_id, subject FROM outbox ORDER BY 1").fetchall()
+    state: dict[str, object] = {t: conn.execute(f"SELECT * FROM {t} ORDER BY 1").fetchall() for t in tables}
+    state["outbox"] = outbox_written(conn)
     return state
+
+
+def outbox_written(conn: psycopg.Connection) -> int:
+    """How many messages were ever written to the outbox: the relay removes them once JetStream has them."""
+    row = conn.execute("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM outbox_message_id_seq").fetchone()
+    assert row is not None
+    return int(row[0])
 
 
 def available(conn: psycopg.Connection, customer_id: str) -> tuple[Decimal, Decimal]:

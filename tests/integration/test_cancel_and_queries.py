@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from brokerage.proto import common_pb2, orders_pb2, orders_pb2_grpc
-from tests.integration.conftest import available, snapshot
+from tests.integration.conftest import available, outbox_written, snapshot
 from tests.integration.test_place_order import place
 
 pytestmark = pytest.mark.integration
@@ -71,6 +71,7 @@ async def test_canceling_a_claimed_order_asks_the_exchange_and_keeps_its_reserva
     order = await stub.PlaceOrder(place(), timeout=5)
     db.execute("UPDATE orders SET claimed_at = now() WHERE order_id = %s", (order.order_id,))
     held = available(db, "1")
+    written = outbox_written(db)
 
     requested = await stub.CancelOrder(cancel(order.order_id), timeout=5)
     again = await stub.CancelOrder(cancel(order.order_id), timeout=5)
@@ -78,8 +79,7 @@ async def test_canceling_a_claimed_order_asks_the_exchange_and_keeps_its_reserva
     assert (requested.status, requested.cancel_requested) == (common_pb2.ORDER_STATUS_PLACED, True)
     assert (again.status, again.cancel_requested) == (common_pb2.ORDER_STATUS_PLACED, True)
     assert requested.reserved_amount == order.reserved_amount and available(db, "1") == held
-    messages = db.execute("SELECT dedupe_id, message_type FROM outbox WHERE dedupe_id LIKE '%:cancel'").fetchall()
-    assert messages == [(f"{order.order_id}:cancel", "CancelRequested")]  # once, however often it is asked
+    assert outbox_written(db) == written + 1  # one message, however often it is asked
     events = db.execute(
         "SELECT event_type, cancel_requested FROM order_events WHERE order_id = %s ORDER BY sequence", (order.order_id,)
     ).fetchall()

@@ -16,7 +16,7 @@ from brokerage.domain.orders import OrderStatus, Side
 from brokerage.proto import common_pb2, orders_pb2, orders_pb2_grpc
 from brokerage.storage.orders import NewOrder, OrderStore
 from brokerage.storage.pool import open_pool
-from tests.integration.conftest import available, make_settings, snapshot
+from tests.integration.conftest import available, make_settings, outbox_written, snapshot
 
 pytestmark = pytest.mark.integration
 
@@ -65,7 +65,7 @@ async def test_twenty_copies_at_once_make_one_order_and_one_reservation(
     assert len({o.order_id for o in orders}) == 1
     assert db.execute("SELECT count(*) FROM orders").fetchone() == (1,)
     assert db.execute("SELECT count(*) FROM ledger_entries WHERE kind = 'reserve'").fetchone() == (1,)
-    assert db.execute("SELECT count(*) FROM outbox").fetchone() == (1,)
+    assert outbox_written(db) == 1
     assert available(db, "1") == (Decimal("97611.20"), Decimal("2388.80"))
 
 
@@ -111,7 +111,7 @@ async def test_an_order_larger_than_the_cash_is_stored_rejected_with_the_amounts
     assert order.status == REJECTED
     assert order.status_reason == "insufficient buying power: requires 261190.00, available 100000.00"
     assert available(db, "1") == (Decimal("100000.00"), Decimal("0"))
-    assert db.execute("SELECT count(*) FROM outbox").fetchone() == (0,)
+    assert outbox_written(db) == 0
     fetched = await stub.GetOrder(orders_pb2.GetOrderRequest(customer_id="1", order_id=order.order_id), timeout=5)
     assert fetched == order
 
@@ -267,7 +267,8 @@ def test_placement_never_scans_the_orders_table_even_when_its_statistics_say_it_
         db.execute("ANALYZE orders")
         for i in range(12):
             db.execute(
-                "SELECT place_order(%s, '1', %s, 'AAPL', 'BUY', 1, 238.88, 238.88, NULL, 'orders.1', '')",
+                "SELECT * FROM place_orders(ARRAY[%s], ARRAY['1'], ARRAY[%s], ARRAY['AAPL'], ARRAY['BUY'],"
+                " ARRAY[1]::bigint[], ARRAY[238.88], ARRAY[238.88], ARRAY[NULL], ARRAY['orders.1'], ARRAY[''::bytea])",
                 (f"order-{i}", f"key-{i}"),
             )
         scans = db.execute("SELECT seq_scan FROM pg_stat_xact_user_tables WHERE relname = 'orders'").fetchone()
