@@ -13,6 +13,16 @@
 --    ever deleted, so each check (an index probe and a row lock, three to four per report) proved nothing new.
 --    Reconciliation still proves the ledger against the balances and the executions against the orders.
 -- 4. ledger_entries_customer goes: only reconciliation reads the ledger by customer, over the whole table.
+-- 5. A report books money in fewer statements. Measured per statement (pg_stat_statements, track = all), a final
+--    fill ran eleven statements and three helper calls after its checks, among them three updates of the
+--    customer's balances row (the fill, the release, the event sequence), a scan of the order's ledger entries to
+--    learn what it still held, and a read of the event sequence it had just written. Now it books its fill and,
+--    when it ends the order, the release of what the order still holds in one update of the balances row (which
+--    also takes the event's sequence), one ledger insert of its two or three entries and one change of the
+--    position: a final fill's backend CPU went from about 600 to 450 us. What the order still holds is read off
+--    the order row, which every movement of its reservation keeps equal to its ledger entries (reconciliation
+--    proves both, against each other and against the balances). release_reservation stays for the cancel paths;
+--    book_fill goes.
 
 ALTER TABLE ledger_entries DROP CONSTRAINT ledger_entries_customer_id_fkey,
                            DROP CONSTRAINT ledger_entries_order_id_fkey;
@@ -25,6 +35,7 @@ DROP FUNCTION apply_execution_reports(text[], text[], text[], text[], bigint[], 
                                       timestamptz[], jsonb[]);
 DROP FUNCTION apply_execution_report(text, text, text, text, bigint, numeric, bigint, text, timestamptz, jsonb);
 DROP FUNCTION report_mismatch(orders, jsonb);
+DROP FUNCTION book_fill(orders, text, bigint, numeric);
 
 -- A report must be about the order as we sent it: null when it is, else why not. An empty symbol or side, or a
 -- zero order quantity, is a field the report left out.
@@ -54,7 +65,8 @@ LANGUAGE sql IMMUTABLE AS $$
         'symbol', p_symbol, 'side', p_side, 'order_quantity', p_order_quantity)
 $$;
 
--- Rule 7, as in 0004 (the reasoning is there), with the NEW that changes nothing answered at once.
+-- Rule 7, as in 0004 (the reasoning is there), with the NEW that changes nothing answered at once and the
+-- money booked in fewer statements (5 in the header).
 CREATE FUNCTION apply_execution_report(
     p_exec_id text,
     p_order_id text,
@@ -69,7 +81,8 @@ CREATE FUNCTION apply_execution_report(
     p_side text,
     p_order_quantity bigint
 ) RETURNS TABLE (outcome text, customer_id text, events_through bigint)
-LANGUAGE plpgsql SET enable_seqscan = off AS $$
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
 DECLARE
     v_customer text;
     v_order    orders;
@@ -77,6 +90,12 @@ DECLARE
     v_problem  text;
     v_target   text;
     v_ended    boolean;
+    v_fill     boolean := p_exec_type IN ('PARTIAL_FILL', 'FILL');
+    v_amount   numeric := 0;  -- the fill's cash: paid out of a buy's reservation, credited for a sell
+    v_cash     numeric := 0;  -- a buy's reservation released as the order ends
+    v_shares   bigint := 0;   -- a sell's reserved shares released as the order ends
+    v_news     boolean;
+    v_sequence bigint;
 BEGIN
     SELECT * INTO v_order FROM orders o WHERE o.order_id = p_order_id;
     IF NOT FOUND THEN
@@ -121,11 +140,21 @@ BEGIN
     INSERT INTO executions (exec_id, order_id, venue_order_id, exec_type, quantity, price, cumulative_quantity,
                             reason, executed_at)
     VALUES (p_exec_id, p_order_id, p_venue_order_id, p_exec_type,
-            CASE WHEN p_exec_type IN ('PARTIAL_FILL', 'FILL') THEN p_last_quantity ELSE 0 END,
-            CASE WHEN p_exec_type IN ('PARTIAL_FILL', 'FILL') THEN p_last_price END,
+            CASE WHEN v_fill THEN p_last_quantity ELSE 0 END, CASE WHEN v_fill THEN p_last_price END,
             p_cumulative_quantity, p_reason, p_transact_time);
-    IF p_exec_type IN ('PARTIAL_FILL', 'FILL') THEN
-        v_order := book_fill(v_order, p_exec_id, p_last_quantity, p_last_price);
+
+    -- The order as the report leaves it.
+    IF v_fill THEN
+        v_amount := p_last_quantity * p_last_price;
+        IF v_order.side = 'BUY' THEN
+            v_order.reserved_cash := v_order.reserved_cash - v_amount;
+        ELSE
+            v_order.reserved_shares := v_order.reserved_shares - p_last_quantity;
+        END IF;
+        v_order.average_fill_price := round(
+            (coalesce(v_order.average_fill_price, 0) * v_order.filled_quantity + v_amount)
+            / (v_order.filled_quantity + p_last_quantity), 4);
+        v_order.filled_quantity := v_order.filled_quantity + p_last_quantity;
     END IF;
     IF p_exec_type IN ('FILL', 'CANCELED', 'REJECTED') THEN
         v_order.venue_final_quantity := p_cumulative_quantity;
@@ -136,7 +165,7 @@ BEGIN
         END IF;
     END IF;
     v_order.venue_order_id := coalesce(v_order.venue_order_id, nullif(p_venue_order_id, ''));
-
+    -- The furthest status the booked facts allow: the exchange's final one once every fill it counted is booked.
     v_target := CASE
         WHEN v_order.filled_quantity = v_order.venue_final_quantity THEN v_order.venue_final_status
         WHEN v_order.filled_quantity > 0 THEN 'PARTIALLY_FILLED'
@@ -146,11 +175,15 @@ BEGIN
     END IF;
     v_ended := v_order.status IN ('FILLED', 'CANCELED', 'REJECTED')
                AND v_before.status NOT IN ('FILLED', 'CANCELED', 'REJECTED');
-    IF v_ended THEN
+    IF v_ended THEN  -- a terminal order holds nothing: what the fills did not use goes back
+        v_cash := v_order.reserved_cash;
+        v_shares := v_order.reserved_shares;
         v_order.reserved_cash := 0;
         v_order.reserved_shares := 0;
     END IF;
+    v_news := (v_order.status, v_order.filled_quantity) IS DISTINCT FROM (v_before.status, v_before.filled_quantity);
 
+    -- Written only when something of it changed: a late report may change nothing the order shows.
     IF v_order IS DISTINCT FROM v_before THEN
         UPDATE orders SET status = v_order.status, status_reason = v_order.status_reason,
                           filled_quantity = v_order.filled_quantity, average_fill_price = v_order.average_fill_price,
@@ -160,14 +193,55 @@ BEGIN
                           venue_final_status = v_order.venue_final_status, updated_at = now()
          WHERE order_id = p_order_id;
     END IF;
-    IF v_ended THEN
-        PERFORM release_reservation(p_order_id);
+
+    -- The shares: a buy's arrive (at a new average cost); a sell's leave, with its reservation, and an ending
+    -- sell's unsold reserved shares are freed.
+    IF v_fill AND v_order.side = 'BUY' THEN
+        INSERT INTO positions AS p (customer_id, symbol, quantity, average_cost)
+        VALUES (v_customer, v_order.symbol, p_last_quantity, p_last_price)
+        ON CONFLICT (customer_id, symbol) DO UPDATE
+           SET average_cost = round((p.average_cost * p.quantity + v_amount) / (p.quantity + p_last_quantity), 4),
+               quantity = p.quantity + p_last_quantity, updated_at = now();
+    ELSIF v_order.side = 'SELL' AND (v_fill OR v_shares > 0) THEN
+        UPDATE positions AS p
+           SET quantity = p.quantity - CASE WHEN v_fill THEN p_last_quantity ELSE 0 END,
+               reserved = p.reserved - CASE WHEN v_fill THEN p_last_quantity ELSE 0 END - v_shares,
+               average_cost = CASE WHEN v_fill AND p.quantity = p_last_quantity THEN 0 ELSE p.average_cost END,
+               updated_at = now()
+         WHERE p.customer_id = v_customer AND p.symbol = v_order.symbol;
     END IF;
 
-    IF (v_order.status, v_order.filled_quantity) IS DISTINCT FROM (v_before.status, v_before.filled_quantity) THEN
-        PERFORM append_order_event(v_order, lower(v_order.status));
-        RETURN QUERY SELECT 'applied', v_customer, (SELECT b.next_event_sequence - 1 FROM balances b
-                                                     WHERE b.customer_id = v_customer);
+    -- The cash, and the event's place in the customer's sequence, in one change of the balances row.
+    IF v_fill OR v_cash > 0 OR v_news THEN
+        UPDATE balances AS b
+           SET available = b.available + CASE WHEN v_order.side = 'SELL' THEN v_amount ELSE 0 END + v_cash,
+               reserved = b.reserved - CASE WHEN v_order.side = 'BUY' THEN v_amount ELSE 0 END - v_cash,
+               next_event_sequence = b.next_event_sequence + CASE WHEN v_news THEN 1 ELSE 0 END,
+               updated_at = CASE WHEN v_fill OR v_cash > 0 THEN now() ELSE b.updated_at END
+         WHERE b.customer_id = v_customer
+        RETURNING b.next_event_sequence - 1 INTO v_sequence;
+    END IF;
+
+    -- Every movement a ledger entry: the fill's two, and the release of what the order no longer holds.
+    INSERT INTO ledger_entries (customer_id, asset, kind, available_delta, reserved_delta, order_id, exec_id)
+    SELECT v_customer, e.asset, e.kind, e.available_delta, e.reserved_delta, p_order_id, e.exec_id
+      FROM (VALUES
+              ('USD', 'fill', CASE WHEN v_order.side = 'SELL' THEN v_amount ELSE 0 END,
+               CASE WHEN v_order.side = 'BUY' THEN -v_amount ELSE 0 END, p_exec_id, v_fill),
+              (v_order.symbol, 'fill', CASE WHEN v_order.side = 'BUY' THEN p_last_quantity ELSE 0 END::numeric,
+               CASE WHEN v_order.side = 'SELL' THEN -p_last_quantity ELSE 0 END::numeric, p_exec_id, v_fill),
+              ('USD', 'release', v_cash, -v_cash, NULL, v_cash > 0),
+              (v_order.symbol, 'release', v_shares::numeric, -v_shares::numeric, NULL, v_shares > 0)
+           ) AS e (asset, kind, available_delta, reserved_delta, exec_id, wanted)
+     WHERE e.wanted;
+
+    IF v_news THEN
+        INSERT INTO order_events (customer_id, sequence, order_id, event_type, status, status_reason,
+                                  filled_quantity, average_fill_price, cancel_requested)
+        VALUES (v_customer, v_sequence, p_order_id, lower(v_order.status), v_order.status, v_order.status_reason,
+                v_order.filled_quantity, v_order.average_fill_price,
+                v_order.cancel_requested_at IS NOT NULL AND v_order.status NOT IN ('FILLED', 'REJECTED', 'CANCELED'));
+        RETURN QUERY SELECT 'applied', v_customer, v_sequence;
         RETURN;
     END IF;
     RETURN QUERY SELECT 'applied', v_customer, NULL::bigint;
