@@ -8,9 +8,10 @@
 --    dedupe record; a NEW that moves an order (still PLACED) or cannot be applied takes the full way as before.
 -- 2. The report's own fields (symbol, side, order quantity) arrive as columns; the JSON kept with a break is built
 --    here, only for a break, instead of by CallbackService for every report.
--- 3. The append-only tables written only by these functions (ledger_entries, order_events, executions) lose their
---    foreign keys: each writer has just read, and locked, the order and the customer they name, and neither is
---    ever deleted, so each check (an index probe and a row lock, three to four per report) proved nothing new.
+-- 3. The append-only tables (ledger_entries, order_events, executions) lose their foreign keys: every writer (a
+--    function of these migrations, or seeding) has just written or locked the order and the customer a row names,
+--    and neither is ever deleted, so each check (an index probe and a row lock, three to four per report) proved
+--    nothing new.
 --    Reconciliation still proves the ledger against the balances and the executions against the orders.
 -- 4. ledger_entries_customer goes: only reconciliation reads the ledger by customer, over the whole table.
 -- 5. A report books money in fewer statements. Measured per statement (pg_stat_statements, track = all), a final
