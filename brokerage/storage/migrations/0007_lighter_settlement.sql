@@ -223,18 +223,21 @@ BEGIN
         RETURNING b.next_event_sequence - 1 INTO v_sequence;
     END IF;
 
-    -- Every movement a ledger entry: the fill's two, and the release of what the order no longer holds.
-    INSERT INTO ledger_entries (customer_id, asset, kind, available_delta, reserved_delta, order_id, exec_id)
-    SELECT v_customer, e.asset, e.kind, e.available_delta, e.reserved_delta, p_order_id, e.exec_id
-      FROM (VALUES
-              ('USD', 'fill', CASE WHEN v_order.side = 'SELL' THEN v_amount ELSE 0 END,
-               CASE WHEN v_order.side = 'BUY' THEN -v_amount ELSE 0 END, p_exec_id, v_fill),
-              (v_order.symbol, 'fill', CASE WHEN v_order.side = 'BUY' THEN p_last_quantity ELSE 0 END::numeric,
-               CASE WHEN v_order.side = 'SELL' THEN -p_last_quantity ELSE 0 END::numeric, p_exec_id, v_fill),
-              ('USD', 'release', v_cash, -v_cash, NULL, v_cash > 0),
-              (v_order.symbol, 'release', v_shares::numeric, -v_shares::numeric, NULL, v_shares > 0)
-           ) AS e (asset, kind, available_delta, reserved_delta, exec_id, wanted)
-     WHERE e.wanted;
+    -- Every movement a ledger entry: the fill's two, and the release of what the order no longer holds. A report
+    -- that moved nothing (an acknowledgement, a late word on an ended order) runs no insert at all.
+    IF v_fill OR v_cash > 0 OR v_shares > 0 THEN
+        INSERT INTO ledger_entries (customer_id, asset, kind, available_delta, reserved_delta, order_id, exec_id)
+        SELECT v_customer, e.asset, e.kind, e.available_delta, e.reserved_delta, p_order_id, e.exec_id
+          FROM (VALUES
+                  ('USD', 'fill', CASE WHEN v_order.side = 'SELL' THEN v_amount ELSE 0 END,
+                   CASE WHEN v_order.side = 'BUY' THEN -v_amount ELSE 0 END, p_exec_id, v_fill),
+                  (v_order.symbol, 'fill', CASE WHEN v_order.side = 'BUY' THEN p_last_quantity ELSE 0 END::numeric,
+                   CASE WHEN v_order.side = 'SELL' THEN -p_last_quantity ELSE 0 END::numeric, p_exec_id, v_fill),
+                  ('USD', 'release', v_cash, -v_cash, NULL, v_cash > 0),
+                  (v_order.symbol, 'release', v_shares::numeric, -v_shares::numeric, NULL, v_shares > 0)
+               ) AS e (asset, kind, available_delta, reserved_delta, exec_id, wanted)
+         WHERE e.wanted;
+    END IF;
 
     IF v_news THEN
         INSERT INTO order_events (customer_id, sequence, order_id, event_type, status, status_reason,
