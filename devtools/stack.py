@@ -95,6 +95,20 @@ def spawn(cmd: Sequence[str], **kwargs: Any) -> subprocess.Popen[bytes]:
     return subprocess.Popen(cmd, start_new_session=True, **kwargs)
 
 
+def _as_user(user: str | None) -> list[str]:
+    """A command prefix that runs what follows as user (nothing when None), via setpriv.
+
+    Not subprocess's user= and group=: with them Python forks rather than vforks, and the forked child runs
+    gRPC's fork handlers, which crash it when gRPC's threads are busy in this process (as in a test run).
+    """
+    if user is None:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        raise FileNotFoundError("setpriv (util-linux) is needed to run PostgreSQL as an unprivileged user")
+    return [setpriv, f"--reuid={user}", f"--regid={user}", "--clear-groups", "--"]
+
+
 def stop_processes(processes: Iterable[subprocess.Popen[bytes]], timeout: float) -> None:
     """SIGTERMs every process, waits up to timeout seconds in all, then SIGKILLs the rest and reaps them."""
     alive = [p for p in processes if p.poll() is None]
@@ -281,10 +295,7 @@ class PostgresCluster(_Server):
         user = self._os_user
         home = pwd.getpwnam(user).pw_dir if user else os.environ.get("HOME", "/")
         result = subprocess.run(
-            [pg_binary(program), *args],
-            user=user,
-            group=user,
-            extra_groups=[] if user else None,
+            [*_as_user(user), pg_binary(program), *args],
             env={**os.environ, "HOME": home, "LC_ALL": "C.UTF-8"},
             cwd="/",
             stdin=subprocess.DEVNULL,

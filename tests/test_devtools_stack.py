@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import grpc
 import nats
 import psycopg
 import pytest
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from devtools.stack import NatsServer, PostgresCluster, free_port, port_open
 
@@ -42,6 +48,40 @@ def test_postgres_cluster_restarts_after_kill_and_reuses_its_data(tmp_path: Path
         again.drop_database("copy")
         again.drop_database("copy")
     assert again.pid is None
+
+
+@contextmanager
+def _grpc_busy_in_this_process() -> Iterator[None]:
+    """A gRPC server and client calling it without pause, on a thread of this process, until the block ends."""
+    stop = threading.Event()
+
+    async def call_until_stopped() -> None:
+        server = grpc.aio.server()
+        health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while not stop.is_set():
+                await asyncio.gather(*(stub.Check(health_pb2.HealthCheckRequest(), timeout=5) for _ in range(20)))
+        await server.stop(None)
+
+    caller = threading.Thread(target=asyncio.run, args=(call_until_stopped(),))
+    caller.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        caller.join()
+
+
+def test_postgres_cluster_starts_and_stops_while_grpc_is_busy_in_the_same_process(tmp_path: Path) -> None:
+    # A child forked (not vforked) under busy gRPC threads ran gRPC's fork handlers and died of SIGSEGV.
+    with _grpc_busy_in_this_process(), PostgresCluster(tmp_path / "pg", free_port()) as cluster:
+        for _ in range(5):
+            cluster.stop()
+            cluster.start()
+        assert _select_one(cluster.url()) == 1
 
 
 async def test_nats_server_keeps_jetstream_data_across_kill(tmp_path: Path) -> None:
