@@ -457,7 +457,7 @@ async def test_a_filled_order_cannot_be_canceled(sim: Harness) -> None:
 
 
 async def test_quotes_and_halts() -> None:
-    async with running(halted="TSLA") as sim:
+    async with running(halted="TSLA", price_step_ms=60_000) as sim:  # no step between a quote and its check
         quotes = (await sim.stub.GetQuotes(exchange_pb2.GetQuotesRequest(), timeout=5)).quotes
         assert len(quotes) == 8 and {q.symbol for q in quotes} >= {"AAPL", "TSLA"}
         assert all(Decimal(q.price) > 0 and q.quoted_at.seconds > 0 for q in quotes)
