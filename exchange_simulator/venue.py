@@ -4,6 +4,9 @@ beyond the protection price, cancels, status and the drop copy.
 No I/O and no waiting: the clock is injected, due fills run when `execute_due_fills` is called, and every
 execution report goes to the listeners as it is produced. Everything runs on one thread (the event loop), so a
 cancel and a fill never interleave: whichever comes first wins and the other finds the order terminal.
+
+A journal, when given, is told of every order taken and every report, in the order they happen; `restore` takes
+that history back into a new venue, so the venue can remember its orders and its day across a restart.
 """
 
 from __future__ import annotations
@@ -12,10 +15,11 @@ import heapq
 import itertools
 import re
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from decimal import Decimal
+from typing import Protocol
 
 from brokerage.domain.errors import FieldViolation, IdempotencyConflict, InvalidRequest, OrderNotFound
 from brokerage.domain.executions import DropCopyEntry, ExecType, ExecutionReport
@@ -42,6 +46,22 @@ class Acknowledgement:
     reject_reason: str
     arrival_sequence: int
     duplicate: bool = False
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """An order the venue took (or refused), with its first acknowledgement: a journal's record of it."""
+
+    ticket: OrderTicket
+    acknowledgement: Acknowledgement
+
+
+class VenueJournal(Protocol):
+    """Where the venue's history goes as it happens: each arrival before any report of its order."""
+
+    def arrived(self, arrival: Arrival) -> None: ...
+
+    def reported(self, report: ExecutionReport) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -95,6 +115,7 @@ class Venue:
         clock: Callable[[], datetime],
         market_clock: MarketClock,
         ids: VenueIds,
+        journal: VenueJournal | None = None,
     ) -> None:
         self._market = market
         self._rules = rules
@@ -106,6 +127,7 @@ class Venue:
         self._log: list[ExecutionReport] = []  # every report in the order produced: the drop copy's source
         self._due: list[tuple[datetime, int, str]] = []  # heap of (due, arrival sequence, order id)
         self._listeners: list[ReportListener] = []
+        self._journal = journal
 
     @property
     def market(self) -> Market:
@@ -150,6 +172,8 @@ class Venue:
         plan = () if reject_reason else plan_fills(ticket.order_id, ticket.quantity, self._rules)
         order = VenueOrder(ticket, acknowledgement, deque(plan))
         self._orders[ticket.order_id] = order
+        if self._journal is not None:
+            self._journal.arrived(Arrival(ticket, acknowledgement))
         if reject_reason:
             self._end(order, OrderStatus.REJECTED, reject_reason)
         else:
@@ -237,6 +261,43 @@ class Venue:
         exec_type = ExecType.REJECTED if status is OrderStatus.REJECTED else ExecType.CANCELED
         return self._report(order, exec_type, reason=reason)
 
+    # Restart
+
+    def restore(self, history: Iterable[Arrival | ExecutionReport]) -> int:
+        """Takes back the orders and reports of an earlier run, in the order a journal recorded them, before the
+        venue takes anything new. Nothing is reported again (a caller that missed a report asks for the order's
+        status). A working order fills its rest as first planned, from now on (the plan follows from the rules'
+        seed: under another seed, the rest goes in one fill). Returns how many orders are still working."""
+        for entry in history:
+            if isinstance(entry, Arrival):
+                self._orders[entry.ticket.order_id] = VenueOrder(entry.ticket, entry.acknowledgement, deque())
+                self._arrivals = itertools.count(entry.acknowledgement.arrival_sequence + 1)
+            else:
+                self._take_back(entry)
+        now = self._clock()
+        working = [order for order in self._orders.values() if order.is_working]
+        for order in working:
+            order.pending_fills = deque(self._rest_of_plan(order))
+            self._schedule_next_fill(order, now)
+        return len(working)
+
+    def _take_back(self, report: ExecutionReport) -> None:
+        order = self._orders[report.order_id]
+        order.reports.append(report)
+        order.cumulative_quantity = report.cumulative_quantity
+        if report.exec_type is ExecType.CANCELED:
+            order.ended = OrderStatus.CANCELED
+        elif report.exec_type is ExecType.REJECTED:
+            order.ended = OrderStatus.REJECTED
+        self._log.append(report)
+
+    def _rest_of_plan(self, order: VenueOrder) -> list[PlannedFill]:
+        fills = sum(1 for report in order.reports if report.exec_type.is_fill)
+        planned = plan_fills(order.order_id, order.ticket.quantity, self._rules)
+        if sum(fill.quantity for fill in planned[:fills]) == order.cumulative_quantity:
+            return list(planned[fills:])
+        return [PlannedFill(order.ticket.quantity - order.cumulative_quantity, self._rules.fill_delay)]
+
     # Reports
 
     def _report(
@@ -265,6 +326,8 @@ class Venue:
         )
         order.reports.append(report)
         self._log.append(report)
+        if self._journal is not None:
+            self._journal.reported(report)  # before anyone hears of it
         for listener in self._listeners:
             listener(report)
         return report

@@ -16,7 +16,7 @@ from exchange_simulator.executions import VenueIds
 from exchange_simulator.fill_plan import FillRules, plan_fills
 from exchange_simulator.market import Market
 from exchange_simulator.tickets import OrderTicket, order_ticket
-from exchange_simulator.venue import Venue, parse_trading_day
+from exchange_simulator.venue import Arrival, Venue, parse_trading_day
 
 # 10:00 in New York on a Tuesday
 START = datetime(2026, 11, 24, 15, 0, tzinfo=UTC)
@@ -44,6 +44,19 @@ class FixedSession:
         return self.open
 
 
+class RecordingJournal:
+    """The venue's history as a journal file would keep it."""
+
+    def __init__(self) -> None:
+        self.history: list[Arrival | ExecutionReport] = []
+
+    def arrived(self, arrival: Arrival) -> None:
+        self.history.append(arrival)
+
+    def reported(self, report: ExecutionReport) -> None:
+        self.history.append(report)
+
+
 def rules(partial: float = 0.0, max_fills: int = 4, seed: int = 1) -> FillRules:
     return FillRules(seed=seed, fill_delay=DELAY, partial_fill_probability=partial, max_fills=max_fills)
 
@@ -56,6 +69,7 @@ def make_venue(
     halted: tuple[str, ...] = (),
     market_open: bool = True,
     session: str = "S1",
+    journal: RecordingJournal | None = None,
 ) -> tuple[Venue, list[ExecutionReport]]:
     """A venue, and the list its reports are appended to as they are produced."""
     clock = clock or FakeClock()
@@ -66,6 +80,7 @@ def make_venue(
         clock=clock,
         market_clock=FixedSession(market_open),
         ids=VenueIds(session),
+        journal=journal,
     )
     reports: list[ExecutionReport] = []
     venue.add_listener(reports.append)
@@ -473,3 +488,75 @@ def test_trading_days_are_parsed_strictly() -> None:
     for malformed in ("2026-13-01", "24/11/2026", "20261124", "2026-1-5", "today"):
         with pytest.raises(InvalidRequest):
             parse_trading_day(malformed)
+
+
+# Restart
+
+
+def test_the_journal_has_each_arrival_before_its_reports_and_every_report_in_order() -> None:
+    clock, journal = FakeClock(), RecordingJournal()
+    venue, reports = make_venue(clock, partial=1.0, journal=journal)
+    venue.submit(ticket(order_id="o-1"))
+    venue.submit(ticket(order_id="o-2", symbol="ZZZZ"))
+    run_to_end(venue, clock)
+    venue.submit(ticket(order_id="o-1"))  # a duplicate changes nothing
+
+    arrivals = [entry for entry in journal.history if isinstance(entry, Arrival)]
+    assert [a.ticket.order_id for a in arrivals] == ["o-1", "o-2"]
+    assert [a.acknowledgement.accepted for a in arrivals] == [True, False]
+    assert [entry for entry in journal.history if isinstance(entry, ExecutionReport)] == reports
+    mentions = [(e.ticket.order_id if isinstance(e, Arrival) else e.order_id, e) for e in journal.history]
+    for order_id in ("o-1", "o-2"):
+        first = next(entry for mentioned, entry in mentions if mentioned == order_id)
+        assert isinstance(first, Arrival)
+
+
+def test_a_restored_venue_remembers_every_order_and_report_and_fills_the_rest_as_planned() -> None:
+    clock, journal = FakeClock(), RecordingJournal()
+    venue, _ = make_venue(clock, partial=1.0, journal=journal)
+    filled = venue.submit(ticket(order_id="o-filled", quantity=1))
+    run_to_end(venue, clock)
+    working = venue.submit(ticket(order_id="o-working", quantity=10))
+    venue.fill_now("o-working")  # one fill of a plan of several
+    venue.submit(ticket(order_id="o-canceled", quantity=10))
+    venue.cancel("o-canceled")
+    venue.submit(ticket(order_id="o-refused", symbol="ZZZZ"))
+
+    restarted = FakeClock(clock.now + timedelta(minutes=5))
+    restored, heard = make_venue(restarted, partial=1.0, session="S2")
+    assert restored.restore(journal.history) == 1  # o-working only
+    assert heard == []  # nothing is reported again
+    assert restored.drop_copy(START.date()) == venue.drop_copy(START.date())
+    assert [o.status for o in map(restored.order, ("o-filled", "o-canceled", "o-refused"))] == [
+        OrderStatus.FILLED,
+        OrderStatus.CANCELED,
+        OrderStatus.REJECTED,
+    ]
+
+    again = restored.submit(ticket(order_id="o-working", quantity=10))  # a worker resubmits after the restart
+    assert again.duplicate and again.venue_order_id == working.venue_order_id
+    assert restored.submit(ticket(order_id="o-filled", quantity=1)).venue_order_id == filled.venue_order_id
+    assert restored.submit(ticket(order_id="o-new")).arrival_sequence == 5
+    assert not restored.cancel("o-canceled").accepted
+
+    run_to_end(restored, restarted)
+    order = restored.order("o-working")
+    assert order.status is OrderStatus.FILLED and order.cumulative_quantity == 10
+    fills = [r.last_quantity for r in order.reports if r.exec_type.is_fill]
+    assert fills == [f.quantity for f in plan_fills("o-working", 10, rules(1.0))]
+    assert len({r.exec_id for r in restored.all_reports()}) == len(restored.all_reports())
+
+
+def test_under_another_seed_a_restored_working_order_fills_its_rest_in_one_fill() -> None:
+    clock, journal = FakeClock(), RecordingJournal()
+    venue, _ = make_venue(clock, partial=1.0, journal=journal)
+    venue.submit(ticket(order_id="o-1", quantity=10))
+    venue.fill_now("o-1")
+    first = venue.order("o-1").cumulative_quantity
+
+    market = Market(DEMO_LISTINGS, seed=1, volatility=Decimal(0), opened_at=clock(), halted=())
+    restored = Venue(market, rules(1.0, seed=99), clock=clock, market_clock=FixedSession(True), ids=VenueIds("S2"))
+    restored.restore(journal.history)
+    run_to_end(restored, clock)
+    fills = [r.last_quantity for r in restored.order("o-1").reports if r.exec_type.is_fill]
+    assert fills == [first, 10 - first]
