@@ -6,6 +6,7 @@ import random
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from brokerage.background import Backoff
@@ -21,6 +22,7 @@ from exchange_simulator.delivery import KeptOnly, ReportDelivery, ReportSink
 from exchange_simulator.exchange import Exchange
 from exchange_simulator.executions import VenueIds
 from exchange_simulator.fill_plan import FillRules
+from exchange_simulator.journal import JournalFile, read_journal
 from exchange_simulator.market import Market
 from exchange_simulator.servicer import ExchangeServicer
 from exchange_simulator.settings import SimulatorSettings
@@ -42,6 +44,7 @@ class SimulatorApp:
     exchange: Exchange
     running: RunningServer
     callback: CallbackClient | None
+    journal: JournalFile | None = None
 
     @property
     def venue(self) -> Venue:
@@ -68,10 +71,15 @@ class SimulatorApp:
         await self.exchange.close()
         if self.callback is not None:
             await self.callback.close()
+        if self.journal is not None:
+            self.journal.close()
 
 
 def build_exchange(
-    settings: SimulatorSettings, callback: CallbackClient | None, clock: Callable[[], datetime] = utc_now
+    settings: SimulatorSettings,
+    callback: CallbackClient | None,
+    clock: Callable[[], datetime] = utc_now,
+    journal: JournalFile | None = None,
 ) -> Exchange:
     market = Market(
         DEMO_LISTINGS,
@@ -86,7 +94,11 @@ def build_exchange(
         partial_fill_probability=settings.partial_fill_probability,
         max_fills=settings.max_fills,
     )
-    venue = Venue(market, rules, clock=clock, market_clock=settings.market_hours.clock(), ids=VenueIds())
+    venue = Venue(
+        market, rules, clock=clock, market_clock=settings.market_hours.clock(), ids=VenueIds(), journal=journal
+    )
+    if settings.journal_path is not None:
+        restore(venue, settings.journal_path)
     chaos = Chaos(settings.chaos_rate, settings.chaos_max_delay_ms / 1000, random.Random(f"{settings.seed}/chaos"))
     return Exchange(
         venue,
@@ -98,6 +110,12 @@ def build_exchange(
         acknowledgement_wait_seconds=settings.callback_deadline_seconds,
         acknowledgement_delay_seconds=settings.ack_delay_ms / 1000,
     )
+
+
+def restore(venue: Venue, path: Path) -> None:
+    history = read_journal(path)
+    working = venue.restore(history)
+    log.info("venue restored from its journal", journal=str(path), entries=len(history), working=working)
 
 
 def redelivery_backoff(settings: SimulatorSettings) -> Backoff:
@@ -137,11 +155,12 @@ async def start(settings: SimulatorSettings) -> SimulatorApp:
         callback = CallbackClient(
             settings.callback_target, token, settings.callback_deadline_seconds, redelivery_backoff(settings)
         )
-    exchange = build_exchange(settings, callback)
+    journal = None if settings.journal_path is None else JournalFile(settings.journal_path)
+    exchange = build_exchange(settings, callback, journal=journal)
     service = Service(SERVICE_NAME, ExchangeServicer(exchange), exchange_pb2_grpc.add_ExchangeServiceServicer_to_server)
     running = await create_server(f"{settings.grpc_host}:{settings.grpc_port}", [service])
     log.info("exchange simulator listening", port=running.port, session_id=exchange.venue.session_id)
-    return SimulatorApp(settings, exchange, running, callback)
+    return SimulatorApp(settings, exchange, running, callback, journal)
 
 
 def main() -> None:

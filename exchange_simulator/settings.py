@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from pathlib import Path
 from typing import Annotated, Self
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -65,6 +66,10 @@ class SimulatorSettings(BaseSettings):
     # answer only after the order's first fill was delivered with probability p.
     chaos_rate: float = Field(default=0.0, ge=0, le=1)
     chaos_max_delay_ms: int = Field(default=500, ge=0, le=60_000)
+
+    # A file the venue appends its orders and reports to, and reads back at start, so that a restart forgets
+    # nothing (exchange_simulator.journal); unset, the venue lives in memory only. `make run` sets it.
+    journal_path: Path | None = None
 
     shutdown_readiness_delay_seconds: float = Field(default=0.0, ge=0)
     shutdown_grace_seconds: float = Field(default=5.0, ge=0)

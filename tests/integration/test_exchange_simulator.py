@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from decimal import Decimal
 from functools import partial
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import grpc
@@ -22,10 +23,13 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 from prometheus_client import REGISTRY
 
+from brokerage.domain.executions import ExecutionReport
 from brokerage.proto import callback_pb2, callback_pb2_grpc, common_pb2, exchange_pb2, exchange_pb2_grpc
 from devtools.stack import free_port
+from exchange_simulator.journal import JournalError, read_journal
 from exchange_simulator.main import SimulatorApp, start
 from exchange_simulator.settings import SimulatorSettings
+from exchange_simulator.venue import Arrival
 from tests.integration.conftest import running_service
 
 pytestmark = pytest.mark.integration
@@ -530,6 +534,40 @@ async def test_without_a_callback_target_reports_are_kept_for_status() -> None:
         )
         assert status.status == common_pb2.ORDER_STATUS_FILLED and status.reports[-1].exec_type == FILL
         assert sim.callback.calls == sim.callback.streams == 0
+
+
+async def test_a_simulator_restarted_on_its_journal_remembers_its_orders_and_its_day(tmp_path: Path) -> None:
+    journal = tmp_path / "exchange" / "journal.jsonl"
+    async with running(journal_path=journal) as sim:
+        first = await sim.submit("o-1", quantity=5)
+        refused = await sim.submit("o-2", symbol="ZZZZ")
+        await eventually(lambda: sim.app.venue.order("o-1").status.is_terminal)
+        day = await sim.stub.GetDropCopy(exchange_pb2.GetDropCopyRequest(), timeout=5)
+        history = sim.app.venue.all_reports()
+    assert not refused.accepted and len(day.executions) == len(history) > 2
+    assert [e for e in read_journal(journal) if isinstance(e, ExecutionReport)] == history
+
+    async with running(journal_path=journal) as sim:
+        assert (await sim.stub.GetDropCopy(exchange_pb2.GetDropCopyRequest(), timeout=5)) == day
+        again = await sim.submit("o-1", quantity=5)  # a worker resubmits after the restart: no second order
+        assert again.duplicate and again.venue_order_id == first.venue_order_id
+        assert (await sim.submit("o-3")).arrival_sequence == 3
+        assert sim.app.venue.order("o-1").status.is_terminal and sim.app.venue.all_reports()[: len(history)] == history
+
+
+def test_a_journal_skips_a_torn_last_line_but_refuses_damage_before_it(tmp_path: Path) -> None:
+    assert read_journal(tmp_path / "none-yet.jsonl") == []
+    journal = tmp_path / "journal.jsonl"
+    arrival = '{"arrival":{"order_id":"o-1","customer_id":"c-1","symbol":"AAPL","side":"BUY","quantity":3,'
+    arrival += '"protection_price":"240.5","venue_order_id":"S-O1","accepted":true,"reject_reason":"",'
+    arrival += '"arrival_sequence":1}}'
+    journal.write_text(arrival + "\n" + '{"report":{"exec_id":"S-E1","order_id"')  # killed mid-write
+    (entry,) = read_journal(journal)
+    assert isinstance(entry, Arrival) and entry.ticket.protection_price == Decimal("240.5")
+
+    journal.write_text("not json\n" + arrival + "\n")
+    with pytest.raises(JournalError, match="line 1"):
+        read_journal(journal)
 
 
 async def test_reflection_lists_the_service_and_readiness_is_serving(sim: Harness) -> None:
