@@ -1,8 +1,9 @@
 """`make run`: the local mesh in one command (`python -m devtools.run`).
 
 PostgreSQL and NATS come from BROKER_DATABASE_URL and BROKER_NATS_URL when set; otherwise private servers
-are started under .local/ (their data kept between runs). Migrations are applied, demo customers seeded, the
-services started as child processes (their JSON logs pass through), and grpcurl examples printed once ready.
+are started under .local/ (their data kept between runs, as is the exchange simulator's journal). Migrations are
+applied, demo customers seeded, the services started as child processes (their JSON logs pass through), and
+grpcurl examples printed once ready.
 Ctrl-C or SIGTERM stops the services (SIGTERM, then SIGKILL after 20 s), then the private servers. A service
 that dies on its own stops everything with a non-zero exit.
 """
@@ -36,6 +37,7 @@ from devtools.stack import (
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL = ROOT / ".local"
+EXCHANGE_JOURNAL = LOCAL / "exchange" / "journal.jsonl"  # the venue remembers what the kept database recorded
 PG_PORT = 55432
 NATS_PORT = 54222
 DATABASE = "brokerage"
@@ -194,7 +196,7 @@ def main() -> int:
         }
         _run_module(env, "brokerage.storage.migrate")
         _run_module(env, "brokerage.storage.seed", "--customers", str(SEED_CUSTOMERS))
-        plan = plan_mesh(local_ports())
+        plan = plan_mesh(local_ports(), exchange_env={"EXCHANGE_JOURNAL_PATH": str(EXCHANGE_JOURNAL)})
         _wait_ports_free([port for s in plan.services for port in (s.port, s.metrics_port)])
         for service in plan.services:
             mesh.start(service, env)
