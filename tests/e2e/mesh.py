@@ -4,9 +4,11 @@ placing orders over gRPC, waiting for them to reach the exchange, and reading th
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,10 +70,12 @@ def running_mesh(
     nats_server: NatsServer,
     log_dir: Path,
     customers: int,
+    broker_env: Mapping[str, str] | None = None,
     **exchange_env: str,
 ) -> Iterator[Mesh]:
     """The mesh of `make run` on free ports, against a fresh database with `customers` funded customers and a
-    NATS server emptied of streams; every process stopped, and the database dropped, at the end."""
+    NATS server emptied of streams; every process stopped, and the database dropped, at the end. The broker's
+    services take TIMINGS, then broker_env; the simulator takes exchange_env."""
     database = f"mesh_{uuid.uuid4().hex[:8]}"
     postgres_cluster.create_database(database, template=migrated_template)
     database_url = postgres_cluster.url(database)
@@ -79,7 +83,8 @@ def running_mesh(
     nats_server.start()
     asyncio.run(_delete_streams(nats_server.url))
     plan = plan_mesh(iter(free_port, None), exchange_env=exchange_env)
-    mesh = Mesh(plan, base_env(database_url, nats_server.url, **TIMINGS), database_url, nats_server, log_dir, {})
+    env = base_env(database_url, nats_server.url, **{**TIMINGS, **(broker_env or {})})
+    mesh = Mesh(plan, env, database_url, nats_server, log_dir, {})
     try:
         for service in plan.services:
             mesh.start(service)
@@ -152,6 +157,13 @@ def wait_all_at_exchange(database_url: str, orders: list[orders_pb2.Order], time
 def wait_all_settled(database_url: str, orders: list[orders_pb2.Order], timeout: float = 120) -> None:
     """Until every order has ended: filled, canceled or rejected, its money settled."""
     wait_all_past(("PLACED", "SUBMITTED", "PARTIALLY_FILLED"), database_url, orders, timeout)
+
+
+def reconcile(mesh: Mesh) -> subprocess.CompletedProcess[str]:
+    """`python -m brokerage.reconcile` against the mesh's record and its exchange's drop copy."""
+    env = {**mesh.env, "BROKER_EXCHANGE_TARGET": mesh.plan.exchange.target}
+    command = [sys.executable, "-m", "brokerage.reconcile", "--stuck-after-seconds", "60"]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
 
 
 def drop_copy(exchange: str) -> list[exchange_pb2.DropCopyEntry]:

@@ -8,10 +8,7 @@ equal a recomputation from the exchange's drop copy alone, to the cent.
 from __future__ import annotations
 
 import asyncio
-import os
 import random
-import subprocess
-import sys
 from collections import defaultdict
 from collections.abc import Iterator
 from decimal import Decimal
@@ -24,7 +21,7 @@ from brokerage.domain.money import parse_decimal
 from brokerage.proto import common_pb2, orders_pb2, orders_pb2_grpc
 from brokerage.storage.seed import DEFAULT_FUNDING
 from devtools.stack import NatsServer, PostgresCluster
-from tests.e2e.mesh import Mesh, drop_copy, place_all, running_mesh, wait_all_settled
+from tests.e2e.mesh import Mesh, drop_copy, place_all, reconcile, running_mesh, wait_all_settled
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -74,7 +71,7 @@ def test_5000_orders_under_chaos_end_reconcile_clean_and_match_the_drop_copy_to_
     wait_all_settled(mesh.database_url, sold, timeout=300)
 
     assert len(bought) + len(sold) == CUSTOMERS * (BUYS_PER_CUSTOMER + SELLS_PER_CUSTOMER) == 5000
-    reconciled = _reconcile(mesh)
+    reconciled = reconcile(mesh)
     assert reconciled.returncode == 0, reconciled.stdout + reconciled.stderr
     cash, shares = _recomputed_from_drop_copy(mesh.plan.exchange.target)
     assert _accounts(mesh.database_url) == {c: (cash[c], Decimal(0)) for c in map(str, range(1, CUSTOMERS + 1))}
@@ -121,7 +118,7 @@ def test_cancels_racing_fills_at_the_exchange_end_every_order_and_keep_the_books
     assert set(ended.values()) <= {"FILLED", "CANCELED"}
     asked = {answer.order_id for _, answer in raced if answer is not None and answer.cancel_requested}
     assert {ended[o] for o in asked} == {"FILLED", "CANCELED"}, "some cancels won at the exchange, some fills did"
-    reconciled = _reconcile(mesh)
+    reconciled = reconcile(mesh)
     assert reconciled.returncode == 0, reconciled.stdout + reconciled.stderr
 
 
@@ -150,12 +147,6 @@ async def _sells_of_what_was_bought(target: str, rng: random.Random) -> list[ord
                 left[symbol] -= quantity
                 sells.append(_request(customer, f"sell-{i}", symbol, common_pb2.SIDE_SELL, quantity))
         return sells
-
-
-def _reconcile(mesh: Mesh) -> subprocess.CompletedProcess[str]:
-    env = {**mesh.env, "BROKER_EXCHANGE_TARGET": mesh.plan.exchange.target}
-    command = [sys.executable, "-m", "brokerage.reconcile", "--stuck-after-seconds", "60"]
-    return subprocess.run(command, env={**os.environ, **env}, capture_output=True, text=True, timeout=120, check=False)
 
 
 def _recomputed_from_drop_copy(exchange: str) -> tuple[dict[str, Decimal], dict[tuple[str, str], int]]:
