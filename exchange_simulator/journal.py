@@ -5,12 +5,14 @@ A real exchange does not forget its orders and its day when it restarts, and `ma
 across restarts: a venue that forgot would take an order resubmitted after its restart for a new one and fill it
 a second time, never fill the rest of an order it was working, and leave out of its drop copy every fill we
 booked before. Each line is flushed to the operating system before the venue goes on, so a killed simulator
-loses nothing it reported; a line torn by a kill mid-write is the last one, and is skipped.
+loses nothing it reported; a line torn by a kill mid-write is the last one, and is cut off before the venue
+writes on (it reported nothing of it: the line was not yet flushed whole).
 """
 
 from __future__ import annotations
 
 import json
+import os
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -25,6 +27,8 @@ from exchange_simulator.venue import Acknowledgement, Arrival
 
 log = get_logger(__name__)
 
+TAIL_CHUNK = 4096  # bytes read at a time, from the end, looking for the last whole line
+
 
 class JournalError(ValueError):
     """A journal line other than the last cannot be read: the history is damaged, and the venue will not guess."""
@@ -35,6 +39,7 @@ class JournalFile:
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        _drop_torn_tail(path)
         self._file: TextIO = path.open("a", encoding="utf-8")
 
     def arrived(self, arrival: Arrival) -> None:
@@ -66,6 +71,30 @@ def read_journal(path: Path) -> list[Arrival | ExecutionReport]:
                 raise JournalError(f"{path}, line {number}: {error!r}") from error
             log.warning("torn last journal line skipped", journal=str(path), line=number)
     return history
+
+
+def _drop_torn_tail(path: Path) -> None:
+    """Cuts a torn last line off, so that the next line written starts a line of its own."""
+    if not path.exists():
+        return
+    with path.open("rb+") as file:
+        size = file.seek(0, os.SEEK_END)
+        if size == 0:
+            return
+        cut = end = size
+        while end > 0:
+            start = max(0, end - TAIL_CHUNK)
+            file.seek(start)
+            chunk = file.read(end - start)
+            if end == size and chunk.endswith(b"\n"):
+                return  # whole lines only
+            newline = chunk.rfind(b"\n")
+            if newline >= 0:
+                cut = start + newline + 1
+                break
+            cut = end = start  # no line end yet: the torn line began further back
+        file.truncate(cut)
+    log.warning("torn last journal line dropped", journal=str(path), bytes=size - cut)
 
 
 def _entry(record: dict[str, Any]) -> Arrival | ExecutionReport:

@@ -8,7 +8,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from functools import partial
 from pathlib import Path
@@ -23,10 +23,11 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 from prometheus_client import REGISTRY
 
-from brokerage.domain.executions import ExecutionReport
+from brokerage.domain.executions import ExecType, ExecutionReport
+from brokerage.domain.orders import Side
 from brokerage.proto import callback_pb2, callback_pb2_grpc, common_pb2, exchange_pb2, exchange_pb2_grpc
 from devtools.stack import free_port
-from exchange_simulator.journal import JournalError, read_journal
+from exchange_simulator.journal import JournalError, JournalFile, read_journal
 from exchange_simulator.main import SimulatorApp, start
 from exchange_simulator.settings import SimulatorSettings
 from exchange_simulator.venue import Arrival
@@ -555,7 +556,7 @@ async def test_a_simulator_restarted_on_its_journal_remembers_its_orders_and_its
         assert sim.app.venue.order("o-1").status.is_terminal and sim.app.venue.all_reports()[: len(history)] == history
 
 
-def test_a_journal_skips_a_torn_last_line_but_refuses_damage_before_it(tmp_path: Path) -> None:
+def test_a_journal_cuts_off_a_torn_last_line_but_refuses_damage_before_it(tmp_path: Path) -> None:
     assert read_journal(tmp_path / "none-yet.jsonl") == []
     journal = tmp_path / "journal.jsonl"
     arrival = '{"arrival":{"order_id":"o-1","customer_id":"c-1","symbol":"AAPL","side":"BUY","quantity":3,'
@@ -564,6 +565,25 @@ def test_a_journal_skips_a_torn_last_line_but_refuses_damage_before_it(tmp_path:
     journal.write_text(arrival + "\n" + '{"report":{"exec_id":"S-E1","order_id"')  # killed mid-write
     (entry,) = read_journal(journal)
     assert isinstance(entry, Arrival) and entry.ticket.protection_price == Decimal("240.5")
+
+    writer = JournalFile(journal)  # a restarted venue writes on: its first line must not join the torn one
+    report = ExecutionReport(
+        exec_id="S2-E1",
+        order_id="o-1",
+        venue_order_id="S-O1",
+        exec_type=ExecType.FILL,
+        last_quantity=3,
+        last_price=Decimal("227.1234"),
+        cumulative_quantity=3,
+        reason="",
+        transact_time=datetime.now(UTC),
+        symbol="AAPL",
+        side=Side.BUY,
+        order_quantity=3,
+    )
+    writer.reported(report)
+    writer.close()
+    assert read_journal(journal) == [entry, report]
 
     journal.write_text("not json\n" + arrival + "\n")
     with pytest.raises(JournalError, match="line 1"):
