@@ -5,10 +5,11 @@
 [--service-setting NAME=VALUE ...]`
 
 Starts what `make run` starts (devtools.mesh.plan_mesh: CallbackService, the exchange simulator reporting to it with
-its default fill delay and partial fills and no chaos, one OrderService, two worker clusters of two replicas each)
-on a fresh private PostgreSQL (migrated, customers funded) and NATS, then runs phases of PlaceOrder load from a load
-generator process (benchmarks.loadgen), each a warm-up and a measured window, buying 1 to --max-quantity shares
-(default 10: with several shares the simulator fills some orders in parts) of a few symbols for random customers:
+its default fill delay and partial fills, no chaos and no journal, since a real venue's memory costs us nothing; one
+OrderService, two worker clusters of two replicas each) on a fresh private PostgreSQL (migrated, customers funded)
+and NATS, then runs phases of PlaceOrder load from a load generator process (benchmarks.loadgen), each a warm-up
+and a measured window, buying 1 to --max-quantity shares (default 10: with several shares the simulator fills some
+orders in parts) of a few symbols for random customers:
 
 - open loop at each offered rate of --rates and at --rate (a rate in both is measured once, and is the latency
   phase): once every order has ended, the placed-to-settled latency of the orders placed in the window (their
