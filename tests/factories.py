@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
+from brokerage.domain.executions import ExecType, ExecutionReport
 from brokerage.domain.orders import Order, OrderStatus, Side
 
 
@@ -30,3 +33,22 @@ def placed_order(order_id: str, customer_id: str = "1", sequence: int = 1, symbo
         created_at=now,
         updated_at=now,
     )
+
+
+def execution_report(exec_id: str, order_id: str = "o-1", **changes: Any) -> ExecutionReport:
+    """The exchange's partial fill of 1 of 10 AAPL at 10.00, now, unless changes say otherwise."""
+    report = ExecutionReport(
+        exec_id=exec_id,
+        order_id=order_id,
+        venue_order_id=f"V-{order_id}",
+        exec_type=ExecType.PARTIAL_FILL,
+        last_quantity=1,
+        last_price=Decimal("10.00"),
+        cumulative_quantity=1,
+        reason="",
+        transact_time=datetime.now(UTC),
+        symbol="AAPL",
+        side=Side.BUY,
+        order_quantity=10,
+    )
+    return replace(report, **changes)

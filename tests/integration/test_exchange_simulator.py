@@ -8,7 +8,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from functools import partial
 from pathlib import Path
@@ -24,13 +24,13 @@ from grpc_status import rpc_status
 from prometheus_client import REGISTRY
 
 from brokerage.domain.executions import ExecType, ExecutionReport
-from brokerage.domain.orders import Side
 from brokerage.proto import callback_pb2, callback_pb2_grpc, common_pb2, exchange_pb2, exchange_pb2_grpc
 from devtools.stack import free_port
 from exchange_simulator.journal import JournalError, JournalFile, read_journal
 from exchange_simulator.main import SimulatorApp, start
 from exchange_simulator.settings import SimulatorSettings
 from exchange_simulator.venue import Arrival
+from tests.factories import execution_report
 from tests.integration.conftest import running_service
 
 pytestmark = pytest.mark.integration
@@ -567,18 +567,13 @@ def test_a_journal_cuts_off_a_torn_last_line_but_refuses_damage_before_it(tmp_pa
     assert isinstance(entry, Arrival) and entry.ticket.protection_price == Decimal("240.5")
 
     writer = JournalFile(journal)  # a restarted venue writes on: its first line must not join the torn one
-    report = ExecutionReport(
-        exec_id="S2-E1",
-        order_id="o-1",
+    report = execution_report(
+        "S2-E1",
         venue_order_id="S-O1",
         exec_type=ExecType.FILL,
         last_quantity=3,
         last_price=Decimal("227.1234"),
         cumulative_quantity=3,
-        reason="",
-        transact_time=datetime.now(UTC),
-        symbol="AAPL",
-        side=Side.BUY,
         order_quantity=3,
     )
     writer.reported(report)

@@ -7,36 +7,22 @@ import asyncio
 import random
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from decimal import Decimal
 
 import pytest
 from prometheus_client import REGISTRY
 
 from brokerage.background import Backoff
-from brokerage.domain.executions import ExecType, ExecutionReport
-from brokerage.domain.orders import Side
+from brokerage.domain.executions import ExecutionReport
 from exchange_simulator.chaos import Chaos
 from exchange_simulator.delivery import DeliveryFailed
 from exchange_simulator.report_queue import ReportQueue
 from exchange_simulator.settings import SimulatorSettings
 from exchange_simulator.stream_delivery import ENDED, StreamDelivery
+from tests.factories import execution_report
 
 
 def report(exec_id: str) -> ExecutionReport:
-    return ExecutionReport(
-        exec_id=exec_id,
-        order_id="o-1",
-        venue_order_id="v-1",
-        exec_type=ExecType.PARTIAL_FILL,
-        last_quantity=1,
-        last_price=Decimal("10.00"),
-        cumulative_quantity=1,
-        reason="",
-        transact_time=datetime(2026, 1, 5, 15, 0, tzinfo=UTC),
-        symbol="AAPL",
-        side=Side.BUY,
-        order_quantity=10,
-    )
+    return execution_report(exec_id, venue_order_id="v-1", transact_time=datetime(2026, 1, 5, 15, 0, tzinfo=UTC))
 
 
 def metric(name: str, **labels: str) -> float:

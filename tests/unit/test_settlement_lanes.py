@@ -5,26 +5,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from datetime import UTC, datetime
 
 from brokerage.domain.executions import ExecType, ExecutionReport, Settled, SettlementOutcome
-from brokerage.domain.orders import Side
 from brokerage.storage.settlements import SettlementStore
+from tests.factories import execution_report
 
 
 def report(order_id: str, n: int) -> ExecutionReport:
-    return ExecutionReport(
-        exec_id=f"{order_id}-{n}",
-        order_id=order_id,
-        venue_order_id=f"V-{order_id}",
+    return execution_report(
+        f"{order_id}-{n}",
+        order_id,
         exec_type=ExecType.NEW,
         last_quantity=0,
         last_price=None,
         cumulative_quantity=0,
-        reason="",
-        transact_time=datetime.now(UTC),
-        symbol="AAPL",
-        side=Side.BUY,
         order_quantity=1,
     )
 
