@@ -16,6 +16,7 @@ from brokerage.domain.executions import DropCopyEntry, ExecutionReport
 from brokerage.telemetry import get_logger, log_context
 from exchange_simulator.chaos import Chaos
 from exchange_simulator.delivery import ReportSink
+from exchange_simulator.journal import JournalFile
 from exchange_simulator.market import Market, Quote
 from exchange_simulator.tickets import OrderTicket
 from exchange_simulator.venue import Acknowledgement, CancelOutcome, Venue, VenueOrder
@@ -38,6 +39,7 @@ class Exchange:
         price_step_seconds: float,
         acknowledgement_wait_seconds: float,
         acknowledgement_delay_seconds: float = 0.0,
+        journal: JournalFile | None = None,
     ) -> None:
         self.venue = venue
         self.market = market
@@ -47,6 +49,7 @@ class Exchange:
         self._price_step = price_step_seconds
         self._acknowledgement_wait = acknowledgement_wait_seconds
         self._acknowledgement_delay = acknowledgement_delay_seconds
+        self._journal = journal  # the venue writes to it; closed with us
         self._wake = asyncio.Event()  # a new order may have a fill due sooner than the one being waited for
         venue.add_listener(self._on_report)
 
@@ -110,6 +113,8 @@ class Exchange:
 
     async def close(self) -> None:
         await self._sink.close()
+        if self._journal is not None:
+            self._journal.close()
 
     async def _until_next_fill_due(self) -> None:
         self._wake.clear()

@@ -44,7 +44,6 @@ class SimulatorApp:
     exchange: Exchange
     running: RunningServer
     callback: CallbackClient | None
-    journal: JournalFile | None = None
 
     @property
     def venue(self) -> Venue:
@@ -71,15 +70,12 @@ class SimulatorApp:
         await self.exchange.close()
         if self.callback is not None:
             await self.callback.close()
-        if self.journal is not None:
-            self.journal.close()
 
 
 def build_exchange(
     settings: SimulatorSettings,
     callback: CallbackClient | None,
     clock: Callable[[], datetime] = utc_now,
-    journal: JournalFile | None = None,
 ) -> Exchange:
     market = Market(
         DEMO_LISTINGS,
@@ -94,6 +90,7 @@ def build_exchange(
         partial_fill_probability=settings.partial_fill_probability,
         max_fills=settings.max_fills,
     )
+    journal = None if settings.journal_path is None else JournalFile(settings.journal_path)
     venue = Venue(
         market, rules, clock=clock, market_clock=settings.market_hours.clock(), ids=VenueIds(), journal=journal
     )
@@ -109,6 +106,7 @@ def build_exchange(
         price_step_seconds=settings.price_step_ms / 1000,
         acknowledgement_wait_seconds=settings.callback_deadline_seconds,
         acknowledgement_delay_seconds=settings.ack_delay_ms / 1000,
+        journal=journal,
     )
 
 
@@ -155,12 +153,11 @@ async def start(settings: SimulatorSettings) -> SimulatorApp:
         callback = CallbackClient(
             settings.callback_target, token, settings.callback_deadline_seconds, redelivery_backoff(settings)
         )
-    journal = None if settings.journal_path is None else JournalFile(settings.journal_path)
-    exchange = build_exchange(settings, callback, journal=journal)
+    exchange = build_exchange(settings, callback)
     service = Service(SERVICE_NAME, ExchangeServicer(exchange), exchange_pb2_grpc.add_ExchangeServiceServicer_to_server)
     running = await create_server(f"{settings.grpc_host}:{settings.grpc_port}", [service])
     log.info("exchange simulator listening", port=running.port, session_id=exchange.venue.session_id)
-    return SimulatorApp(settings, exchange, running, callback, journal)
+    return SimulatorApp(settings, exchange, running, callback)
 
 
 def main() -> None:
