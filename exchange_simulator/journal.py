@@ -1,5 +1,6 @@
 """The venue's memory on disk (EXCHANGE_JOURNAL_PATH): every order taken and every report produced, one JSON
-object per line, appended as it happens and read back at start.
+object per line (the wire's messages in protobuf's JSON form, read back through the same checks as on the wire),
+appended as it happens and read back at start.
 
 A real exchange does not forget its orders and its day when it restarts, and `make run` keeps PostgreSQL's data
 across restarts: a venue that forgot would take an order resubmitted after its restart for a new one and fill it
@@ -13,17 +14,19 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import datetime
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, TextIO
 
-from brokerage.domain.executions import ExecType, ExecutionReport
-from brokerage.domain.money import format_decimal
-from brokerage.domain.orders import Side
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
+from brokerage.domain.errors import InvalidRequest
+from brokerage.domain.executions import ExecutionReport
+from brokerage.proto import callback_pb2, exchange_pb2
 from brokerage.telemetry import get_logger
-from exchange_simulator.tickets import OrderTicket
-from exchange_simulator.venue import Acknowledgement, Arrival
+from brokerage.wire import report_from_proto, report_to_proto
+from exchange_simulator import translate
+from exchange_simulator.venue import Arrival
 
 log = get_logger(__name__)
 
@@ -43,10 +46,12 @@ class JournalFile:
         self._file: TextIO = path.open("a", encoding="utf-8")
 
     def arrived(self, arrival: Arrival) -> None:
-        self._append({"arrival": _arrival_fields(arrival)})
+        order = _as_dict(translate.submit_request(arrival.ticket))
+        acknowledgement = _as_dict(translate.acknowledgement(arrival.acknowledgement))
+        self._append({"arrival": {"order": order, "acknowledgement": acknowledgement}})
 
     def reported(self, report: ExecutionReport) -> None:
-        self._append({"report": _report_fields(report)})
+        self._append({"report": _as_dict(report_to_proto(report))})
 
     def close(self) -> None:
         self._file.close()
@@ -66,7 +71,7 @@ def read_journal(path: Path) -> list[Arrival | ExecutionReport]:
     for number, line in enumerate(lines, start=1):
         try:
             history.append(_entry(json.loads(line)))
-        except (ValueError, KeyError, TypeError) as error:
+        except (ValueError, KeyError, TypeError, json_format.ParseError, InvalidRequest) as error:
             if number < len(lines):
                 raise JournalError(f"{path}, line {number}: {error!r}") from error
             log.warning("torn last journal line skipped", journal=str(path), line=number)
@@ -99,74 +104,12 @@ def _drop_torn_tail(path: Path) -> None:
 
 def _entry(record: dict[str, Any]) -> Arrival | ExecutionReport:
     if "arrival" in record:
-        return _arrival(record["arrival"])
-    return _report(record["report"])
+        arrival = record["arrival"]
+        request = json_format.ParseDict(arrival["order"], exchange_pb2.SubmitOrderRequest())
+        response = json_format.ParseDict(arrival["acknowledgement"], exchange_pb2.SubmitOrderResponse())
+        return Arrival(translate.ticket(request), translate.acknowledgement_from(response))
+    return report_from_proto(json_format.ParseDict(record["report"], callback_pb2.ExecutionReport()))
 
 
-def _arrival_fields(arrival: Arrival) -> dict[str, Any]:
-    ticket, ack = arrival.ticket, arrival.acknowledgement
-    return {
-        "order_id": ticket.order_id,
-        "customer_id": ticket.customer_id,
-        "symbol": ticket.symbol,
-        "side": ticket.side.value,
-        "quantity": ticket.quantity,
-        "protection_price": format_decimal(ticket.protection_price),
-        "venue_order_id": ack.venue_order_id,
-        "accepted": ack.accepted,
-        "reject_reason": ack.reject_reason,
-        "arrival_sequence": ack.arrival_sequence,
-    }
-
-
-def _arrival(fields: dict[str, Any]) -> Arrival:
-    ticket = OrderTicket(
-        order_id=fields["order_id"],
-        customer_id=fields["customer_id"],
-        symbol=fields["symbol"],
-        side=Side(fields["side"]),
-        quantity=int(fields["quantity"]),
-        protection_price=Decimal(fields["protection_price"]),
-    )
-    acknowledgement = Acknowledgement(
-        venue_order_id=fields["venue_order_id"],
-        accepted=bool(fields["accepted"]),
-        reject_reason=fields["reject_reason"],
-        arrival_sequence=int(fields["arrival_sequence"]),
-    )
-    return Arrival(ticket, acknowledgement)
-
-
-def _report_fields(report: ExecutionReport) -> dict[str, Any]:
-    return {
-        "exec_id": report.exec_id,
-        "order_id": report.order_id,
-        "venue_order_id": report.venue_order_id,
-        "exec_type": report.exec_type.value,
-        "last_quantity": report.last_quantity,
-        "last_price": None if report.last_price is None else format_decimal(report.last_price),
-        "cumulative_quantity": report.cumulative_quantity,
-        "reason": report.reason,
-        "transact_time": report.transact_time.isoformat(),
-        "symbol": report.symbol,
-        "side": report.side.value,
-        "order_quantity": report.order_quantity,
-    }
-
-
-def _report(fields: dict[str, Any]) -> ExecutionReport:
-    price = fields["last_price"]
-    return ExecutionReport(
-        exec_id=fields["exec_id"],
-        order_id=fields["order_id"],
-        venue_order_id=fields["venue_order_id"],
-        exec_type=ExecType(fields["exec_type"]),
-        last_quantity=int(fields["last_quantity"]),
-        last_price=None if price is None else Decimal(price),
-        cumulative_quantity=int(fields["cumulative_quantity"]),
-        reason=fields["reason"],
-        transact_time=datetime.fromisoformat(fields["transact_time"]),
-        symbol=fields["symbol"],
-        side=Side(fields["side"]),
-        order_quantity=int(fields["order_quantity"]),
-    )
+def _as_dict(message: Message) -> dict[str, Any]:
+    return json_format.MessageToDict(message, preserving_proto_field_name=True)

@@ -8,7 +8,7 @@ from brokerage.domain.errors import FieldViolation, InvalidRequest
 from brokerage.domain.executions import DropCopyEntry
 from brokerage.domain.money import format_decimal
 from brokerage.proto import exchange_pb2
-from brokerage.wire import SIDE_FROM_PROTO, STATUS_TO_PROTO, report_to_proto, timestamp
+from brokerage.wire import SIDE_FROM_PROTO, SIDE_TO_PROTO, STATUS_TO_PROTO, report_to_proto, timestamp
 from exchange_simulator.market import Quote
 from exchange_simulator.tickets import OrderTicket, order_ticket
 from exchange_simulator.venue import Acknowledgement, CancelOutcome, VenueOrder
@@ -22,6 +22,29 @@ def ticket(request: exchange_pb2.SubmitOrderRequest) -> OrderTicket:
         side=SIDE_FROM_PROTO.get(request.side),
         quantity=request.quantity,
         protection_price=request.protection_price,
+    )
+
+
+def submit_request(ticket: OrderTicket) -> exchange_pb2.SubmitOrderRequest:
+    """The SubmitOrder request the ticket came from (the inverse of `ticket`)."""
+    return exchange_pb2.SubmitOrderRequest(
+        order_id=ticket.order_id,
+        customer_id=ticket.customer_id,
+        symbol=ticket.symbol,
+        side=SIDE_TO_PROTO[ticket.side],
+        quantity=ticket.quantity,
+        protection_price=format_decimal(ticket.protection_price),
+    )
+
+
+def acknowledgement_from(response: exchange_pb2.SubmitOrderResponse) -> Acknowledgement:
+    """The acknowledgement an answer carries (the inverse of `acknowledgement`)."""
+    return Acknowledgement(
+        venue_order_id=response.venue_order_id,
+        accepted=response.accepted,
+        reject_reason=response.reject_reason,
+        arrival_sequence=response.arrival_sequence,
+        duplicate=response.duplicate,
     )
 
 

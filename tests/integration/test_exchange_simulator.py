@@ -559,9 +559,9 @@ async def test_a_simulator_restarted_on_its_journal_remembers_its_orders_and_its
 def test_a_journal_cuts_off_a_torn_last_line_but_refuses_damage_before_it(tmp_path: Path) -> None:
     assert read_journal(tmp_path / "none-yet.jsonl") == []
     journal = tmp_path / "journal.jsonl"
-    arrival = '{"arrival":{"order_id":"o-1","customer_id":"c-1","symbol":"AAPL","side":"BUY","quantity":3,'
-    arrival += '"protection_price":"240.5","venue_order_id":"S-O1","accepted":true,"reject_reason":"",'
-    arrival += '"arrival_sequence":1}}'
+    arrival = '{"arrival":{"order":{"order_id":"o-1","customer_id":"c-1","symbol":"AAPL","side":"SIDE_BUY",'
+    arrival += '"quantity":3,"protection_price":"240.5"},'
+    arrival += '"acknowledgement":{"venue_order_id":"S-O1","accepted":true,"arrival_sequence":1}}}'
     journal.write_text(arrival + "\n" + '{"report":{"exec_id":"S-E1","order_id"')  # killed mid-write
     (entry,) = read_journal(journal)
     assert isinstance(entry, Arrival) and entry.ticket.protection_price == Decimal("240.5")
