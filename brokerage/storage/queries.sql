@@ -58,10 +58,11 @@ RETURNING message_id, dedupe_id, subject, payload, message_type;
 SELECT c.ordinal, (c.claimed).* FROM claim_for_submissions(%(order_id)s, %(batch_max)s) AS c;
 
 -- name: record_submissions
-SELECT r.ordinal, (r.recorded).* FROM record_submissions(%(order_id)s, %(venue_order_id)s) AS r;
+-- With wait false, a call whose customer another transaction holds is not run: its row is busy (0010).
+SELECT r.ordinal, r.busy, (r.recorded).* FROM record_submissions(%(order_id)s, %(venue_order_id)s, %(wait)s) AS r;
 
 -- name: record_venue_rejections
-SELECT r.ordinal, (r.recorded).* FROM record_venue_rejections(%(order_id)s, %(reason)s) AS r;
+SELECT r.ordinal, r.busy, (r.recorded).* FROM record_venue_rejections(%(order_id)s, %(reason)s, %(wait)s) AS r;
 
 -- name: shard_states
 -- Per shard: its pause, its oldest order still PLACED, and the order a worker has claimed but the exchange
@@ -153,12 +154,13 @@ ON CONFLICT (symbol) DO UPDATE SET price = excluded.price, quoted_at = excluded.
 SELECT 1;
 
 -- name: apply_execution_reports
--- One row per report, with its ordinal in the batch.
+-- One row per report, with its ordinal in the batch; with wait false, the outcome of a report whose customer another
+-- transaction holds is 'busy', and the report is not applied (0010).
 SELECT * FROM apply_execution_reports(%(exec_id)s::text[], %(order_id)s::text[], %(venue_order_id)s::text[],
                                       %(exec_type)s::text[], %(last_quantity)s::bigint[], %(last_price)s::numeric[],
                                       %(cumulative_quantity)s::bigint[], %(reason)s::text[],
                                       %(transact_time)s::timestamptz[], %(symbol)s::text[], %(side)s::text[],
-                                      %(order_quantity)s::bigint[]);
+                                      %(order_quantity)s::bigint[], %(wait)s);
 
 -- name: pending_cancel
 -- An order at the exchange whose customer asked to cancel it, the cancel not yet sent.

@@ -4,6 +4,9 @@ moment share one transaction (group commit), taken customer by customer in the d
 The reports are split by order among `flushers` lanes, each with one transaction in flight: an order's reports
 (its acknowledgement and its fills come within milliseconds of each other) never sit in two transactions at once,
 where the second would wait on the first's locks until it commits and the lanes would run one after the other.
+A report whose customer another transaction holds (the worker recording the same order SUBMITTED, say) is left out
+of its lane's transaction, which books the others and commits without waiting (migration 0010), and is booked
+again in a transaction of its own lane for the busy, which waits for the lock.
 """
 
 from __future__ import annotations
@@ -11,40 +14,62 @@ from __future__ import annotations
 import asyncio
 import zlib
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
 from brokerage.domain.executions import ExecutionReport, Settled, SettlementOutcome
 from brokerage.storage.batching import MicroBatcher, isolating_refusals
+from brokerage.storage.group_commit import BUSY_CALLS
 from brokerage.storage.queries import fetch_all
+
+_BUSY = "busy"  # the outcome of a report left out because another transaction held its customer
 
 
 class SettlementStore:
     def __init__(self, pool: AsyncConnectionPool, *, batch_max: int, flushers: int) -> None:
         self._pool = pool
-        self._lanes: list[MicroBatcher[ExecutionReport, Settled]] = [
-            MicroBatcher(isolating_refusals(self._apply_batch), max_batch=batch_max, max_in_flight=1)
-            for _ in range(flushers)
-        ]
+        self._lanes = [self._lane_of(batch_max, wait=False) for _ in range(flushers)]
+        self._busy_lane = self._lane_of(batch_max, wait=True)
+
+    def _lane_of(self, batch_max: int, *, wait: bool) -> MicroBatcher[ExecutionReport, Settled | None]:
+        return MicroBatcher(
+            isolating_refusals(partial(self._apply_batch, wait=wait)), max_batch=batch_max, max_in_flight=1
+        )
 
     async def apply(self, reports: Sequence[ExecutionReport]) -> list[Settled]:
         """Books each report once, whatever its order's status, and returns their outcomes in order; a duplicate or
         an impossible report changes no balance (the latter is kept as a break). The reports share transactions
         with each other and with other calls' reports. Raises Unavailable while the database cannot answer."""
-        return list(await asyncio.gather(*(self._lane(report.order_id).enqueue(report) for report in reports)))
+        outcomes = await asyncio.gather(*(self._lane(report.order_id).enqueue(report) for report in reports))
+        busy = [i for i, settled in enumerate(outcomes) if settled is None]
+        BUSY_CALLS.labels("apply_execution_reports").inc(len(busy))
+        again = await asyncio.gather(*(self._busy_lane.enqueue(reports[i]) for i in busy))
+        for i, settled in zip(busy, again, strict=True):
+            outcomes[i] = settled
+        return [_booked(settled) for settled in outcomes]
 
-    def _lane(self, order_id: str) -> MicroBatcher[ExecutionReport, Settled]:
+    def _lane(self, order_id: str) -> MicroBatcher[ExecutionReport, Settled | None]:
         return self._lanes[zlib.crc32(order_id.encode()) % len(self._lanes)]
 
-    async def _apply_batch(self, batch: Sequence[ExecutionReport]) -> list[Settled | BaseException]:
-        rows = await fetch_all(self._pool, "apply_execution_reports", _report_arrays(batch))
-        results: list[Settled | BaseException] = [AssertionError("no outcome")] * len(batch)
+    async def _apply_batch(
+        self, batch: Sequence[ExecutionReport], *, wait: bool
+    ) -> list[Settled | BaseException | None]:
+        """Each report's outcome, or None for a report whose customer was busy (and which was not applied)."""
+        rows = await fetch_all(self._pool, "apply_execution_reports", {**_report_arrays(batch), "wait": wait})
+        results: list[Settled | BaseException | None] = [AssertionError("no outcome")] * len(batch)
         for row in rows:
-            results[row["ordinal"] - 1] = Settled(
-                SettlementOutcome(row["outcome"]), row["customer_id"], row["events_through"]
+            busy = row["outcome"] == _BUSY
+            results[row["ordinal"] - 1] = (
+                None if busy else Settled(SettlementOutcome(row["outcome"]), row["customer_id"], row["events_through"])
             )
         return results
+
+
+def _booked(settled: Settled | None) -> Settled:
+    assert settled is not None, "a transaction that waits has no busy report"
+    return settled
 
 
 def _report_arrays(batch: Sequence[ExecutionReport]) -> dict[str, list[Any]]:

@@ -71,8 +71,9 @@ DATABASE_SECRET_KEY = "uri"  # CloudNativePG's <cluster>-app Secret: the connect
 # Secrets the operator makes before the first release (docs/operations.md), which an overlay may therefore not
 # hold: the callback token in prod (dev generates its own).
 OPERATOR_SECRETS = {"brokerage-callback"}
-# The group commit of each server: the setting of its transactions in flight, each holding a pooled connection.
-FLUSHERS = {"order_service": "placement_flushers", CALLBACK_MODULE: "settlement_flushers"}
+# The group commit of each server: the setting of its transactions in flight, each holding a pooled connection,
+# and how many more it may have in flight (CallbackService's lane for reports whose customer was busy).
+FLUSHERS = {"order_service": ("placement_flushers", 0), CALLBACK_MODULE: ("settlement_flushers", 1)}
 
 # Custom resources: no schema here; test_custom_resources.py checks the fields the project relies on.
 CUSTOM_RESOURCES = {
@@ -503,14 +504,15 @@ def pool_problems(docs: list[Manifest]) -> Problems:
     otherwise a full group commit makes the readiness check, and the pod, fail."""
     problems = []
     for workload, container, entry, settings in configured(docs):
-        flushers_setting = FLUSHERS.get(entry.module)
-        if flushers_setting is None:
+        if entry.module not in FLUSHERS:
             continue
-        flushers = getattr(settings, flushers_setting)
-        if settings.database_pool_max < flushers + 1:
+        flushers_setting, more = FLUSHERS[entry.module]
+        transactions = getattr(settings, flushers_setting) + more
+        if settings.database_pool_max < transactions + 1:
             problems.append(
                 f"{workload} {container['name']}: a pool of {settings.database_pool_max} cannot hold "
-                f"{flushers} {flushers_setting} and the readiness ping"
+                f"{transactions} transactions of its group commit ({flushers_setting} and {more} more) "
+                "and the readiness ping"
             )
     return problems
 

@@ -1,5 +1,6 @@
 """The settlement store's lanes, without a database: an order's reports never sit in two transactions at once,
-and every caller gets its reports' outcomes in the order it gave them."""
+a report whose customer was busy goes again through the lane that waits, and every caller gets its reports'
+outcomes in the order it gave them."""
 
 from __future__ import annotations
 
@@ -24,15 +25,22 @@ def report(order_id: str, n: int) -> ExecutionReport:
 
 
 class RecordingStore(SettlementStore):
-    """Books nothing: notes which orders are in a transaction at each moment, and answers with the exec_id."""
+    """Books nothing: notes which orders are in a transaction at each moment, and answers with the exec_id; the
+    reports of orders in `busy` are busy (None) to a transaction that does not wait."""
 
-    def __init__(self, flushers: int) -> None:
+    def __init__(self, flushers: int, busy: frozenset[str] = frozenset()) -> None:
         super().__init__(None, batch_max=8, flushers=flushers)  # type: ignore[arg-type]
+        self.busy = busy
         self.in_flight: list[str] = []
         self.overlaps: list[str] = []
         self.transactions = 0
+        self.waited_for: list[str] = []
 
-    async def _apply_batch(self, batch: Sequence[ExecutionReport]) -> list[Settled | BaseException]:
+    async def _apply_batch(
+        self, batch: Sequence[ExecutionReport], *, wait: bool
+    ) -> list[Settled | BaseException | None]:
+        if wait:
+            self.waited_for += [r.exec_id for r in batch]
         orders = {r.order_id for r in batch}
         self.overlaps += [o for o in orders if o in self.in_flight]
         self.in_flight += orders
@@ -40,7 +48,10 @@ class RecordingStore(SettlementStore):
         await asyncio.sleep(0.001)
         for order in orders:
             self.in_flight.remove(order)
-        return [Settled(SettlementOutcome.APPLIED, r.exec_id, None) for r in batch]
+        return [
+            None if r.order_id in self.busy and not wait else Settled(SettlementOutcome.APPLIED, r.exec_id, None)
+            for r in batch
+        ]
 
 
 async def test_an_orders_reports_never_share_a_moment_in_two_transactions() -> None:
@@ -52,3 +63,13 @@ async def test_an_orders_reports_never_share_a_moment_in_two_transactions() -> N
     assert store.overlaps == []
     assert store.transactions > 4  # the lanes did run side by side
     assert [[s.customer_id for s in settled] for settled in outcomes] == [[r.exec_id for r in c] for c in calls]
+
+
+async def test_a_report_whose_customer_is_busy_is_booked_by_a_transaction_that_waits_and_answered_in_place() -> None:
+    store = RecordingStore(flushers=2, busy=frozenset({"o1"}))
+    reports = [report("o0", 0), report("o1", 0), report("o2", 0), report("o1", 1)]
+
+    settled = await store.apply(reports)
+
+    assert [s.customer_id for s in settled] == ["o0-0", "o1-0", "o2-0", "o1-1"]
+    assert sorted(store.waited_for) == ["o1-0", "o1-1"]
