@@ -6,7 +6,7 @@ The reports are split by order among `flushers` lanes, each with one transaction
 where the second would wait on the first's locks until it commits and the lanes would run one after the other.
 A report whose customer another transaction holds (the worker recording the same order SUBMITTED, say) is left out
 of its lane's transaction, which books the others and commits without waiting (migration 0010), and is booked
-again in a transaction of its own lane for the busy, which waits for the lock.
+again by the lane for busy customers, whose transactions wait for the lock.
 """
 
 from __future__ import annotations
@@ -43,11 +43,11 @@ class SettlementStore:
         an impossible report changes no balance (the latter is kept as a break). The reports share transactions
         with each other and with other calls' reports. Raises Unavailable while the database cannot answer."""
         outcomes = await asyncio.gather(*(self._lane(report.order_id).enqueue(report) for report in reports))
-        busy = [i for i, settled in enumerate(outcomes) if settled is None]
-        BUSY_CALLS.labels("apply_execution_reports").inc(len(busy))
-        again = await asyncio.gather(*(self._busy_lane.enqueue(reports[i]) for i in busy))
-        for i, settled in zip(busy, again, strict=True):
-            outcomes[i] = settled
+        if busy := [i for i, settled in enumerate(outcomes) if settled is None]:
+            BUSY_CALLS.labels("apply_execution_reports").inc(len(busy))
+            again = await asyncio.gather(*(self._busy_lane.enqueue(reports[i]) for i in busy))
+            for i, settled in zip(busy, again, strict=True):
+                outcomes[i] = settled
         return [_booked(settled) for settled in outcomes]
 
     def _lane(self, order_id: str) -> MicroBatcher[ExecutionReport, Settled | None]:
