@@ -9,16 +9,23 @@ whose callers have given up.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Generic, TypeVar
 
 import psycopg
+from prometheus_client import Counter
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 
 # Runs one batch and returns, per item and in order, its result or the exception that item alone met.
 RunBatch = Callable[[Sequence[Item]], Awaitable[Sequence[Result | BaseException]]]
+
+BUSY_CALLS = Counter(
+    "storage_busy_customer_calls_total",
+    "Calls a group commit left out because another transaction held their customer; run again in one that waits.",
+    ("statement",),
+)
 
 
 class MicroBatcher(Generic[Item, Result]):
@@ -92,3 +99,26 @@ async def _alone(run_batch: RunBatch[Item, Result], item: Item) -> Result | Base
         return (await run_batch([item]))[0]
     except Exception as error:
         return error
+
+
+async def again_if_busy(
+    statement: str,
+    items: Sequence[Item],
+    first: Iterable[Awaitable[Result | None]],
+    waiting: MicroBatcher[Item, Result | None],
+) -> list[Result]:
+    """The items' results from `first` (each item's in a batch that does not wait on a customer another transaction
+    holds); an item found busy there (None) goes again through `waiting`, whose batches do wait. Migration 0010."""
+    results = list(await asyncio.gather(*first))
+    if busy := [i for i, result in enumerate(results) if result is None]:
+        BUSY_CALLS.labels(statement).inc(len(busy))
+        again = await asyncio.gather(*(waiting.enqueue(items[i]) for i in busy))
+        for i, result in zip(busy, again, strict=True):
+            results[i] = result
+    return [_not_busy(result) for result in results]
+
+
+def _not_busy(result: Result | None) -> Result:
+    if result is None:
+        raise AssertionError("a batch that waits for its customers found one busy")
+    return result

@@ -8,11 +8,11 @@ tags every row with the 1-based `ordinal` of its call in the arrays. One stateme
 transaction of one statement per call, because psycopg's client side is the cost here: about a third for a lone
 call, a tenth per call in a group of 16 (measured on this machine).
 
-A group does not wait on a customer another transaction holds (a settlement of the same order, say): the query
-takes `wait` and, without it, marks such a call's row `busy` and leaves it out, so the others commit at once. The
-busy calls then go again through a second batcher whose statements wait for the lock. Else one such customer holds
-up the whole group, and every call queued behind it (migration 0010 measures how often). A query without a `busy`
-column never has a busy call.
+Besides the calls' parameters, the query gets `customer_id` (each call's, as an array) and `wait`. A group does not
+wait on a customer another transaction holds (a settlement of the same order, say): without `wait`, the query marks
+such a call's row `busy` and leaves it out, so the others commit at once. The busy calls then go again through a
+second batcher whose statements wait for the lock. Else one such customer holds up the whole group, and every call
+queued behind it (migration 0010 measures how often). A query without a `busy` column never has a busy call.
 """
 
 from __future__ import annotations
@@ -22,18 +22,12 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from prometheus_client import Counter
 from psycopg_pool import AsyncConnectionPool
 
-from brokerage.storage.batching import MicroBatcher, isolating_refusals
+from brokerage.storage.batching import MicroBatcher, again_if_busy, isolating_refusals
 from brokerage.storage.queries import fetch_all
 
 Rows = list[dict[str, Any]]
-BUSY_CALLS = Counter(
-    "storage_busy_customer_calls_total",
-    "Calls a group commit left out because another transaction held their customer; run again in one that waits.",
-    ("statement",),
-)
 
 
 @dataclass(frozen=True)
@@ -56,19 +50,16 @@ class GroupCommit:
     async def fetch(self, call: Call) -> Rows:
         """The call's rows, once the statement it shared has committed. A database that cannot be reached is
         Unavailable; a refusal of this call alone raises its own error (the others of its group are run again)."""
-        rows = await self._first.submit(call)
-        if rows is None:  # its customer was busy: this call waits for it, apart from the calls of others
-            BUSY_CALLS.labels(self._query_name).inc()
-            rows = await self._waiting.submit(call)
-        assert rows is not None, "a statement that waits has no busy call"
+        [rows] = await again_if_busy(self._query_name, [call], [self._first.enqueue(call)], self._waiting)
         return rows
 
     async def _run(self, calls: Sequence[Call], *, wait: bool) -> list[Rows | BaseException | None]:
         """Each call's rows, or None for a call whose customer was busy (and which did not run)."""
         in_lock_order = sorted(range(len(calls)), key=lambda i: calls[i].customer_id)  # stable: FIFO per customer
         arrays: dict[str, Any] = {name: [calls[i].params[name] for i in in_lock_order] for name in calls[0].params}
+        arrays.update(customer_id=[calls[i].customer_id for i in in_lock_order], wait=wait)
         per_call: list[Rows | None] = [[] for _ in calls]
-        for row in await fetch_all(self._pool, self._query_name, {**arrays, "wait": wait}):
+        for row in await fetch_all(self._pool, self._query_name, arrays):
             i = in_lock_order[row.pop("ordinal") - 1]
             if row.pop("busy", False):
                 per_call[i] = None

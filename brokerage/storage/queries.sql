@@ -59,10 +59,12 @@ SELECT c.ordinal, (c.claimed).* FROM claim_for_submissions(%(order_id)s, %(batch
 
 -- name: record_submissions
 -- With wait false, a call whose customer another transaction holds is not run: its row is busy (0010).
-SELECT r.ordinal, r.busy, (r.recorded).* FROM record_submissions(%(order_id)s, %(venue_order_id)s, %(wait)s) AS r;
+SELECT r.ordinal, r.busy, (r.recorded).* FROM record_submissions(%(order_id)s, %(venue_order_id)s, %(customer_id)s,
+                                                             %(wait)s) AS r;
 
 -- name: record_venue_rejections
-SELECT r.ordinal, r.busy, (r.recorded).* FROM record_venue_rejections(%(order_id)s, %(reason)s, %(wait)s) AS r;
+SELECT r.ordinal, r.busy, (r.recorded).* FROM record_venue_rejections(%(order_id)s, %(reason)s, %(customer_id)s,
+                                                                  %(wait)s) AS r;
 
 -- name: shard_states
 -- Per shard: its pause, its oldest order still PLACED, and the order a worker has claimed but the exchange

@@ -11,7 +11,6 @@ again by the lane for busy customers, whose transactions wait for the lock.
 
 from __future__ import annotations
 
-import asyncio
 import zlib
 from collections.abc import Sequence
 from functools import partial
@@ -20,8 +19,7 @@ from typing import Any
 from psycopg_pool import AsyncConnectionPool
 
 from brokerage.domain.executions import ExecutionReport, Settled, SettlementOutcome
-from brokerage.storage.batching import MicroBatcher, isolating_refusals
-from brokerage.storage.group_commit import BUSY_CALLS
+from brokerage.storage.batching import MicroBatcher, again_if_busy, isolating_refusals
 from brokerage.storage.queries import fetch_all
 
 _BUSY = "busy"  # the outcome of a report left out because another transaction held its customer
@@ -42,13 +40,8 @@ class SettlementStore:
         """Books each report once, whatever its order's status, and returns their outcomes in order; a duplicate or
         an impossible report changes no balance (the latter is kept as a break). The reports share transactions
         with each other and with other calls' reports. Raises Unavailable while the database cannot answer."""
-        outcomes = await asyncio.gather(*(self._lane(report.order_id).enqueue(report) for report in reports))
-        if busy := [i for i, settled in enumerate(outcomes) if settled is None]:
-            BUSY_CALLS.labels("apply_execution_reports").inc(len(busy))
-            again = await asyncio.gather(*(self._busy_lane.enqueue(reports[i]) for i in busy))
-            for i, settled in zip(busy, again, strict=True):
-                outcomes[i] = settled
-        return [_booked(settled) for settled in outcomes]
+        first = (self._lane(report.order_id).enqueue(report) for report in reports)
+        return await again_if_busy("apply_execution_reports", reports, first, self._busy_lane)
 
     def _lane(self, order_id: str) -> MicroBatcher[ExecutionReport, Settled | None]:
         return self._lanes[zlib.crc32(order_id.encode()) % len(self._lanes)]
@@ -65,11 +58,6 @@ class SettlementStore:
                 None if busy else Settled(SettlementOutcome(row["outcome"]), row["customer_id"], row["events_through"])
             )
         return results
-
-
-def _booked(settled: Settled | None) -> Settled:
-    assert settled is not None, "a transaction that waits has no busy report"
-    return settled
 
 
 def _report_arrays(batch: Sequence[ExecutionReport]) -> dict[str, list[Any]]:

@@ -42,7 +42,7 @@ def test_no_statement_of_placement_submission_settlement_or_cancel_is_jit_compil
             "SELECT place_order('o1', '1', 'k1', 'AAPL', 'BUY', 10, 240.00, 2400.00, NULL, 'orders.1', '')",
             "SELECT place_order('o2', '1', 'k2', 'AAPL', 'BUY', 1, 240.00, 240.00, NULL, 'orders.1', '')",
             "SELECT * FROM claim_for_submissions(ARRAY['o1'], ARRAY[32])",
-            "SELECT * FROM record_submissions(ARRAY['o1'], ARRAY['V1'], false)",
+            "SELECT * FROM record_submissions(ARRAY['o1'], ARRAY['V1'], ARRAY['1'], false)",
             """SELECT * FROM apply_execution_reports(ARRAY['e0', 'e1', 'e2'], ARRAY['o1', 'o1', 'o1'],
                    ARRAY['V1', 'V1', 'V1'], ARRAY['NEW', 'PARTIAL_FILL', 'FILL'], ARRAY[0, 4, 6]::bigint[],
                    ARRAY[NULL, 230.00, 231.00], ARRAY[0, 4, 10]::bigint[], ARRAY['', '', ''],
@@ -87,8 +87,8 @@ def test_the_batched_claims_records_and_settlements_read_orders_by_key_whatever_
     )
     statements = [
         "SELECT * FROM claim_for_submissions(ARRAY['o0', 'o1'], ARRAY[8, 8])",
-        "SELECT * FROM record_submissions(ARRAY['o0', 'o1'], ARRAY['V0', 'V1'], false)",
-        "SELECT * FROM record_venue_rejections(ARRAY['o2'], ARRAY['halted'], false)",
+        "SELECT * FROM record_submissions(ARRAY['o0', 'o1'], ARRAY['V0', 'V1'], ARRAY['1', '2'], false)",
+        "SELECT * FROM record_venue_rejections(ARRAY['o2'], ARRAY['halted'], ARRAY['3'], false)",
         """SELECT * FROM apply_execution_reports(ARRAY['e1', 'e2'], ARRAY['o0', 'o1'], ARRAY['V0', 'V1'],
                ARRAY['FILL', 'FILL'], ARRAY[1, 1]::bigint[], ARRAY[239.00, 239.00], ARRAY[1, 1]::bigint[],
                ARRAY['', ''], ARRAY[now(), now()], ARRAY['AAPL', 'AAPL'], ARRAY['BUY', 'BUY'],

@@ -27,23 +27,14 @@ BEGIN
 END;
 $$;
 
--- The same for the customer of an order; true for an unknown order, which has no customer to wait for.
-CREATE FUNCTION lock_order_customer_unless_busy(p_order_id text) RETURNS boolean
-LANGUAGE plpgsql AS $$
-DECLARE
-    v_customer text;
-BEGIN
-    SELECT customer_id INTO v_customer FROM orders WHERE order_id = p_order_id;
-    RETURN NOT FOUND OR lock_customer_unless_busy(v_customer);
-END;
-$$;
-
-CREATE FUNCTION record_submissions(p_order_ids text[], p_venue_order_ids text[], p_wait boolean)
+-- The caller passes each call's customer (its lock order), so the probe needs no read of the order.
+CREATE FUNCTION record_submissions(p_order_ids text[], p_venue_order_ids text[], p_customer_ids text[],
+                                   p_wait boolean)
 RETURNS TABLE (ordinal integer, busy boolean, recorded orders)
 LANGUAGE plpgsql SET enable_seqscan = off AS $$
 BEGIN
     FOR i IN 1 .. cardinality(p_order_ids) LOOP
-        IF p_wait OR lock_order_customer_unless_busy(p_order_ids[i]) THEN
+        IF p_wait OR lock_customer_unless_busy(p_customer_ids[i]) THEN
             RETURN QUERY SELECT i, false, record_submitted(p_order_ids[i], p_venue_order_ids[i]);
         ELSE
             RETURN QUERY SELECT i, true, NULL::orders;
@@ -52,12 +43,12 @@ BEGIN
 END;
 $$;
 
-CREATE FUNCTION record_venue_rejections(p_order_ids text[], p_reasons text[], p_wait boolean)
+CREATE FUNCTION record_venue_rejections(p_order_ids text[], p_reasons text[], p_customer_ids text[], p_wait boolean)
 RETURNS TABLE (ordinal integer, busy boolean, recorded orders)
 LANGUAGE plpgsql SET enable_seqscan = off AS $$
 BEGIN
     FOR i IN 1 .. cardinality(p_order_ids) LOOP
-        IF p_wait OR lock_order_customer_unless_busy(p_order_ids[i]) THEN
+        IF p_wait OR lock_customer_unless_busy(p_customer_ids[i]) THEN
             RETURN QUERY SELECT i, false, record_venue_rejection(p_order_ids[i], p_reasons[i]);
         ELSE
             RETURN QUERY SELECT i, true, NULL::orders;
