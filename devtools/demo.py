@@ -2,7 +2,7 @@
 bought; every order is followed until the exchange has filled it and settlement has booked it, then each
 customer's orders, cash and positions are shown. Customer 1's order events stream live as they happen.
 
-`python -m devtools.demo [--target 127.0.0.1:50051] [--customers 3]`. Each run places new orders.
+`python -m devtools.demo [--target 127.0.0.1:15051] [--customers 3]`. Each run places new orders.
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ async def _show_customer(stub: orders_pb2_grpc.OrderServiceStub, customer: str, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--target", default="127.0.0.1:50051", help="OrderService (make run's by default)")
+    parser.add_argument("--target", default="127.0.0.1:15051", help="OrderService (make run's by default)")
     parser.add_argument("--customers", type=int, default=3, help="demo customers 1..N (make run funds 1..1000)")
     args = parser.parse_args()
     customers = [str(c) for c in range(1, args.customers + 1)]

@@ -90,9 +90,11 @@ def split_shards(shard_count: int, clusters: int) -> list[str]:
 
 
 def local_ports() -> Iterator[int]:
-    """`make run`'s fixed ports, in plan_mesh's order: CallbackService on 50070, the exchange on 50060, OrderService
-    on 50051, workers from 50061; their metrics on 9475, 9470, 9464 and from 9471."""
-    grpc_ports = iter([50070, 50060, 50051, 50061, 50062, 50063, 50064])
+    """`make run`'s fixed ports, in plan_mesh's order: CallbackService on 15070, the exchange on 15060, OrderService
+    on 15051, workers from 15061; their metrics on 9475, 9470, 9464 and from 9471. All below 32768, where no
+    outgoing connection gets its local port (Linux hands those out from 32768 up, macOS from 49152): a service
+    started after others have connected to PostgreSQL once found its port taken by one of their connections."""
+    grpc_ports = iter([15070, 15060, 15051, 15061, 15062, 15063, 15064])
     metrics_ports = iter([9475, 9470, 9464, 9471, 9472, 9473, 9474])
     for grpc_port, metrics_port in zip(grpc_ports, metrics_ports, strict=True):
         yield grpc_port

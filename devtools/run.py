@@ -38,8 +38,8 @@ from devtools.stack import (
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL = ROOT / ".local"
 EXCHANGE_JOURNAL = LOCAL / "exchange" / "journal.jsonl"  # the venue remembers what the kept database recorded
-PG_PORT = 55432
-NATS_PORT = 54222
+PG_PORT = 15432
+NATS_PORT = 14222
 DATABASE = "brokerage"
 SEED_CUSTOMERS = 1000
 STOP_TIMEOUT_SECONDS = 20.0
@@ -224,8 +224,8 @@ def _run_module(env: Mapping[str, str], module: str, *args: str) -> None:
 
 
 def _wait_ports_free(ports: list[int], timeout: float = PORT_TIMEOUT_SECONDS) -> None:
-    """Every fixed port must be free for its service. One can be held for a while as the local end of a connection
-    that is closing (after a test run, say): wait for it, then name it."""
+    """Every fixed port must be free for its service. One can be held for a while by a mesh still stopping, or as
+    the local end of a connection that is closing: wait for it, then name it."""
     try:
         wait_until(lambda: all(port_bindable(p) for p in ports), timeout, "the mesh's ports to be free")
     except TimeoutError as exc:
