@@ -41,17 +41,17 @@ _MAX_SOCKET_DIR_LEN = 90  # a Unix socket path must fit in 107 bytes, ".s.PGSQL.
 
 # Ports for our listeners: below the range Linux hands to outgoing connections (32768 up by default), since a
 # mesh opens many connections between picking its ports and binding them, and any of them could take one.
-_LISTENER_PORTS = range(20_000, 32_768)
+LISTENER_PORTS = range(20_000, 32_768)
 _handed_out: set[int] = set()
 
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 a server can listen on now, never handed out before by this process."""
-    for port in random.sample(_LISTENER_PORTS, 100):
+    for port in random.sample(LISTENER_PORTS, 100):
         if port not in _handed_out and port_bindable(port):
             _handed_out.add(port)
             return port
-    raise RuntimeError(f"no free port in {_LISTENER_PORTS}")
+    raise RuntimeError(f"no free port in {LISTENER_PORTS}")
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
