@@ -224,8 +224,8 @@ def _run_module(env: Mapping[str, str], module: str, *args: str) -> None:
 
 
 def _wait_ports_free(ports: list[int], timeout: float = PORT_TIMEOUT_SECONDS) -> None:
-    """Every fixed port must be free for its service. One can be held for a while by a mesh still stopping, or as
-    the local end of a connection that is closing: wait for it, then name it."""
+    """Every fixed port must be free for its service. A mesh still stopping can hold one for a while: wait for it,
+    then name it."""
     try:
         wait_until(lambda: all(port_bindable(p) for p in ports), timeout, "the mesh's ports to be free")
     except TimeoutError as exc:

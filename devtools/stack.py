@@ -39,8 +39,9 @@ PG_SETTINGS = {
 _MAX_SOCKET_DIR_LEN = 90  # a Unix socket path must fit in 107 bytes, ".s.PGSQL.NNNNN" included
 
 
-# Ports for our listeners: below the range Linux hands to outgoing connections (32768 up by default), since a
-# mesh opens many connections between picking its ports and binding them, and any of them could take one.
+# Free ports for the listeners of tests and benchmarks (make run's fixed ones sit lower): below the range Linux hands
+# to outgoing connections (32768 up by default), since a mesh opens many connections between picking its ports and
+# binding them, and any of them could take one.
 LISTENER_PORTS = range(20_000, 32_768)
 _handed_out: set[int] = set()
 
