@@ -1,8 +1,9 @@
 """`make demo`: against the mesh of `make run`, a few demo customers buy stocks, then sell part of what they
 bought; every order is followed until the exchange has filled it and settlement has booked it, then each
-customer's orders, cash and positions are shown. Customer 1's order events stream live as they happen.
+customer's orders, cash and positions are shown. The first customer's order events stream live as they happen.
 
-`python -m devtools.demo [--target 127.0.0.1:15051] [--customers 3]`. Each run places new orders.
+`python -m devtools.demo [--target 127.0.0.1:15051] [--customers 3]`. Each run places new orders, for the first
+customers (of those `make run` funds) with cash enough left: each run spends some, and so does any load test.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import sys
 import time
 from collections.abc import Sequence
 from contextlib import suppress
+from decimal import Decimal
 
 import grpc
 
@@ -24,6 +26,36 @@ ENDED = {common_pb2.ORDER_STATUS_FILLED, common_pb2.ORDER_STATUS_CANCELED, commo
 STATUS = {v: k.removeprefix("ORDER_STATUS_") for k, v in common_pb2.OrderStatus.items()}
 SIDE = {common_pb2.SIDE_BUY: "buy", common_pb2.SIDE_SELL: "sell"}
 PATIENCE_SECONDS = 30.0
+FUNDED_CUSTOMERS = 1000  # make run funds customers 1 to 1000 (devtools.run.SEED_CUSTOMERS)
+# A customer takes part while it has this much available: several times what one run's buys cost at the seeded
+# prices, so a run never meets "insufficient buying power" however the simulated prices have moved.
+BUDGET = Decimal("25000")
+LOOKUPS_AT_ONCE = 50
+
+
+class NoCustomers(Exception):
+    """Too few of make run's customers have the demo's budget left."""
+
+
+async def pick_and_demo(target: str, count: int) -> bool:
+    async with grpc.aio.insecure_channel(target) as channel:
+        customers = await pick_customers(orders_pb2_grpc.OrderServiceStub(channel), count)
+    print(f"demo customers: {', '.join(customers)} (the first with {BUDGET:,.2f} or more available)")
+    return await demo(target, customers)
+
+
+async def pick_customers(stub: orders_pb2_grpc.OrderServiceStub, count: int) -> list[str]:
+    """The first `count` of customers 1 to FUNDED_CUSTOMERS with BUDGET or more available, looked up a few at a time."""
+    picked: list[str] = []
+    for first in range(1, FUNDED_CUSTOMERS + 1, LOOKUPS_AT_ONCE):
+        candidates = [str(c) for c in range(first, min(first + LOOKUPS_AT_ONCE, FUNDED_CUSTOMERS + 1))]
+        accounts = await asyncio.gather(
+            *(stub.GetAccount(orders_pb2.GetAccountRequest(customer_id=c), timeout=5) for c in candidates)
+        )
+        picked += [a.customer_id for a in accounts if Decimal(a.available) >= BUDGET]
+        if len(picked) >= count:
+            return picked[:count]
+    raise NoCustomers(f"only {len(picked)} of customers 1 to {FUNDED_CUSTOMERS} have {BUDGET} available")
 
 
 async def demo(target: str, customers: Sequence[str]) -> bool:
@@ -124,13 +156,15 @@ async def _show_customer(stub: orders_pb2_grpc.OrderServiceStub, customer: str, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--target", default="127.0.0.1:15051", help="OrderService (make run's by default)")
-    parser.add_argument("--customers", type=int, default=3, help="demo customers 1..N (make run funds 1..1000)")
+    parser.add_argument("--customers", type=int, default=3, help="how many demo customers")
     args = parser.parse_args()
-    customers = [str(c) for c in range(1, args.customers + 1)]
     try:
-        filled = asyncio.run(demo(args.target, customers))
+        filled = asyncio.run(pick_and_demo(args.target, args.customers))
     except grpc.aio.AioRpcError as error:
         print(f"demo: {error.code().name}: {error.details()} (is `make run` running?)", file=sys.stderr)
+        sys.exit(2)
+    except NoCustomers as error:
+        print(f"demo: {error} (`make clean`, then `make run`, funds them afresh)", file=sys.stderr)
         sys.exit(2)
     print("\nEvery order filled and settled." if filled else "\nSome orders did not fill: see above.")
     sys.exit(0 if filled else 1)
