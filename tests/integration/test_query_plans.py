@@ -110,3 +110,28 @@ async def test_the_services_connections_have_jit_off(seeded_database: str) -> No
             assert await (await conn.execute("SHOW jit")).fetchone() == ("off",)
     finally:
         await pool.close()
+
+
+def test_one_orders_record_and_one_customers_claim_read_by_key_though_the_statistics_say_hardly_any_order_waits(
+    db: psycopg.Connection,
+) -> None:
+    # Between two ANALYZEs the statistics may say that almost no order is PLACED while hundreds are. The planner then
+    # took the open orders' index (status first) for a statement about one order or one customer's waiting orders,
+    # and read every waiting order on every call: under load a record of SUBMITTED cost three times a fill's update.
+    place = """SELECT place_order(%(prefix)s::text || g, (g %% %(customers)s + 1)::text, %(prefix)s::text || g, 'AAPL',
+                                  'BUY', 1, 240.00, 240.00, NULL, 'orders.1', '')
+                 FROM generate_series(0, 999) AS g"""
+    db.execute(place, {"prefix": "ended", "customers": CUSTOMERS})
+    db.execute("UPDATE orders SET status = 'FILLED', filled_quantity = 1, reserved_cash = 0")  # a day's, all ended
+    db.execute("ANALYZE orders")
+    db.execute(place, {"prefix": "w", "customers": CUSTOMERS})  # then 1,000 waiting, which the statistics miss
+    statements = [
+        "SELECT * FROM claim_for_submissions(ARRAY['w0'], ARRAY[1])",
+        "SELECT * FROM record_submissions(ARRAY['w0', 'w1'], ARRAY['V0', 'V1'], ARRAY['1', '2'], false)",
+        "SELECT * FROM record_venue_rejections(ARRAY['w2'], ARRAY['halted'], ARRAY['3'], false)",
+        "SELECT * FROM cancel_order('4', 'w3', 'orders.1', '')",
+    ]
+
+    read = {statement.split("(")[0]: orders_rows_read(db, statement) for statement in statements}
+
+    assert {name: rows for name, rows in read.items() if rows > 100} == {}  # of 1,000 waiting
