@@ -12,6 +12,7 @@ from decimal import Decimal
 import psycopg
 import pytest
 
+from brokerage.storage.queries import query
 from tests.integration.conftest import CUSTOMERS
 
 pytestmark = pytest.mark.integration
@@ -60,7 +61,7 @@ def test_no_statement_of_placement_submission_settlement_or_cancel_is_jit_compil
     )
 
 
-def orders_rows_read(db: psycopg.Connection, statement: str) -> int:
+def orders_rows_read(db: psycopg.Connection, statement: str, params: dict[str, object] | None = None) -> int:
     """Rows of orders the statement read, by any scan: the change in the backend's counters not yet reported."""
     counter = (
         "SELECT coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0) FROM pg_stat_xact_user_tables"
@@ -68,7 +69,7 @@ def orders_rows_read(db: psycopg.Connection, statement: str) -> int:
     )
     with db.transaction():
         (before,) = db.execute(counter).fetchone() or (0,)
-        db.execute(statement).fetchall()
+        db.execute(statement, params).fetchall()
         (after,) = db.execute(counter).fetchone() or (0,)
     return int(after) - int(before)
 
@@ -135,3 +136,21 @@ def test_one_orders_record_and_one_customers_claim_read_by_key_though_the_statis
     read = {statement.split("(")[0]: orders_rows_read(db, statement) for statement in statements}
 
     assert {name: rows for name, rows in read.items() if rows > 100} == {}  # of 1,000 waiting
+
+
+def test_a_cancel_to_send_is_read_by_key_though_the_statistics_say_no_order_is_at_the_exchange(
+    db: psycopg.Connection,
+) -> None:
+    # The worker's question before it sends a customer's cancel names the order, and also the statuses of the orders
+    # at the exchange, which an index of those orders holds: stale statistics must not make that index the way in.
+    db.execute(
+        """SELECT place_order('x' || g, (g %% %(customers)s + 1)::text, 'x' || g, 'AAPL', 'BUY', 1, 240.00, 240.00,
+                              NULL, 'orders.1', '')
+             FROM generate_series(0, 999) AS g""",
+        {"customers": CUSTOMERS},
+    )
+    db.execute("ANALYZE orders")  # all PLACED: none at the exchange, say the statistics
+    db.execute("UPDATE orders SET status = 'SUBMITTED'")  # all at the exchange, then one cancel asked for
+    db.execute("UPDATE orders SET cancel_requested_at = now() WHERE order_id = 'x7'")
+
+    assert orders_rows_read(db, query("pending_cancel"), {"order_id": "x7"}) == 1
