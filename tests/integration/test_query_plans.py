@@ -74,18 +74,29 @@ def orders_rows_read(db: psycopg.Connection, statement: str, params: dict[str, o
     return int(after) - int(before)
 
 
+def place_a_thousand(db: psycopg.Connection, prefix: str) -> None:
+    """Orders <prefix>0 to <prefix>999, each a buy of one AAPL share, over the customers in turn: all PLACED."""
+    db.execute(
+        """SELECT place_order(%(prefix)s::text || g, (g %% %(customers)s + 1)::text, %(prefix)s::text || g, 'AAPL',
+                              'BUY', 1, 240.00, 240.00, NULL, 'orders.1', '')
+             FROM generate_series(0, 999) AS g""",
+        {"prefix": prefix, "customers": CUSTOMERS},
+    )
+
+
+def reading_over_100(db: psycopg.Connection, statements: list[str]) -> dict[str, int]:
+    """Those of the statements (named by their function) that read over 100 rows of orders, with how many."""
+    read = {statement.split("(")[0]: orders_rows_read(db, statement) for statement in statements}
+    return {name: rows for name, rows in read.items() if rows > 100}
+
+
 def test_the_batched_claims_records_and_settlements_read_orders_by_key_whatever_the_tables_size(
     db: psycopg.Connection,
 ) -> None:
     # A batch once put its calls in lock order through a join the planner could not key: it read every order, on
     # every batch, and settlement slowed as the day went on. A claim reads about its batch of the shard's waiting
     # orders (8 each here), whatever else waits.
-    db.execute(
-        """SELECT place_order('o' || g, (g %% %(customers)s + 1)::text, 'k' || g, 'AAPL', 'BUY', 1, 240.00, 240.00,
-                              NULL, 'orders.1', '')
-             FROM generate_series(0, 999) AS g""",
-        {"customers": CUSTOMERS},
-    )
+    place_a_thousand(db, "o")
     statements = [
         "SELECT * FROM claim_for_submissions(ARRAY['o0', 'o1'], ARRAY[8, 8])",
         "SELECT * FROM record_submissions(ARRAY['o0', 'o1'], ARRAY['V0', 'V1'], ARRAY['1', '2'], false)",
@@ -96,9 +107,7 @@ def test_the_batched_claims_records_and_settlements_read_orders_by_key_whatever_
                ARRAY[1, 1]::bigint[], false)""",
     ]
 
-    read = {statement.split("(")[0]: orders_rows_read(db, statement) for statement in statements}
-
-    assert {name: rows for name, rows in read.items() if rows > 100} == {}  # of 1,000 orders
+    assert reading_over_100(db, statements) == {}  # of 1,000 orders
 
 
 async def test_the_services_connections_have_jit_off(seeded_database: str) -> None:
@@ -119,13 +128,10 @@ def test_one_orders_record_and_one_customers_claim_read_by_key_though_the_statis
     # Between two ANALYZEs the statistics may say that almost no order is PLACED while hundreds are. The planner then
     # took the open orders' index (status first) for a statement about one order or one customer's waiting orders,
     # and read every waiting order on every call: under load a record of SUBMITTED cost three times a fill's update.
-    place = """SELECT place_order(%(prefix)s::text || g, (g %% %(customers)s + 1)::text, %(prefix)s::text || g, 'AAPL',
-                                  'BUY', 1, 240.00, 240.00, NULL, 'orders.1', '')
-                 FROM generate_series(0, 999) AS g"""
-    db.execute(place, {"prefix": "ended", "customers": CUSTOMERS})
+    place_a_thousand(db, "ended")
     db.execute("UPDATE orders SET status = 'FILLED', filled_quantity = 1, reserved_cash = 0")  # a day's, all ended
     db.execute("ANALYZE orders")
-    db.execute(place, {"prefix": "w", "customers": CUSTOMERS})  # then 1,000 waiting, which the statistics miss
+    place_a_thousand(db, "w")  # then 1,000 waiting, which the statistics miss
     statements = [
         "SELECT * FROM claim_for_submissions(ARRAY['w0'], ARRAY[1])",
         "SELECT * FROM record_submissions(ARRAY['w0', 'w1'], ARRAY['V0', 'V1'], ARRAY['1', '2'], false)",
@@ -133,9 +139,7 @@ def test_one_orders_record_and_one_customers_claim_read_by_key_though_the_statis
         "SELECT * FROM cancel_order('4', 'w3', 'orders.1', '')",
     ]
 
-    read = {statement.split("(")[0]: orders_rows_read(db, statement) for statement in statements}
-
-    assert {name: rows for name, rows in read.items() if rows > 100} == {}  # of 1,000 waiting
+    assert reading_over_100(db, statements) == {}  # of 1,000 waiting
 
 
 def test_a_cancel_to_send_is_read_by_key_though_the_statistics_say_no_order_is_at_the_exchange(
@@ -143,12 +147,7 @@ def test_a_cancel_to_send_is_read_by_key_though_the_statistics_say_no_order_is_a
 ) -> None:
     # The worker's question before it sends a customer's cancel names the order, and also the statuses of the orders
     # at the exchange, which an index of those orders holds: stale statistics must not make that index the way in.
-    db.execute(
-        """SELECT place_order('x' || g, (g %% %(customers)s + 1)::text, 'x' || g, 'AAPL', 'BUY', 1, 240.00, 240.00,
-                              NULL, 'orders.1', '')
-             FROM generate_series(0, 999) AS g""",
-        {"customers": CUSTOMERS},
-    )
+    place_a_thousand(db, "x")
     db.execute("ANALYZE orders")  # all PLACED: none at the exchange, say the statistics
     db.execute("UPDATE orders SET status = 'SUBMITTED'")  # all at the exchange, then one cancel asked for
     db.execute("UPDATE orders SET cancel_requested_at = now() WHERE order_id = 'x7'")
