@@ -19,6 +19,8 @@ from decimal import Decimal
 import grpc
 
 from brokerage.proto import common_pb2, orders_pb2, orders_pb2_grpc
+from devtools.mesh import local_ports, plan_mesh
+from devtools.run import SEED_CUSTOMERS
 
 BUYS = (("AAPL", 10), ("MSFT", 5), ("NVDA", 20))
 SELL_FRACTION = 2  # each customer sells 1/2 of what it bought
@@ -26,7 +28,6 @@ ENDED = {common_pb2.ORDER_STATUS_FILLED, common_pb2.ORDER_STATUS_CANCELED, commo
 STATUS = {v: k.removeprefix("ORDER_STATUS_") for k, v in common_pb2.OrderStatus.items()}
 SIDE = {common_pb2.SIDE_BUY: "buy", common_pb2.SIDE_SELL: "sell"}
 PATIENCE_SECONDS = 30.0
-FUNDED_CUSTOMERS = 1000  # make run funds customers 1 to 1000 (devtools.run.SEED_CUSTOMERS)
 # A customer takes part while it has this much available: several times what one run's buys cost at the seeded
 # prices, so a run never meets "insufficient buying power" however the simulated prices have moved.
 BUDGET = Decimal("25000")
@@ -39,48 +40,45 @@ class NoCustomers(Exception):
 
 async def pick_and_demo(target: str, count: int) -> bool:
     async with grpc.aio.insecure_channel(target) as channel:
-        customers = await pick_customers(orders_pb2_grpc.OrderServiceStub(channel), count)
-    print(f"demo customers: {', '.join(customers)} (the first with {BUDGET:,.2f} or more available)")
-    return await demo(target, customers)
+        stub = orders_pb2_grpc.OrderServiceStub(channel)
+        customers = await pick_customers(stub, count)
+        print(f"demo customers: {', '.join(customers)} (the first with {BUDGET:,.2f} or more available)")
+        return await demo(stub, customers)
 
 
 async def pick_customers(stub: orders_pb2_grpc.OrderServiceStub, count: int) -> list[str]:
-    """The first `count` of customers 1 to FUNDED_CUSTOMERS with BUDGET or more available, looked up a few at a time."""
+    """The first `count` of customers 1 to SEED_CUSTOMERS with BUDGET or more available, looked up a few at a time."""
     picked: list[str] = []
-    for first in range(1, FUNDED_CUSTOMERS + 1, LOOKUPS_AT_ONCE):
-        candidates = [str(c) for c in range(first, min(first + LOOKUPS_AT_ONCE, FUNDED_CUSTOMERS + 1))]
+    for first in range(1, SEED_CUSTOMERS + 1, LOOKUPS_AT_ONCE):
+        candidates = [str(c) for c in range(first, min(first + LOOKUPS_AT_ONCE, SEED_CUSTOMERS + 1))]
         accounts = await asyncio.gather(
             *(stub.GetAccount(orders_pb2.GetAccountRequest(customer_id=c), timeout=5) for c in candidates)
         )
         picked += [a.customer_id for a in accounts if Decimal(a.available) >= BUDGET]
         if len(picked) >= count:
             return picked[:count]
-    raise NoCustomers(f"only {len(picked)} of customers 1 to {FUNDED_CUSTOMERS} have {BUDGET} available")
+    raise NoCustomers(f"only {len(picked)} of customers 1 to {SEED_CUSTOMERS} have {BUDGET} available")
 
 
-async def demo(target: str, customers: Sequence[str]) -> bool:
+async def demo(stub: orders_pb2_grpc.OrderServiceStub, customers: Sequence[str]) -> bool:
     run = str(int(time.time()))
-    async with grpc.aio.insecure_channel(target) as channel:
-        stub = orders_pb2_grpc.OrderServiceStub(channel)
-        watcher = asyncio.create_task(_print_events(stub, customers[0], run))
-        try:
-            buys = [
-                _order(run, c, symbol, common_pb2.SIDE_BUY, quantity) for c in customers for symbol, quantity in BUYS
-            ]
-            bought = await _until_ended(stub, await _place_all(stub, buys))
-            sells = [
-                _order(run, o.customer_id, o.symbol, common_pb2.SIDE_SELL, o.filled_quantity // SELL_FRACTION)
-                for o in bought
-                if o.filled_quantity >= SELL_FRACTION
-            ]
-            sold = await _until_ended(stub, await _place_all(stub, sells))
-        finally:
-            await asyncio.sleep(0.5)  # the last events reach the screen
-            watcher.cancel()
-            with suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
-                await watcher
-        for customer in customers:
-            await _show_customer(stub, customer, [o for o in (*bought, *sold) if o.customer_id == customer])
+    watcher = asyncio.create_task(_print_events(stub, customers[0], run))
+    try:
+        buys = [_order(run, c, symbol, common_pb2.SIDE_BUY, quantity) for c in customers for symbol, quantity in BUYS]
+        bought = await _until_ended(stub, await _place_all(stub, buys))
+        sells = [
+            _order(run, o.customer_id, o.symbol, common_pb2.SIDE_SELL, o.filled_quantity // SELL_FRACTION)
+            for o in bought
+            if o.filled_quantity >= SELL_FRACTION
+        ]
+        sold = await _until_ended(stub, await _place_all(stub, sells))
+    finally:
+        await asyncio.sleep(0.5)  # the last events reach the screen
+        watcher.cancel()
+        with suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+            await watcher
+    for customer in customers:
+        await _show_customer(stub, customer, [o for o in (*bought, *sold) if o.customer_id == customer])
     return all(o.status == common_pb2.ORDER_STATUS_FILLED for o in (*bought, *sold))
 
 
@@ -155,7 +153,9 @@ async def _show_customer(stub: orders_pb2_grpc.OrderServiceStub, customer: str, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--target", default="127.0.0.1:15051", help="OrderService (make run's by default)")
+    parser.add_argument(
+        "--target", default=plan_mesh(local_ports()).order_service.target, help="OrderService (make run's by default)"
+    )
     parser.add_argument("--customers", type=int, default=3, help="how many demo customers")
     args = parser.parse_args()
     try:

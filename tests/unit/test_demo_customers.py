@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from brokerage.proto import orders_pb2
-from devtools.demo import BUDGET, FUNDED_CUSTOMERS, NoCustomers, pick_customers
+from devtools.demo import BUDGET, NoCustomers, pick_customers
+from devtools.run import SEED_CUSTOMERS
 
 
 class Accounts:
@@ -41,7 +42,7 @@ async def test_customers_are_looked_up_a_batch_at_a_time_and_no_further_than_nee
 
 
 async def test_too_few_customers_with_the_budget_is_a_clear_error() -> None:
-    all_spent_but_999 = {str(c): Decimal("0") for c in range(1, FUNDED_CUSTOMERS + 1)} | {"999": BUDGET}
+    all_spent_but_999 = {str(c): Decimal("0") for c in range(1, SEED_CUSTOMERS + 1)} | {"999": BUDGET}
     with pytest.raises(NoCustomers, match="only 1 of customers 1 to 1000"):
         await pick_customers(_stub(Accounts(all_spent_but_999)), 2)
 
