@@ -1,11 +1,14 @@
 """Reconciliation (DESIGN.md rule 8): `python -m brokerage.reconcile [--day YYYY-MM-DD] [--stuck-after-seconds N]
 [--without-exchange]`.
 
-Proves from the tables alone, in one consistent snapshot, that balances equal the ledger (funding included), no
-cash is negative, reservations equal the open orders', positions equal the ledger and the fills, every order's
-filled quantity equals its executions and every fill moved exactly its money; lists orders stuck past a limit and
-open breaks; then compares our fills of the day with the exchange's drop copy. Prints a report and exits 0 when
-clean, 1 on any discrepancy, 2 when it cannot run.
+Proves from the tables alone, in one consistent snapshot, that the books hold: balances and positions equal their
+accounts' transfers, no cash is negative, every transfer has its cause (a funding its record, a fill its execution,
+an error-account booking its break, a repair its audit row, a reservation its order), each order's reservation
+equals its transfers and covers its unfilled rest, fills and holdings (average costs included) follow from the
+executions; lists orders stuck past a limit and open breaks. Then, against the exchange's drop copy of the day: that
+clearing moved exactly the venue's fills, that the venue's final outcomes are ours, and that every customer's orders
+reached the venue in sequence order. Prints a report and exits 0 when clean, 1 naming each failed check, 2 when it
+cannot run.
 """
 
 from __future__ import annotations
@@ -21,8 +24,18 @@ import psycopg
 from psycopg.rows import dict_row
 
 from brokerage.domain.market_hours import trading_day
-from brokerage.domain.orders import Side
-from brokerage.domain.reconciliation import Fill, Finding, compare_fills, drop_copy_fills
+from brokerage.domain.orders import OrderStatus
+from brokerage.domain.reconciliation import (
+    ClearingMovement,
+    Finding,
+    OurOrder,
+    arrivals,
+    check_arrival_order,
+    compare_clearing,
+    compare_outcomes,
+    venue_finals,
+    venue_movements,
+)
 from brokerage.exchange_client import ExchangeClient
 from brokerage.settings import Settings, load_settings
 from brokerage.storage.queries import query
@@ -31,18 +44,24 @@ from brokerage.telemetry import configure_logging
 SHOWN_PER_CHECK = 10
 # What each check proves, and the named query that lists its discrepancies.
 TABLE_CHECKS = (
-    ("balances equal the ledger", "reconcile_balances_vs_ledger"),
+    ("balances equal their accounts", "reconcile_balances_vs_accounts"),
+    ("positions equal their accounts", "reconcile_positions_vs_accounts"),
     ("no cash is negative", "reconcile_negative_cash"),
+    ("every transfer has its cause", "reconcile_transfers_without_cause"),
+    ("every funding record has its transfer", "reconcile_fundings_vs_transfers"),
+    ("each order's reservation equals its transfers and covers its rest", "reconcile_reservations_vs_transfers"),
     ("reserved cash equals the open orders' reservations", "reconcile_reserved_cash_vs_open_orders"),
     ("reserved shares equal the open sells' reservations", "reconcile_reserved_shares_vs_open_orders"),
-    ("positions equal the ledger", "reconcile_positions_vs_ledger"),
-    ("positions equal the fills", "reconcile_positions_vs_fills"),
-    ("each order's filled quantity equals its executions", "reconcile_filled_vs_executions"),
-    ("each fill moved exactly its money and shares", "reconcile_fills_vs_ledger"),
+    ("each order's fills equal its executions", "reconcile_filled_vs_executions"),
+    ("each fill moved exactly its money and shares", "reconcile_fills_vs_transfers"),
+    ("each holding and its average cost follow from its fills", "reconcile_holdings_vs_fills"),
     ("no order is stuck", "reconcile_stuck_orders"),
     ("no break is open", "reconcile_open_breaks"),
 )
-DROP_COPY_CHECK = "our fills equal the exchange's drop copy"
+CLEARING_CHECK = "clearing moved exactly the exchange's fills"
+OUTCOMES_CHECK = "the exchange's final outcomes are ours"
+ARRIVALS_CHECK = "each customer's orders reached the exchange in sequence order"
+EXCHANGE_CHECKS = (CLEARING_CHECK, OUTCOMES_CHECK, ARRIVALS_CHECK)
 
 
 @dataclass(frozen=True)
@@ -50,6 +69,15 @@ class CheckResult:
     name: str
     findings: list[Finding] = field(default_factory=list)
     skipped: str = ""  # why it did not run
+
+
+@dataclass(frozen=True)
+class OurDay:
+    """What the exchange checks compare with the drop copy, read in the tables' snapshot."""
+
+    clearing: dict[str, ClearingMovement]
+    open_break_exec_ids: set[str]
+    break_order_ids: set[str]
 
 
 async def reconcile(
@@ -64,24 +92,49 @@ async def reconcile(
                 CheckResult(name, await _findings(conn, name_of_query, {"stuck_after": stuck_after}))
                 for name, name_of_query in TABLE_CHECKS
             ]
-            ours = await _our_fills(conn, day)
-    if exchange is None:
-        return [*results, CheckResult(DROP_COPY_CHECK, skipped="--without-exchange")]
-    theirs = drop_copy_fills(await exchange.drop_copy(day))
-    return [*results, CheckResult(DROP_COPY_CHECK, compare_fills(ours, theirs))]
+            ours = await _our_day(conn, day)
+        if exchange is None:
+            return [*results, *(CheckResult(name, skipped="--without-exchange") for name in EXCHANGE_CHECKS)]
+        entries = await exchange.drop_copy(day)
+        orders = await _our_orders(conn, sorted({e.report.order_id for e in entries}))
+    return [
+        *results,
+        CheckResult(
+            CLEARING_CHECK, compare_clearing(ours.clearing, venue_movements(entries), ours.open_break_exec_ids)
+        ),
+        CheckResult(OUTCOMES_CHECK, compare_outcomes(orders, venue_finals(entries), ours.break_order_ids)),
+        CheckResult(ARRIVALS_CHECK, check_arrival_order(orders, arrivals(entries))),
+    ]
 
 
 async def _findings(conn: psycopg.AsyncConnection, name: str, params: dict[str, Any]) -> list[Finding]:
+    return [Finding(row["subject"], row["detail"]) for row in await _rows(conn, name, params)]
+
+
+async def _our_day(conn: psycopg.AsyncConnection, day: date) -> OurDay:
+    clearing = {
+        r["exec_id"]: ClearingMovement(r["exec_id"], r["order_id"] or "", r["symbol"] or "", r["shares"], r["cash"])
+        for r in await _rows(conn, "reconcile_day_clearing", {"day": day})
+    }
+    breaks = await _rows(conn, "reconcile_break_subjects", {})
+    return OurDay(
+        clearing,
+        {r["exec_id"] for r in breaks if r["open"] and r["exec_id"]},
+        {r["order_id"] for r in breaks if r["order_id"]},
+    )
+
+
+async def _our_orders(conn: psycopg.AsyncConnection, order_ids: list[str]) -> dict[str, OurOrder]:
+    rows = await _rows(conn, "reconcile_orders_of", {"order_ids": order_ids})
+    return {
+        r["order_id"]: OurOrder(r["order_id"], r["customer_id"], r["sequence"], OrderStatus(r["status"])) for r in rows
+    }
+
+
+async def _rows(conn: psycopg.AsyncConnection, name: str, params: dict[str, Any]) -> list[dict[str, Any]]:
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(query(name), params)
-        return [Finding(row["subject"], row["detail"]) for row in await cur.fetchall()]
-
-
-async def _our_fills(conn: psycopg.AsyncConnection, day: date) -> dict[str, Fill]:
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(query("reconcile_day_fills"), {"day": day})
-        rows = await cur.fetchall()
-    return {r["exec_id"]: Fill(r["exec_id"], r["order_id"], Side(r["side"]), r["quantity"], r["price"]) for r in rows}
+        return await cur.fetchall()
 
 
 def render(results: list[CheckResult], day: date) -> str:
@@ -95,8 +148,13 @@ def render(results: list[CheckResult], day: date) -> str:
         lines += [f"          {f.subject}: {f.detail}" for f in result.findings[:SHOWN_PER_CHECK]]
         if len(result.findings) > SHOWN_PER_CHECK:
             lines.append(f"          ... and {len(result.findings) - SHOWN_PER_CHECK} more")
-    found = sum(len(r.findings) for r in results)
-    lines.append("Clean." if not found else f"{found} discrepanc{'y' if found == 1 else 'ies'}.")
+    failed = [r for r in results if r.findings]
+    if not failed:
+        lines.append("Clean.")
+    else:
+        found = sum(len(r.findings) for r in failed)
+        named = "; ".join(f"{r.name} ({len(r.findings)})" for r in failed)
+        lines.append(f"{found} discrepanc{'y' if found == 1 else 'ies'}, failing: {named}.")
     return "\n".join(lines)
 
 

@@ -6,14 +6,17 @@ Shared by every servicer, client and message codec, so each enum is mapped in on
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from brokerage.domain.errors import FieldViolation, InvalidRequest
-from brokerage.domain.executions import ExecType, ExecutionReport
+from brokerage.domain.executions import ExecType, ExecutionReport, MalformedReport, Received
+from brokerage.domain.identifiers import id_violations, is_id
 from brokerage.domain.money import MoneyFormatError, format_decimal, parse_decimal
 from brokerage.domain.orders import OrderStatus, Side
 from brokerage.proto import callback_pb2, common_pb2
@@ -27,6 +30,9 @@ STATUS_FROM_PROTO: dict[Any, OrderStatus] = {v: k for k, v in STATUS_TO_PROTO.it
 EXEC_TYPE_TO_PROTO: dict[ExecType, Any] = {t: common_pb2.ExecType.Value(f"EXEC_TYPE_{t.value}") for t in ExecType}
 EXEC_TYPE_FROM_PROTO: dict[Any, ExecType] = {v: k for k, v in EXEC_TYPE_TO_PROTO.items()}
 REPORT_BATCH_MAX = 1_000  # reports in one StreamExecutions message (callback.proto)
+MAX_REASON_LENGTH = 1_000
+MONEY_DECIMALS = 4  # the books' numeric(20,4)
+MAX_AMOUNT = Decimal(10) ** 16
 SUBMIT_BATCH_MAX = 1_000  # orders in one SubmitOrders message (exchange.proto)
 
 
@@ -54,11 +60,14 @@ def report_to_proto(report: ExecutionReport) -> callback_pb2.ExecutionReport:
 
 
 def report_from_proto(request: callback_pb2.ExecutionReport) -> ExecutionReport:
-    """The report, or InvalidRequest naming every malformed field: no exec_id, an unknown exec type, a fill
-    without a price. (A well-formed report that cannot be applied is settlement's business, not an error.)"""
-    violations = [
-        FieldViolation(field, "must not be empty") for field in ("exec_id", "order_id") if not getattr(request, field)
-    ]
+    """The report, or InvalidRequest naming every field out of form: an id that is not one, an unknown exec type or
+    side, a negative quantity, a fill without a positive quantity or with a price the books cannot hold exactly, a
+    reason the database could not store, no transact time. (A well-formed report that cannot be applied is
+    settlement's business.)"""
+    violations = [*id_violations("exec_id", request.exec_id), *id_violations("order_id", request.order_id)]
+    for field in ("venue_order_id", "symbol"):
+        if getattr(request, field):
+            violations += id_violations(field, getattr(request, field))
     exec_type = EXEC_TYPE_FROM_PROTO.get(request.exec_type)
     if exec_type is None:
         violations.append(FieldViolation("exec_type", "must be NEW, PARTIAL_FILL, FILL, CANCELED or REJECTED"))
@@ -68,10 +77,11 @@ def report_from_proto(request: callback_pb2.ExecutionReport) -> ExecutionReport:
     for field in ("last_quantity", "cumulative_quantity", "order_quantity"):
         if getattr(request, field) < 0:
             violations.append(FieldViolation(field, "must not be negative"))
-    if not request.HasField("transact_time"):
-        violations.append(FieldViolation("transact_time", "must be set"))
-    price = _price(request.last_price, exec_type, violations)
-    if violations or exec_type is None or side is None:
+    if len(request.reason) > MAX_REASON_LENGTH or "\x00" in request.reason:
+        violations.append(FieldViolation("reason", f"must be at most {MAX_REASON_LENGTH} characters, without NUL"))
+    transact_time = _moment(request, violations)
+    price = _fill_price(request, exec_type, violations)
+    if violations or exec_type is None or side is None or transact_time is None:
         raise InvalidRequest(violations)
     return ExecutionReport(
         exec_id=request.exec_id,
@@ -82,32 +92,72 @@ def report_from_proto(request: callback_pb2.ExecutionReport) -> ExecutionReport:
         last_price=price,
         cumulative_quantity=request.cumulative_quantity,
         reason=request.reason,
-        transact_time=request.transact_time.ToDatetime(tzinfo=UTC),
+        transact_time=transact_time,
         symbol=request.symbol,
         side=side,
         order_quantity=request.order_quantity,
     )
 
 
-def reports_from_proto(batch: callback_pb2.ExecutionReportBatch) -> list[ExecutionReport]:
-    """Every report of the batch, or InvalidRequest naming each malformed field as `reports[i].field`: a batch is
-    booked whole or not at all."""
-    if len(batch.reports) > REPORT_BATCH_MAX:
-        raise InvalidRequest([FieldViolation("reports", f"at most {REPORT_BATCH_MAX:,} in a batch")])
-    reports, violations = [], []
-    for index, request in enumerate(batch.reports):
-        try:
-            reports.append(report_from_proto(request))
-        except InvalidRequest as error:
-            violations += [FieldViolation(f"reports[{index}].{v.field}", v.description) for v in error.violations]
-    if violations:
-        raise InvalidRequest(violations)
-    return reports
+def parse_report(raw: bytes) -> ExecutionReport | MalformedReport:
+    """One report from its bytes: the report, or what is wrong with it (kept whole, never a refusal of the call)."""
+    try:
+        message = callback_pb2.ExecutionReport.FromString(raw)
+    except DecodeError as error:
+        return MalformedReport(raw, f"malformed: not an ExecutionReport protobuf can read ({error})", None, None)
+    try:
+        return report_from_proto(message)
+    except InvalidRequest as error:
+        exec_id, order_id = (value if is_id(value) else None for value in (message.exec_id, message.order_id))
+        return MalformedReport(raw, f"malformed: {error}", exec_id, order_id)
 
 
-def _price(text: str, exec_type: ExecType | None, violations: list[FieldViolation]) -> Decimal | None:
+def received(raw: bytes) -> Received:
+    return Received(raw, parse_report(raw))
+
+
+def reports_batch(
+    reports: Sequence[callback_pb2.ExecutionReport | bytes], batch_id: int = 0
+) -> callback_pb2.ExecutionReportBatch:
+    """A StreamExecutions batch of these reports, each encoded on its own."""
+    encoded = [r if isinstance(r, bytes) else r.SerializeToString() for r in reports]
+    return callback_pb2.ExecutionReportBatch(reports=encoded, batch_id=batch_id)
+
+
+def _moment(request: callback_pb2.ExecutionReport, violations: list[FieldViolation]) -> datetime | None:
+    if not request.HasField("transact_time"):
+        violations.append(FieldViolation("transact_time", "must be set"))
+        return None
+    try:
+        return request.transact_time.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        violations.append(FieldViolation("transact_time", "is not a moment a calendar can hold"))
+        return None
+
+
+def _fill_price(
+    request: callback_pb2.ExecutionReport, exec_type: ExecType | None, violations: list[FieldViolation]
+) -> Decimal | None:
+    """A fill's price: positive, at most four decimals (as the books keep money), its amount below 10^16."""
     if exec_type is None or not exec_type.is_fill:
         return None
+    if request.last_quantity <= 0:
+        violations.append(FieldViolation("last_quantity", "a fill needs a positive quantity"))
+    price = _price(request.last_price, violations)
+    if price is None:
+        return None
+    exponent = price.normalize().as_tuple().exponent
+    if (
+        not isinstance(exponent, int)
+        or exponent < -MONEY_DECIMALS
+        or price * max(request.last_quantity, 1) >= MAX_AMOUNT
+    ):
+        violations.append(FieldViolation("last_price", f"{request.last_price!r} is not an amount the books can hold"))
+        return None
+    return price
+
+
+def _price(text: str, violations: list[FieldViolation]) -> Decimal | None:
     try:
         price = parse_decimal(text)
     except MoneyFormatError:

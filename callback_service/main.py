@@ -11,16 +11,13 @@ from psycopg_pool import AsyncConnectionPool
 
 from brokerage.messaging.connection import JetStreamLink
 from brokerage.messaging.doorbell import Doorbell
-from brokerage.proto import callback_pb2_grpc
 from brokerage.rpc.auth import RequireBearerToken
 from brokerage.rpc.process import run_service
 from brokerage.rpc.server import RunningServer, Service, create_server
 from brokerage.settings import Settings, load_settings
 from brokerage.storage.pool import open_pool, ping
 from brokerage.storage.settlements import SettlementStore
-from callback_service.servicer import CallbackServicer
-
-SERVICE_NAME = "broker.v1.CallbackService"
+from callback_service.servicer import SERVICE_NAME, CallbackServicer, add_to_server
 
 
 @dataclass
@@ -53,9 +50,7 @@ async def start(settings: Settings) -> CallbackApp:
     pool = await open_pool(settings)
     link = JetStreamLink(settings.nats_url, "callback-service")
     store = SettlementStore(pool, batch_max=settings.settlement_batch_max, flushers=settings.settlement_flushers)
-    service = Service(
-        SERVICE_NAME, CallbackServicer(store, Doorbell(link)), callback_pb2_grpc.add_CallbackServiceServicer_to_server
-    )
+    service = Service(SERVICE_NAME, CallbackServicer(store, Doorbell(link)), add_to_server)
     running = await create_server(
         f"{settings.grpc_host}:{settings.grpc_port}", [service], [RequireBearerToken(token, [SERVICE_NAME])]
     )

@@ -1,10 +1,14 @@
 """The simulator's outgoing calls to CallbackService, with the bearer secret: ReportExecution (one report, with a
-deadline) and StreamExecutions (batches of reports out, of acknowledgements back, for as long as the stream lasts)."""
+deadline) and StreamExecutions (batches of reports out, of acknowledgements back, for as long as the stream lasts).
+
+Each report goes as the bytes `encode` makes of it (chaos may break some, as a faulty venue would): ReportExecution
+is called with those bytes as they are, and a batch carries each report's bytes on its own."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import itertools
+from collections.abc import Callable, Sequence
 
 import grpc
 from grpc import aio
@@ -12,15 +16,29 @@ from grpc import aio
 from brokerage.background import Backoff
 from brokerage.domain.executions import ExecutionReport
 from brokerage.proto import callback_pb2, callback_pb2_grpc
-from brokerage.wire import report_to_proto
+from brokerage.wire import report_to_proto, reports_batch
 from exchange_simulator.delivery import DeliveryFailed
 from exchange_simulator.stream_delivery import ENDED
+
+Encode = Callable[[ExecutionReport], bytes]
+REPORT_EXECUTION = "/broker.v1.CallbackService/ReportExecution"
+
+
+def encode_report(report: ExecutionReport) -> bytes:
+    return report_to_proto(report).SerializeToString()
 
 
 class CallbackClient:
     """Sends one report, or opens a stream; any status but OK is DeliveryFailed, for the delivery to retry."""
 
-    def __init__(self, target: str, token: str, deadline_seconds: float, reconnect: Backoff | None = None) -> None:
+    def __init__(
+        self,
+        target: str,
+        token: str,
+        deadline_seconds: float,
+        reconnect: Backoff | None = None,
+        encode: Encode = encode_report,
+    ) -> None:
         # The channel's own reconnection backoff (up to 2 minutes by default) follows the delivery's, so a
         # CallbackService that is back is reached within the delivery's backoff, not minutes later.
         options = []
@@ -31,18 +49,24 @@ class CallbackClient:
             ]
         self._channel = aio.insecure_channel(target, options=options)
         self._stub = callback_pb2_grpc.CallbackServiceStub(self._channel)
+        self._report_execution = self._channel.unary_unary(
+            REPORT_EXECUTION,
+            request_serializer=None,  # the report's bytes, as encode made them
+            response_deserializer=callback_pb2.ReportExecutionResponse.FromString,
+        )
         self._metadata = (("authorization", f"Bearer {token}"),)
         self._deadline = deadline_seconds
+        self._encode = encode
 
     async def send(self, report: ExecutionReport) -> None:
         try:
-            await self._stub.ReportExecution(report_to_proto(report), metadata=self._metadata, timeout=self._deadline)
+            await self._report_execution(self._encode(report), metadata=self._metadata, timeout=self._deadline)
         except aio.AioRpcError as error:
             raise DeliveryFailed(error.code().name, error.details() or "") from error
 
     def open_stream(self) -> ExecutionStream:
         """A new StreamExecutions call (no deadline: it lasts until it breaks or is cancelled)."""
-        return ExecutionStream(self._stub.StreamExecutions(metadata=self._metadata))
+        return ExecutionStream(self._stub.StreamExecutions(metadata=self._metadata), self._encode)
 
     async def close(self) -> None:
         await self._channel.close()
@@ -56,11 +80,16 @@ class ExecutionStream:
     can be INTERNAL, though the outcome (everything unacknowledged is sent again) is the same.
     """
 
-    def __init__(self, call: aio.StreamStreamCall) -> None:
+    def __init__(self, call: aio.StreamStreamCall, encode: Encode = encode_report) -> None:
         self._call = call
+        self._encode = encode
+        self._batch_ids = itertools.count(1)
+        self._unanswered: dict[int, list[str]] = {}  # each batch sent, by id: the exec_ids of its reports in order
 
     async def write(self, reports: Sequence[ExecutionReport]) -> None:
-        batch = callback_pb2.ExecutionReportBatch(reports=[report_to_proto(report) for report in reports])
+        batch_id = next(self._batch_ids)
+        self._unanswered[batch_id] = [report.exec_id for report in reports]
+        batch = reports_batch([self._encode(report) for report in reports], batch_id)
         try:
             await self._call.write(batch)
         except aio.AioRpcError as error:
@@ -77,7 +106,10 @@ class ExecutionStream:
             raise DeliveryFailed(error.code().name, error.details() or "") from error
         if batch is aio.EOF:
             raise DeliveryFailed(ENDED, "CallbackService ended the stream")
-        return [ack.exec_id for ack in batch.acks]
+        sent = self._unanswered.pop(batch.batch_id, None)
+        if sent is None or len(sent) != len(batch.acks):  # acknowledgements are by position in the batch answered
+            raise DeliveryFailed("MISMATCHED", f"an acknowledgement of {len(batch.acks)} for batch {batch.batch_id}")
+        return sent
 
     def cancel(self) -> None:
         self._call.cancel()

@@ -72,10 +72,21 @@ class SimulatorApp:
             await self.callback.close()
 
 
+def chaos_of(settings: SimulatorSettings) -> Chaos:
+    """The venue's misbehaviour, seeded: one for the acknowledgements and the reports' delivery and encoding."""
+    return Chaos(
+        settings.chaos_rate,
+        settings.chaos_max_delay_ms / 1000,
+        random.Random(f"{settings.seed}/chaos"),
+        malformed_rate=settings.chaos_malformed_rate,
+    )
+
+
 def build_exchange(
     settings: SimulatorSettings,
     callback: CallbackClient | None,
     clock: Callable[[], datetime] = utc_now,
+    chaos: Chaos | None = None,
 ) -> Exchange:
     market = Market(
         DEMO_LISTINGS,
@@ -96,7 +107,7 @@ def build_exchange(
     )
     if settings.journal_path is not None:
         restore(venue, settings.journal_path)
-    chaos = Chaos(settings.chaos_rate, settings.chaos_max_delay_ms / 1000, random.Random(f"{settings.seed}/chaos"))
+    chaos = chaos or chaos_of(settings)
     return Exchange(
         venue,
         market,
@@ -148,12 +159,17 @@ def report_sink(settings: SimulatorSettings, callback: CallbackClient | None, ch
 async def start(settings: SimulatorSettings) -> SimulatorApp:
     """Starts serving; the caller runs `background()` and closes the app."""
     callback = None
+    chaos = chaos_of(settings)
     if settings.callback_target:
         token = settings.callback_token.get_secret_value()
         callback = CallbackClient(
-            settings.callback_target, token, settings.callback_deadline_seconds, redelivery_backoff(settings)
+            settings.callback_target,
+            token,
+            settings.callback_deadline_seconds,
+            redelivery_backoff(settings),
+            encode=chaos.encode,
         )
-    exchange = build_exchange(settings, callback)
+    exchange = build_exchange(settings, callback, chaos=chaos)
     service = Service(SERVICE_NAME, ExchangeServicer(exchange), exchange_pb2_grpc.add_ExchangeServiceServicer_to_server)
     running = await create_server(f"{settings.grpc_host}:{settings.grpc_port}", [service])
     log.info("exchange simulator listening", port=running.port, session_id=exchange.venue.session_id)

@@ -66,6 +66,9 @@ class SimulatorSettings(BaseSettings):
     # answer only after the order's first fill was delivered with probability p.
     chaos_rate: float = Field(default=0.0, ge=0, le=1)
     chaos_max_delay_ms: int = Field(default=500, ge=0, le=60_000)
+    # Apart from chaos_rate: each report goes out malformed with this probability (its real content is then only in
+    # the drop copy, for an operator to book).
+    chaos_malformed_rate: float = Field(default=0.0, ge=0, le=1)
 
     # A file the venue appends its orders and reports to, and reads back at start, so that a restart forgets
     # nothing (exchange_simulator.journal); unset, the venue lives in memory only. `make run` sets it.

@@ -8,14 +8,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
-from decimal import Decimal
 
 from prometheus_client import Counter
 from ulid import ULID
 
 from brokerage.domain.errors import FailedPrecondition, IdempotencyConflict, OrderNotFound
 from brokerage.domain.orders import Order, OrderRequest, OrderStatus
-from brokerage.domain.placement import PlacementPolicy, Rejection, Reservation, insufficient_holdings
+from brokerage.domain.placement import PlacementPolicy, Pricing, Rejection, insufficient_holdings
 from brokerage.domain.sharding import shard_for, subject_for_shard
 from brokerage.messaging.doorbell import Doorbell
 from brokerage.messaging.messages import MessageType, encode_cancel_requested, encode_order_placed
@@ -97,7 +96,7 @@ class OrderDesk:
         )
         return order
 
-    def _new_order(self, request: OrderRequest, decision: Reservation | Rejection) -> NewOrder:
+    def _new_order(self, request: OrderRequest, decision: Pricing | Rejection) -> NewOrder:
         assert request.side is not None  # validated
         shard = shard_for(request.customer_id, self._shard_count)
         unpriced = NewOrder(
@@ -108,7 +107,6 @@ class OrderDesk:
             side=request.side,
             quantity=request.quantity,
             protection_price=None,
-            reserve_cash=Decimal(0),
             reject_reason=None,
             subject=subject_for_shard(shard),
             payload=b"",
@@ -124,9 +122,7 @@ class OrderDesk:
             protection_price=decision.protection_price,
             shard=shard,
         )
-        return replace(
-            unpriced, protection_price=decision.protection_price, reserve_cash=decision.cash, payload=payload
-        )
+        return replace(unpriced, protection_price=decision.protection_price, payload=payload)
 
     def _retried(self, order: Order, request: OrderRequest) -> Order:
         if not order.same_request_as(request):

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from brokerage.domain.executions import ExecType, ExecutionReport
+from brokerage.domain.executions import ExecType, ExecutionReport, Received
 from brokerage.domain.orders import Order, OrderStatus, Side
 
 
@@ -52,3 +52,8 @@ def execution_report(exec_id: str, order_id: str = "o-1", **changes: Any) -> Exe
         order_quantity=10,
     )
     return replace(report, **changes)
+
+
+def received(report: ExecutionReport) -> Received:
+    """The report as CallbackService receives it: its bytes (here only a stand-in), parsed."""
+    return Received(f"bytes of {report.exec_id}".encode(), report)

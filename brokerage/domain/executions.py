@@ -3,6 +3,7 @@ settlement made of each. The venue produces them; CallbackService books them (DE
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -37,6 +38,36 @@ class ExecutionReport:
     symbol: str
     side: Side
     order_quantity: int
+
+
+@dataclass(frozen=True)
+class MalformedReport:
+    """A report that cannot be booked as it came: it could not be parsed, a field is out of form ('malformed'), or
+    the database refused it ('refused'). It is kept whole, as its bytes, as a break that claims nothing: a later
+    well-formed copy of it is booked and supersedes the break."""
+
+    raw: bytes
+    detail: str
+    exec_id: str | None  # as read from it, when it is a well-formed id
+    order_id: str | None
+    kind: str = "malformed"
+
+    @property
+    def break_key(self) -> str:
+        """One break per exec_id, else per distinct bytes."""
+        return f"malformed:{self.exec_id or 'sha256:' + hashlib.sha256(self.raw).hexdigest()}"
+
+
+@dataclass(frozen=True)
+class Received:
+    """A report as it arrived: its bytes, and what they parse to."""
+
+    raw: bytes
+    parsed: ExecutionReport | MalformedReport
+
+    @property
+    def exec_id(self) -> str:
+        return self.parsed.exec_id or ""
 
 
 @dataclass(frozen=True)

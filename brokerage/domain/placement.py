@@ -5,19 +5,16 @@ The last rule, enough cash or shares, is checked by the storage transaction that
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 
 from brokerage.domain.errors import FieldViolation, InvalidRequest
+from brokerage.domain.identifiers import id_violations
 from brokerage.domain.market_hours import MarketClock
 from brokerage.domain.money import round_down_to_tick, round_up_to_tick
 from brokerage.domain.orders import OrderRequest, Side
-
-MAX_ID_LENGTH = 64
-_PRINTABLE_ID = re.compile(r"^[\x21-\x7e]+$")  # visible ASCII, no spaces: ids end up in logs and subjects
 
 
 @dataclass(frozen=True)
@@ -53,12 +50,11 @@ class Rejection:
 
 
 @dataclass(frozen=True)
-class Reservation:
-    """What placing the order must hold: cash for a buy, its shares for a sell."""
+class Pricing:
+    """The price a market order is sent with: a buy never fills above it, a sell never below. What the order holds
+    follows from it in the placement transaction (quantity x this for a buy, the shares for a sell), not here."""
 
     protection_price: Decimal
-    cash: Decimal
-    shares: int
 
 
 @dataclass(frozen=True)
@@ -71,8 +67,8 @@ class PlacementPolicy:
     def validate(self, request: OrderRequest, known_symbols: set[str] | frozenset[str]) -> None:
         """Raises InvalidRequest listing every malformed field; an unknown symbol is malformed input."""
         violations = [
-            *_id_violations("customer_id", request.customer_id),
-            *_id_violations("client_order_id", request.client_order_id),
+            *id_violations("customer_id", request.customer_id),
+            *id_violations("client_order_id", request.client_order_id),
         ]
         if not request.symbol:
             violations.append(FieldViolation("symbol", "must not be empty"))
@@ -89,8 +85,8 @@ class PlacementPolicy:
 
     def price(
         self, request: OrderRequest, instrument: Instrument, quote: Quote | None, now: datetime
-    ) -> Reservation | Rejection:
-        """The reservation a valid order needs, or why it is rejected before any money is held."""
+    ) -> Pricing | Rejection:
+        """The protection price of a valid order, or why it is rejected before any money is held."""
         if not self.clock.is_open(now):
             return Rejection(RejectCode.MARKET_CLOSED, "market closed")
         if not instrument.tradable:
@@ -105,21 +101,12 @@ class PlacementPolicy:
             )
         if request.side is Side.BUY:
             limit = round_up_to_tick(quote.price * (1 + self.price_collar), instrument.tick_size)
-            return Reservation(protection_price=limit, cash=limit * request.quantity, shares=0)
+            return Pricing(protection_price=limit)
         limit = round_down_to_tick(quote.price * (1 - self.price_collar), instrument.tick_size)
-        return Reservation(protection_price=max(limit, instrument.tick_size), cash=Decimal(0), shares=request.quantity)
+        return Pricing(protection_price=max(limit, instrument.tick_size))
 
 
 def insufficient_holdings(side: Side) -> RejectCode:
     """The code when the reserving transaction found too little cash (a buy) or too few shares (a sell)."""
     return RejectCode.INSUFFICIENT_BUYING_POWER if side is Side.BUY else RejectCode.INSUFFICIENT_SHARES
 
-
-def _id_violations(field: str, value: str) -> list[FieldViolation]:
-    if not value:
-        return [FieldViolation(field, "must not be empty")]
-    if len(value) > MAX_ID_LENGTH:
-        return [FieldViolation(field, f"must be at most {MAX_ID_LENGTH} characters")]
-    if not _PRINTABLE_ID.match(value):
-        return [FieldViolation(field, "must be visible ASCII characters without spaces")]
-    return []

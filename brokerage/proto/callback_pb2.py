@@ -26,23 +26,25 @@ from . import common_pb2 as broker_dot_v1_dot_common__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x62roker/v1/callback.proto\x12\tbroker.v1\x1a\x16\x62roker/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc6\x02\n\x0f\x45xecutionReport\x12\x0f\n\x07\x65xec_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x16\n\x0evenue_order_id\x18\x03 \x01(\t\x12&\n\texec_type\x18\x04 \x01(\x0e\x32\x13.broker.v1.ExecType\x12\x15\n\rlast_quantity\x18\x05 \x01(\x03\x12\x12\n\nlast_price\x18\x06 \x01(\t\x12\x1b\n\x13\x63umulative_quantity\x18\x07 \x01(\x03\x12\x0e\n\x06reason\x18\x08 \x01(\t\x12\x31\n\rtransact_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06symbol\x18\n \x01(\t\x12\x1d\n\x04side\x18\x0b \x01(\x0e\x32\x0f.broker.v1.Side\x12\x16\n\x0eorder_quantity\x18\x0c \x01(\x03\",\n\x17ReportExecutionResponse\x12\x11\n\tduplicate\x18\x01 \x01(\x08\"C\n\x14\x45xecutionReportBatch\x12+\n\x07reports\x18\x01 \x03(\x0b\x32\x1a.broker.v1.ExecutionReport\":\n\x11\x45xecutionAckBatch\x12%\n\x04\x61\x63ks\x18\x01 \x03(\x0b\x32\x17.broker.v1.ExecutionAck\"2\n\x0c\x45xecutionAck\x12\x0f\n\x07\x65xec_id\x18\x01 \x01(\t\x12\x11\n\tduplicate\x18\x02 \x01(\x08\x32\xbb\x01\n\x0f\x43\x61llbackService\x12Q\n\x0fReportExecution\x12\x1a.broker.v1.ExecutionReport\x1a\".broker.v1.ReportExecutionResponse\x12U\n\x10StreamExecutions\x12\x1f.broker.v1.ExecutionReportBatch\x1a\x1c.broker.v1.ExecutionAckBatch(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x62roker/v1/callback.proto\x12\tbroker.v1\x1a\x16\x62roker/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc6\x02\n\x0f\x45xecutionReport\x12\x0f\n\x07\x65xec_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x16\n\x0evenue_order_id\x18\x03 \x01(\t\x12&\n\texec_type\x18\x04 \x01(\x0e\x32\x13.broker.v1.ExecType\x12\x15\n\rlast_quantity\x18\x05 \x01(\x03\x12\x12\n\nlast_price\x18\x06 \x01(\t\x12\x1b\n\x13\x63umulative_quantity\x18\x07 \x01(\x03\x12\x0e\n\x06reason\x18\x08 \x01(\t\x12\x31\n\rtransact_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06symbol\x18\n \x01(\t\x12\x1d\n\x04side\x18\x0b \x01(\x0e\x32\x0f.broker.v1.Side\x12\x16\n\x0eorder_quantity\x18\x0c \x01(\x03\"W\n\x17ReportExecutionResponse\x12\x11\n\tduplicate\x18\x01 \x01(\x08\x12)\n\x07outcome\x18\x02 \x01(\x0e\x32\x18.broker.v1.ReportOutcome\"9\n\x14\x45xecutionReportBatch\x12\x0f\n\x07reports\x18\x01 \x03(\x0c\x12\x10\n\x08\x62\x61tch_id\x18\x02 \x01(\x04\"L\n\x11\x45xecutionAckBatch\x12%\n\x04\x61\x63ks\x18\x01 \x03(\x0b\x32\x17.broker.v1.ExecutionAck\x12\x10\n\x08\x62\x61tch_id\x18\x02 \x01(\x04\"]\n\x0c\x45xecutionAck\x12\x0f\n\x07\x65xec_id\x18\x01 \x01(\t\x12\x11\n\tduplicate\x18\x02 \x01(\x08\x12)\n\x07outcome\x18\x03 \x01(\x0e\x32\x18.broker.v1.ReportOutcome*\x82\x01\n\rReportOutcome\x12\x1e\n\x1aREPORT_OUTCOME_UNSPECIFIED\x10\x00\x12\x19\n\x15REPORT_OUTCOME_BOOKED\x10\x01\x12\x1c\n\x18REPORT_OUTCOME_DUPLICATE\x10\x02\x12\x18\n\x14REPORT_OUTCOME_BREAK\x10\x03\x32\xbb\x01\n\x0f\x43\x61llbackService\x12Q\n\x0fReportExecution\x12\x1a.broker.v1.ExecutionReport\x1a\".broker.v1.ReportExecutionResponse\x12U\n\x10StreamExecutions\x12\x1f.broker.v1.ExecutionReportBatch\x1a\x1c.broker.v1.ExecutionAckBatch(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'broker.v1.callback_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_REPORTOUTCOME']._serialized_start=747
+  _globals['_REPORTOUTCOME']._serialized_end=877
   _globals['_EXECUTIONREPORT']._serialized_start=97
   _globals['_EXECUTIONREPORT']._serialized_end=423
   _globals['_REPORTEXECUTIONRESPONSE']._serialized_start=425
-  _globals['_REPORTEXECUTIONRESPONSE']._serialized_end=469
-  _globals['_EXECUTIONREPORTBATCH']._serialized_start=471
-  _globals['_EXECUTIONREPORTBATCH']._serialized_end=538
-  _globals['_EXECUTIONACKBATCH']._serialized_start=540
-  _globals['_EXECUTIONACKBATCH']._serialized_end=598
-  _globals['_EXECUTIONACK']._serialized_start=600
-  _globals['_EXECUTIONACK']._serialized_end=650
-  _globals['_CALLBACKSERVICE']._serialized_start=653
-  _globals['_CALLBACKSERVICE']._serialized_end=840
+  _globals['_REPORTEXECUTIONRESPONSE']._serialized_end=512
+  _globals['_EXECUTIONREPORTBATCH']._serialized_start=514
+  _globals['_EXECUTIONREPORTBATCH']._serialized_end=571
+  _globals['_EXECUTIONACKBATCH']._serialized_start=573
+  _globals['_EXECUTIONACKBATCH']._serialized_end=649
+  _globals['_EXECUTIONACK']._serialized_start=651
+  _globals['_EXECUTIONACK']._serialized_end=744
+  _globals['_CALLBACKSERVICE']._serialized_start=880
+  _globals['_CALLBACKSERVICE']._serialized_end=1067
 # @@protoc_insertion_point(module_scope)

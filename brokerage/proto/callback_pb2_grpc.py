@@ -51,7 +51,10 @@ class CallbackServiceServicer:
 
     def ReportExecution(self, request, context):
         """Books an execution report exactly once (dedupe by exec_id). The caller proves it is the exchange with
-        `authorization: Bearer <secret>` metadata.
+        `authorization: Bearer <secret>` metadata. A report that cannot be applied is acknowledged all the same and
+        kept whole as a break for an operator: a malformed one (it cannot be parsed, or a field is out of form) and an
+        impossible one (no order of events explains it; a real fill among them is booked to the firm's error account).
+        Only a failure to book it (the database away) is an error, and then the report is to be sent again.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -59,10 +62,12 @@ class CallbackServiceServicer:
 
     def StreamExecutions(self, request_iterator, context):
         """The same for a stream of reports, without a call's overhead for each, and in batches, without a message's
-        overhead for each: the exchange sends whatever reports it has ready as one batch (up to 1,000), and every
-        batch is acknowledged on the way back once all its reports are booked, one ExecutionAck each (by exec_id;
-        not necessarily in the order sent). A report whose acknowledgement has not arrived when the stream ends is to
-        be sent again. A malformed report ends the stream with INVALID_ARGUMENT, and nothing of its batch is booked.
+        overhead for each: the exchange sends whatever reports it has ready as one batch (up to 1,000). Each report is
+        parsed and booked on its own, and each batch is acknowledged on the way back once all its reports are booked or
+        kept as breaks, by one ExecutionAckBatch that names the batch and answers its reports by position (batches are
+        not necessarily answered in the order sent). A malformed or impossible report never ends the stream, fails its
+        batch or holds back the reports beside it. A report whose acknowledgement has not arrived when the stream ends
+        is to be sent again.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -15,6 +15,8 @@ from typing import Generic, TypeVar
 import psycopg
 from prometheus_client import Counter
 
+from brokerage.storage.queries import refused
+
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 
@@ -80,14 +82,15 @@ class MicroBatcher(Generic[Item, Result]):
 
 
 def isolating_refusals(run_batch: RunBatch[Item, Result]) -> RunBatch[Item, Result]:
-    """The batch transaction, except that when the database refuses it (a constraint, a bad value) each item is
-    run again alone, so only the item at fault fails. A database that cannot be reached fails the whole batch."""
+    """The batch transaction, except that when the database refuses it (a constraint, a bad value, our own RAISE:
+    queries.refused) each item is run again alone, so only the item at fault fails. Anything else (a database that
+    cannot be reached, a serialization failure) fails the whole batch, for its callers to try again."""
 
     async def run(batch: Sequence[Item]) -> Sequence[Result | BaseException]:
         try:
             return await run_batch(batch)
-        except psycopg.Error:
-            if len(batch) == 1:
+        except psycopg.Error as error:
+            if len(batch) == 1 or not refused(error):
                 raise
             return [await _alone(run_batch, item) for item in batch]
 

@@ -20,13 +20,18 @@ def yoyo_url(database_url: str) -> str:
     return f"postgresql+psycopg://{rest}" if scheme in {"postgres", "postgresql"} else database_url
 
 
-def apply(database_url: str) -> int:
-    """Applies every pending migration under yoyo's lock; returns how many were applied."""
+def apply(database_url: str, through: str | None = None) -> int:
+    """Applies every pending migration (with `through`, those up to the one whose id starts with it) under yoyo's
+    lock; returns how many were applied."""
     backend = get_backend(yoyo_url(database_url))
     try:
         migrations = read_migrations(str(MIGRATIONS))
         with backend.lock():
             pending = backend.to_apply(migrations)
+            if through is not None:
+                ids = [m.id for m in pending]
+                last = next(i for i, name in enumerate(ids) if name.startswith(through))
+                pending = pending[: last + 1]
             backend.apply_migrations(pending)
         return len(pending)
     finally:

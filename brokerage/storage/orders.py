@@ -18,7 +18,8 @@ from brokerage.storage.queries import fetch_all
 
 @dataclass(frozen=True)
 class NewOrder:
-    """What the placement transaction needs: the order, what to hold (or why not), and its message."""
+    """What the placement transaction needs: the order, its price (or why it is rejected), and its message. What
+    it holds, the transaction works out."""
 
     order_id: str
     customer_id: str
@@ -27,7 +28,6 @@ class NewOrder:
     side: Side
     quantity: int
     protection_price: Decimal | None
-    reserve_cash: Decimal
     reject_reason: str | None
     subject: str
     payload: bytes
@@ -114,7 +114,7 @@ class OrderStore:
 
 
 def _placement_arrays(batch: Sequence[NewOrder]) -> dict[str, list[Any]]:
-    """The batch as one array per column, the shape place_orders() takes."""
+    """The batch as one array per column, the shape place_orders_v2() takes."""
     return {
         "order_id": [n.order_id for n in batch],
         "customer_id": [n.customer_id for n in batch],
@@ -123,7 +123,6 @@ def _placement_arrays(batch: Sequence[NewOrder]) -> dict[str, list[Any]]:
         "side": [n.side.value for n in batch],
         "quantity": [n.quantity for n in batch],
         "protection_price": [n.protection_price for n in batch],
-        "reserve_cash": [n.reserve_cash for n in batch],
         "reject_reason": [n.reject_reason for n in batch],
         "subject": [n.subject for n in batch],
         "payload": [n.payload for n in batch],

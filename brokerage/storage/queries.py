@@ -20,6 +20,15 @@ _NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 _ATTEMPTS = 3
 # The server going away; a client-side failure (a connection lost or refused) has no SQLSTATE at all.
 _SERVER_GONE = frozenset({"57P01", "57P02", "57P03"})  # admin_shutdown, crash_shutdown, cannot_connect_now
+# What says the statement itself is refused, and always would be: a data exception (class 22), an integrity
+# constraint (23), a RAISE of our own functions (P0001), an object not in the state the statement needs (55: a paused
+# shard). Anything else (a connection, a read-only standby, serialization, resources, a shutdown) may pass next time.
+_REFUSAL_CLASSES = ("22", "23", "55")
+_RAISE_EXCEPTION = "P0001"
+# What says the database cannot answer now: resources (53), an operator's or a timeout's intervention (57), a
+# serialization failure or deadlock (40), a standby's read-only transaction (25006).
+_TRANSIENT_CLASSES = ("40", "53", "57")
+_READ_ONLY_TRANSACTION = "25006"
 
 
 @cache
@@ -73,16 +82,20 @@ async def run_idempotent(transaction: Callable[[], Awaitable[T]]) -> T:
     """Runs an idempotent transaction with_retries; a database that cannot be reached is Unavailable."""
     try:
         return await with_retries(transaction)
-    except psycopg.OperationalError as error:
+    except psycopg.Error as error:
         if (outage := as_unavailable(error)) is not None:
             raise outage from error
         raise
 
 
-def as_unavailable(error: psycopg.OperationalError) -> Unavailable | None:
-    """Unavailable when the database could not be asked or timed out (the caller may retry); None for an answer
-    the database gave (a paused shard, say), which is the caller's to interpret."""
-    if unreachable(error) or isinstance(error, psycopg.errors.QueryCanceled):
+def as_unavailable(error: psycopg.Error) -> Unavailable | None:
+    """Unavailable when the database could not be asked, timed out, ran out of something, or is a standby that cannot
+    write (a failover under way): the caller may retry. None for an answer the database gave (a paused shard, a
+    refused value), which is the caller's to interpret."""
+    transient = error.sqlstate is not None and (
+        error.sqlstate[:2] in _TRANSIENT_CLASSES or error.sqlstate == _READ_ONLY_TRANSACTION
+    )
+    if (isinstance(error, psycopg.OperationalError) and unreachable(error)) or transient:
         return Unavailable(f"database unavailable: {error.__class__.__name__}")
     return None
 
@@ -100,6 +113,16 @@ async def with_retries(operation: Callable[[], Awaitable[T]]) -> T:
             if attempt == _ATTEMPTS or not _worth_retrying(error):
                 raise
     raise AssertionError("unreachable")
+
+
+def refused(error: BaseException) -> bool:
+    """Whether the database refused the statement for what it was asked (see _REFUSAL_CLASSES): the same call
+    would be refused again, so it is the call's own outcome, never a reason to retry or to fail its neighbours."""
+    if not isinstance(error, psycopg.Error):
+        return False
+    if error.sqlstate is None:
+        return isinstance(error, psycopg.DataError)  # refused before it was sent: a NUL in a text, say
+    return error.sqlstate[:2] in _REFUSAL_CLASSES or error.sqlstate == _RAISE_EXCEPTION
 
 
 def unreachable(error: psycopg.OperationalError) -> bool:

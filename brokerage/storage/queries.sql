@@ -2,10 +2,10 @@
 
 -- name: place_orders
 -- One row per order, in the order given (a row of nulls: unknown customer).
-SELECT * FROM place_orders(%(order_id)s::text[], %(customer_id)s::text[], %(client_order_id)s::text[],
-                           %(symbol)s::text[], %(side)s::text[], %(quantity)s::bigint[],
-                           %(protection_price)s::numeric[], %(reserve_cash)s::numeric[], %(reject_reason)s::text[],
-                           %(subject)s::text[], %(payload)s::bytea[])
+SELECT * FROM place_orders_v2(%(order_id)s::text[], %(customer_id)s::text[], %(client_order_id)s::text[],
+                              %(symbol)s::text[], %(side)s::text[], %(quantity)s::bigint[],
+                              %(protection_price)s::numeric[], %(reject_reason)s::text[], %(subject)s::text[],
+                              %(payload)s::bytea[])
        WITH ORDINALITY
  ORDER BY ordinality;
 
@@ -164,6 +164,11 @@ SELECT * FROM apply_execution_reports(%(exec_id)s::text[], %(order_id)s::text[],
                                       %(transact_time)s::timestamptz[], %(symbol)s::text[], %(side)s::text[],
                                       %(order_quantity)s::bigint[], %(wait)s);
 
+-- name: record_malformed_reports
+-- One row per report, with its ordinal: 'break' for one kept now, 'duplicate' for one kept (or booked) before.
+SELECT * FROM record_malformed_reports(%(break_key)s::text[], %(kind)s::text[], %(exec_id)s::text[],
+                                       %(order_id)s::text[], %(detail)s::text[], %(report)s::bytea[]);
+
 -- name: pending_cancel
 -- An order at the exchange whose customer asked to cancel it, the cancel not yet sent. The order is found by its
 -- key alone and the rest checked on it: with the status condition beside the key, stale statistics once made the
@@ -187,23 +192,103 @@ SELECT e.sequence AS event_sequence, e.event_type, e.occurred_at, e.status, e.st
  LIMIT %(limit)s;
 
 -- Reconciliation (DESIGN.md rule 8): each query returns the discrepancies of one check, as a subject and what is
--- wrong with it; no rows is a clean check. They read the tables alone. They are run with parameters, so a
--- literal percent sign is doubled.
+-- wrong with it; no rows is a clean check. They read the tables alone, trusting none of their constraints (a
+-- check that only restated one would prove nothing). They are run with parameters, so a literal percent sign is
+-- doubled. account_balances (0012) is what every account's transfers add up to.
 
--- name: reconcile_balances_vs_ledger
-SELECT 'customer ' || b.customer_id AS subject,
-       format('available %%s, reserved %%s; the ledger says %%s and %%s', format_money(b.available),
-              format_money(b.reserved), format_money(coalesce(l.available, 0)), format_money(coalesce(l.reserved, 0)))
-       AS detail
-  FROM balances b
-  LEFT JOIN (SELECT customer_id, sum(available_delta) AS available, sum(reserved_delta) AS reserved
-               FROM ledger_entries WHERE asset = 'USD' GROUP BY customer_id) l USING (customer_id)
- WHERE (b.available, b.reserved) IS DISTINCT FROM (coalesce(l.available, 0), coalesce(l.reserved, 0));
+-- name: reconcile_balances_vs_accounts
+WITH accounts AS (
+    SELECT customer_id, sum(balance) FILTER (WHERE account = 'available') AS available,
+           sum(balance) FILTER (WHERE account = 'reserved') AS reserved
+      FROM account_balances WHERE customer_id IS NOT NULL AND asset = 'USD' GROUP BY customer_id
+)
+SELECT 'customer ' || coalesce(b.customer_id, a.customer_id) AS subject,
+       format('available %%s, reserved %%s; its accounts hold %%s and %%s', format_money(coalesce(b.available, 0)),
+              format_money(coalesce(b.reserved, 0)), format_money(coalesce(a.available, 0)),
+              format_money(coalesce(a.reserved, 0))) AS detail
+  FROM balances b FULL JOIN accounts a USING (customer_id)
+ WHERE (coalesce(b.available, 0), coalesce(b.reserved, 0)) <> (coalesce(a.available, 0), coalesce(a.reserved, 0));
+
+-- name: reconcile_positions_vs_accounts
+-- A position's shares are its free (available) and reserved accounts together.
+WITH accounts AS (
+    SELECT customer_id, asset AS symbol, sum(balance) AS quantity,
+           sum(balance) FILTER (WHERE account = 'reserved') AS reserved
+      FROM account_balances WHERE customer_id IS NOT NULL AND asset <> 'USD' GROUP BY customer_id, asset
+)
+SELECT format('customer %%s %%s', coalesce(p.customer_id, a.customer_id), coalesce(p.symbol, a.symbol)) AS subject,
+       format('%%s shares (%%s reserved); its accounts hold %%s (%%s)', coalesce(p.quantity, 0),
+              coalesce(p.reserved, 0), coalesce(a.quantity, 0), coalesce(a.reserved, 0)) AS detail
+  FROM positions p FULL JOIN accounts a USING (customer_id, symbol)
+ WHERE (coalesce(p.quantity, 0), coalesce(p.reserved, 0)) <> (coalesce(a.quantity, 0), coalesce(a.reserved, 0));
 
 -- name: reconcile_negative_cash
 SELECT 'customer ' || customer_id AS subject,
        format('available %%s, reserved %%s', format_money(available), format_money(reserved)) AS detail
   FROM balances WHERE available < 0 OR reserved < 0;
+
+-- name: reconcile_transfers_without_cause
+-- Money arrives in a customer's account only from a source proven outside it: a funding from its audited record, a
+-- fill from its booked execution (and that from the venue's drop copy), an error-account booking from its break, a
+-- repair from its audit row; a reservation moves only for its own order. A transfer whose cause is missing, or
+-- names another customer, asset or amount, is listed.
+SELECT format('transfer %%s (%%s)', t.transfer_key, t.kind) AS subject,
+       CASE t.kind
+           WHEN 'funding' THEN 'no funding record of this customer, asset and amount'
+           WHEN 'fill' THEN 'no booked fill of this order'
+           WHEN 'error' THEN 'no break of this execution'
+           WHEN 'repair' THEN 'no repair of this break or order'
+           ELSE 'not for an order of this customer in this asset' END AS detail
+  FROM transfers t
+ WHERE NOT CASE t.kind
+           WHEN 'funding' THEN EXISTS (
+               SELECT 1 FROM fundings f WHERE f.funding_id = t.funding_id AND f.customer_id = t.customer_id
+                  AND f.asset = t.asset AND f.amount = t.amount AND (t.debit_account, t.credit_account) = ('funding', 'available'))
+           WHEN 'fill' THEN EXISTS (
+               SELECT 1 FROM executions e JOIN orders o USING (order_id)
+                WHERE e.exec_id = t.exec_id AND e.order_id = t.order_id AND e.quantity > 0
+                  AND o.customer_id = t.customer_id AND t.asset IN ('USD', o.symbol))
+           WHEN 'error' THEN EXISTS (SELECT 1 FROM breaks k WHERE k.break_id = t.break_id AND k.exec_id = t.exec_id)
+                             AND t.customer_id IS NULL
+           WHEN 'repair' THEN EXISTS (SELECT 1 FROM repairs r WHERE r.repair_id = t.repair_id)
+           ELSE EXISTS (
+               SELECT 1 FROM orders o WHERE o.order_id = t.order_id AND o.customer_id = t.customer_id
+                  AND t.asset = CASE o.side WHEN 'BUY' THEN 'USD' ELSE o.symbol END
+                  AND ((t.kind, t.debit_account, t.credit_account) IN (('reserve', 'available', 'reserved'),
+                                                                       ('release', 'reserved', 'available'))))
+       END IS TRUE
+ ORDER BY t.transfer_id;
+
+-- name: reconcile_fundings_vs_transfers
+SELECT 'funding ' || f.funding_id AS subject,
+       format('%%s %%s for customer %%s, booked by %%s: no transfer from the funding account', format_money(f.amount),
+              f.asset, f.customer_id, f.funded_by) AS detail
+  FROM fundings f
+ WHERE NOT EXISTS (SELECT 1 FROM transfers t WHERE t.kind = 'funding' AND t.funding_id = f.funding_id);
+
+-- name: reconcile_reservations_vs_transfers
+-- What each order holds is what its transfers moved into and out of its customer's reserved account; an open buy
+-- holds at least its unfilled rest at its protection price, an open sell exactly its unfilled shares, an ended order
+-- nothing.
+WITH held AS (
+    SELECT order_id, sum(CASE WHEN credit_account = 'reserved' THEN amount ELSE -amount END) AS held
+      FROM transfers WHERE order_id IS NOT NULL AND 'reserved' IN (debit_account, credit_account)
+     GROUP BY order_id
+)
+SELECT 'order ' || o.order_id AS subject,
+       format('%%s %%s %%s of %%s %%s, %%s filled: holds %%s; its transfers hold %%s', o.status, o.side, o.quantity,
+              o.symbol, CASE WHEN o.protection_price IS NULL THEN 'unpriced'
+                             ELSE 'protected at ' || format_money(o.protection_price) END,
+              o.filled_quantity, format_money(o.reserved_cash + o.reserved_shares), format_money(coalesce(h.held, 0)))
+       AS detail
+  FROM orders o LEFT JOIN held h USING (order_id)
+ WHERE o.reserved_cash + o.reserved_shares <> coalesce(h.held, 0)
+    OR (o.status IN ('FILLED', 'REJECTED', 'CANCELED') AND o.reserved_cash + o.reserved_shares <> 0)
+    OR (o.status IN ('PLACED', 'SUBMITTED', 'PARTIALLY_FILLED') AND o.side = 'BUY'
+        AND (o.reserved_shares <> 0 OR o.protection_price IS NULL
+             OR o.reserved_cash < (o.quantity - o.filled_quantity) * o.protection_price))
+    OR (o.status IN ('PLACED', 'SUBMITTED', 'PARTIALLY_FILLED') AND o.side = 'SELL'
+        AND (o.reserved_cash <> 0 OR o.reserved_shares <> o.quantity - o.filled_quantity));
 
 -- name: reconcile_reserved_cash_vs_open_orders
 SELECT 'customer ' || b.customer_id AS subject,
@@ -223,48 +308,53 @@ SELECT format('customer %%s %%s', coalesce(p.customer_id, o.customer_id), coales
               GROUP BY customer_id, symbol) o USING (customer_id, symbol)
  WHERE coalesce(p.reserved, 0) <> coalesce(o.held, 0);
 
--- name: reconcile_positions_vs_ledger
-SELECT format('customer %%s %%s', coalesce(p.customer_id, l.customer_id), coalesce(p.symbol, l.asset)) AS subject,
-       format('%%s shares (%%s reserved); the ledger says %%s (%%s)', coalesce(p.quantity, 0), coalesce(p.reserved, 0),
-              coalesce(l.quantity, 0), coalesce(l.reserved, 0)) AS detail
-  FROM positions p
-  FULL JOIN (SELECT customer_id, asset, sum(available_delta + reserved_delta) AS quantity,
-                    sum(reserved_delta) AS reserved
-               FROM ledger_entries WHERE asset <> 'USD' GROUP BY customer_id, asset) l
-    ON l.customer_id = p.customer_id AND l.asset = p.symbol
- WHERE (coalesce(p.quantity, 0), coalesce(p.reserved, 0)) IS DISTINCT FROM (coalesce(l.quantity, 0), coalesce(l.reserved, 0));
-
--- name: reconcile_positions_vs_fills
-SELECT format('customer %%s %%s', coalesce(p.customer_id, f.customer_id), coalesce(p.symbol, f.symbol)) AS subject,
-       format('%%s shares held; fills bought less sold %%s', coalesce(p.quantity, 0), coalesce(f.quantity, 0)) AS detail
-  FROM positions p
-  FULL JOIN (SELECT o.customer_id, o.symbol,
-                    sum(CASE o.side WHEN 'BUY' THEN e.quantity ELSE -e.quantity END) AS quantity
-               FROM executions e JOIN orders o USING (order_id)
-              WHERE e.quantity > 0 GROUP BY o.customer_id, o.symbol) f USING (customer_id, symbol)
- WHERE coalesce(p.quantity, 0) <> coalesce(f.quantity, 0);
-
 -- name: reconcile_filled_vs_executions
 SELECT 'order ' || o.order_id AS subject,
-       format('%%s filled; its executions add up to %%s', o.filled_quantity, coalesce(sum(e.quantity), 0)) AS detail
+       format('%%s filled for %%s; its executions add up to %%s for %%s', o.filled_quantity,
+              format_money(o.filled_notional), coalesce(sum(e.quantity), 0),
+              format_money(coalesce(sum(e.quantity * e.price), 0))) AS detail
   FROM orders o LEFT JOIN executions e USING (order_id)
  GROUP BY o.order_id
-HAVING o.filled_quantity <> coalesce(sum(e.quantity), 0);
+HAVING (o.filled_quantity, o.filled_notional, o.average_fill_price)
+       IS DISTINCT FROM (coalesce(sum(e.quantity), 0)::bigint, coalesce(sum(e.quantity * e.price), 0),
+                         average_price(coalesce(sum(e.quantity * e.price), 0), coalesce(sum(e.quantity), 0)::bigint));
 
--- name: reconcile_fills_vs_ledger
--- Each fill moved exactly its cost (a buy) or proceeds (a sell), and its shares.
+-- name: reconcile_fills_vs_transfers
+-- Each fill moved exactly its cost (a buy) or proceeds (a sell) and its shares, between the customer and clearing.
 SELECT 'execution ' || e.exec_id AS subject,
-       format('%%s %%s at %%s: the ledger moved %%s cash and %%s shares', o.side, e.quantity, format_money(e.price),
-              format_money(coalesce(l.cash, 0)), coalesce(l.shares, 0)) AS detail
+       format('%%s %%s at %%s: its transfers moved %%s cash and %%s shares to the customer', o.side, e.quantity,
+              format_money(e.price), format_money(coalesce(t.cash, 0)), coalesce(t.shares, 0)) AS detail
   FROM executions e JOIN orders o USING (order_id)
   LEFT JOIN (SELECT exec_id,
-                    sum(available_delta + reserved_delta) FILTER (WHERE asset = 'USD') AS cash,
-                    sum(available_delta + reserved_delta) FILTER (WHERE asset <> 'USD') AS shares
-               FROM ledger_entries WHERE kind = 'fill' GROUP BY exec_id) l USING (exec_id)
+                    sum(CASE WHEN credit_account = 'clearing' THEN -amount ELSE amount END) FILTER (WHERE asset = 'USD')
+                        AS cash,
+                    sum(CASE WHEN credit_account = 'clearing' THEN -amount ELSE amount END) FILTER (WHERE asset <> 'USD')
+                        AS shares
+               FROM transfers WHERE kind = 'fill' GROUP BY exec_id) t USING (exec_id)
  WHERE e.quantity > 0
-   AND (coalesce(l.cash, 0), coalesce(l.shares, 0)) IS DISTINCT FROM
+   AND (coalesce(t.cash, 0), coalesce(t.shares, 0)) IS DISTINCT FROM
        (CASE o.side WHEN 'BUY' THEN -e.quantity * e.price ELSE e.quantity * e.price END,
         CASE o.side WHEN 'BUY' THEN e.quantity ELSE -e.quantity END);
+
+-- name: reconcile_holdings_vs_fills
+-- Each position is its customer's fills of the stock folded in booking order by holding_after_fill, settlement's
+-- own rule: the shares, and the cost basis that the average cost is derived from.
+WITH folded AS (
+    SELECT o.customer_id, o.symbol,
+           holding_from_fills(o.side, e.quantity, e.price ORDER BY t.transfer_id) AS held
+      FROM executions e JOIN orders o USING (order_id)
+      JOIN transfers t ON t.transfer_key = e.exec_id || ':shares'
+     WHERE e.quantity > 0
+     GROUP BY o.customer_id, o.symbol
+)
+SELECT format('customer %%s %%s', coalesce(p.customer_id, f.customer_id), coalesce(p.symbol, f.symbol)) AS subject,
+       format('%%s shares at an average cost of %%s; its fills make %%s at %%s', coalesce(p.quantity, 0),
+              format_money(coalesce(p.average_cost, 0)), coalesce((f.held).quantity, 0),
+              format_money(coalesce(average_price((f.held).cost_basis, (f.held).quantity), 0))) AS detail
+  FROM positions p FULL JOIN folded f USING (customer_id, symbol)
+ WHERE (coalesce(p.quantity, 0), coalesce(p.cost_basis, 0), coalesce(p.average_cost, 0))
+       <> (coalesce((f.held).quantity, 0), coalesce((f.held).cost_basis, 0),
+           coalesce(average_price((f.held).cost_basis, (f.held).quantity), 0));
 
 -- name: reconcile_stuck_orders
 SELECT 'order ' || order_id AS subject,
@@ -274,11 +364,31 @@ SELECT 'order ' || order_id AS subject,
  ORDER BY updated_at;
 
 -- name: reconcile_open_breaks
-SELECT format('execution %%s of order %%s', exec_id, order_id) AS subject, detail
+SELECT format('break %%s (%%s)', break_id, coalesce('execution ' || exec_id, 'order ' || order_id, break_key))
+       AS subject, detail
   FROM breaks WHERE resolved_at IS NULL ORDER BY recorded_at;
 
--- name: reconcile_day_fills
--- Our fills of a trading day (New York), to compare with the exchange's drop copy.
-SELECT e.exec_id, e.order_id, o.side, e.quantity, e.price
-  FROM executions e JOIN orders o USING (order_id)
- WHERE e.quantity > 0 AND (e.executed_at AT TIME ZONE 'America/New_York')::date = %(day)s;
+-- name: reconcile_day_clearing
+-- What clearing moved for each execution of a trading day (New York), from the venue's side: a buy's cost in and its
+-- shares out, a sell's shares in and its proceeds out; booked to a customer or to the error account. To compare
+-- with the exchange's drop copy. A movement with no execution or break to date it counts on the day it was booked.
+SELECT t.exec_id, min(t.order_id) AS order_id, min(t.asset) FILTER (WHERE t.asset <> 'USD') AS symbol,
+       coalesce(sum(CASE WHEN t.credit_account = 'clearing' THEN t.amount ELSE -t.amount END)
+                    FILTER (WHERE t.asset <> 'USD'), 0)::bigint AS shares,
+       coalesce(sum(CASE WHEN t.credit_account = 'clearing' THEN t.amount ELSE -t.amount END)
+                    FILTER (WHERE t.asset = 'USD'), 0) AS cash
+  FROM transfers t
+  LEFT JOIN executions e ON e.exec_id = t.exec_id
+  LEFT JOIN breaks k ON k.break_id = t.break_id
+ WHERE 'clearing' IN (t.debit_account, t.credit_account)
+   AND (coalesce(e.executed_at, (k.report->>'transact_time')::timestamptz, t.booked_at)
+        AT TIME ZONE 'America/New_York')::date = %(day)s
+ GROUP BY t.exec_id;
+
+-- name: reconcile_break_subjects
+-- The executions and orders that breaks name: an open break's fill is not yet booked, and an order a break names
+-- may rightly differ from what the venue says of it.
+SELECT exec_id, order_id, resolved_at IS NULL AS open FROM breaks;
+
+-- name: reconcile_orders_of
+SELECT order_id, customer_id, sequence, status FROM orders WHERE order_id = ANY(%(order_ids)s);

@@ -1,7 +1,7 @@
 """Demo data: the tradable universe with reference prices, and funded customers.
 
 `python -m brokerage.storage.seed --customers 1000`. Idempotent: instruments are upserted, quotes refreshed
-to now, and only customers not yet funded are funded (each with a funding ledger entry).
+to now, and only customers not yet funded are funded (each a transfer from the funding account, with its record).
 """
 
 from __future__ import annotations
@@ -27,17 +27,9 @@ _UPSERT_QUOTE = """
 INSERT INTO quotes (symbol, price, quoted_at) VALUES (%s, %s, now())
 ON CONFLICT (symbol) DO UPDATE SET price = excluded.price, quoted_at = excluded.quoted_at
 """
-# Only customers not yet present are funded, so a re-run never funds twice; funding is a ledger entry.
-_FUND_CUSTOMERS = """
-WITH funded AS (
-    INSERT INTO balances (customer_id, available)
-    SELECT customer_id, %(amount)s FROM unnest(%(customer_ids)s::text[]) AS customer_id
-    ON CONFLICT (customer_id) DO NOTHING
-    RETURNING customer_id, available
-)
-INSERT INTO ledger_entries (customer_id, asset, kind, available_delta)
-SELECT customer_id, 'USD', 'funding', available FROM funded
-"""
+# Only customers not yet present are funded, so a re-run never funds twice.
+_FUND_CUSTOMERS = "SELECT fund_new_customers(%(customer_ids)s::text[], %(amount)s, %(reason)s, %(funded_by)s)"
+DEMO_FUNDING_REASON = "demo opening balance"
 
 
 def seed(database_url: str, customers: int, amount: Decimal = DEFAULT_FUNDING) -> int:
@@ -49,11 +41,14 @@ def seed(database_url: str, customers: int, amount: Decimal = DEFAULT_FUNDING) -
         return fund_customers(conn, [str(i) for i in range(1, customers + 1)], amount)
 
 
-def fund_customers(conn: psycopg.Connection, customer_ids: list[str], amount: Decimal) -> int:
+def fund_customers(
+    conn: psycopg.Connection, customer_ids: list[str], amount: Decimal, funded_by: str = "brokerage.storage.seed"
+) -> int:
     """Opens and funds the customers not yet known; returns how many were funded."""
-    with conn.cursor() as cur:
-        cur.execute(_FUND_CUSTOMERS, {"amount": amount, "customer_ids": customer_ids})
-        return cur.rowcount
+    params = {"amount": amount, "customer_ids": customer_ids, "reason": DEMO_FUNDING_REASON, "funded_by": funded_by}
+    row = conn.execute(_FUND_CUSTOMERS, params).fetchone()
+    assert row is not None
+    return int(row[0])
 
 
 def main() -> None:

@@ -164,7 +164,7 @@ def db(seeded_database: str) -> Iterator[psycopg.Connection]:
 def snapshot(conn: psycopg.Connection) -> dict[str, object]:
     """Everything placement may change, to prove that a refused request changed nothing (the relay may still take
     earlier messages out of the outbox meanwhile: what counts is how many were ever written)."""
-    tables = ["orders", "balances", "positions", "ledger_entries", "order_events"]
+    tables = ["orders", "balances", "positions", "transfers", "order_events"]
     state: dict[str, object] = {t: conn.execute(f"SELECT * FROM {t} ORDER BY 1").fetchall() for t in tables}
     state["outbox"] = outbox_written(conn)
     return state
@@ -175,6 +175,16 @@ def outbox_written(conn: psycopg.Connection) -> int:
     row = conn.execute("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM outbox_message_id_seq").fetchone()
     assert row is not None
     return int(row[0])
+
+
+def transfers_of(conn: psycopg.Connection, order_id: str) -> list[tuple[str, str, str, str, Decimal]]:
+    """The order's transfers in booking order, each as (kind, asset, from account, to account, amount)."""
+    rows = conn.execute(
+        "SELECT kind, asset, debit_account, credit_account, amount FROM transfers WHERE order_id = %s"
+        " ORDER BY transfer_id",
+        (order_id,),
+    )
+    return [tuple(row) for row in rows.fetchall()]  # type: ignore[misc]
 
 
 def available(conn: psycopg.Connection, customer_id: str) -> tuple[Decimal, Decimal]:

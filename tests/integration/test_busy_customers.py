@@ -11,14 +11,14 @@ import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
-from brokerage.domain.executions import ExecType, ExecutionReport, SettlementOutcome
+from brokerage.domain.executions import ExecType, Received, SettlementOutcome
 from brokerage.domain.orders import Order, OrderStatus
 from brokerage.storage.orders import order_from_row
 from brokerage.storage.pool import open_pool
 from brokerage.storage.queries import fetch_all
 from brokerage.storage.settlements import SettlementStore
 from brokerage.storage.submissions import SubmissionStore
-from tests.factories import execution_report
+from tests.factories import execution_report, received
 from tests.integration.conftest import make_settings
 
 pytestmark = pytest.mark.integration
@@ -53,7 +53,6 @@ async def placed(pool: AsyncConnectionPool, order_id: str, customer_id: str, *, 
             "side": ["BUY"],
             "quantity": [1],
             "protection_price": ["240.00"],
-            "reserve_cash": ["240.00"],
             "reject_reason": [None],
             "subject": ["orders.1"],
             "payload": [b""],
@@ -101,15 +100,15 @@ async def test_a_report_of_a_busy_customer_waits_apart_and_the_reports_of_others
         await placed(pool, order_id, customer_id, submitted=True)
     store = SettlementStore(pool, batch_max=64, flushers=1)  # one lane: the reports share its transaction
 
-    def fill(exec_id: str, order_id: str) -> list[ExecutionReport]:
-        return [execution_report(exec_id, order_id, exec_type=ExecType.FILL, order_quantity=1)]
+    def fill(exec_id: str, order_id: str) -> list[Received]:
+        return [received(execution_report(exec_id, order_id, exec_type=ExecType.FILL, order_quantity=1))]
 
     acknowledgement = execution_report(
         "E0", "o1", exec_type=ExecType.NEW, order_quantity=1, last_quantity=0, last_price=None, cumulative_quantity=0
     )
     with customer_held(seeded_database, "1"):
         # The acknowledgement of an order already SUBMITTED takes no lock: never busy.
-        ack = asyncio.create_task(store.apply([acknowledgement]))
+        ack = asyncio.create_task(store.apply([received(acknowledgement)]))
         busy = asyncio.create_task(store.apply(fill("E1", "o1")))
         free = asyncio.create_task(store.apply(fill("E2", "o2")))
         [acknowledged], [booked] = await asyncio.wait_for(asyncio.gather(ack, free), 5)

@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from brokerage.proto import common_pb2, orders_pb2, orders_pb2_grpc
-from tests.integration.conftest import available, outbox_written, snapshot
+from tests.integration.conftest import available, outbox_written, snapshot, transfers_of
 from tests.integration.test_place_order import place
 
 pytestmark = pytest.mark.integration
@@ -30,13 +30,9 @@ async def test_canceling_an_unclaimed_order_releases_its_cash(
 
     assert canceled.status == CANCELED and canceled.reserved_amount == "0.00"
     assert available(db, "1") == (Decimal("100000.00"), Decimal("0"))
-    ledger = db.execute(
-        "SELECT kind, available_delta, reserved_delta FROM ledger_entries WHERE order_id = %s ORDER BY entry_id",
-        (order.order_id,),
-    ).fetchall()
-    assert ledger == [
-        ("reserve", Decimal("-2388.80"), Decimal("2388.80")),
-        ("release", Decimal("2388.80"), Decimal("-2388.80")),
+    assert transfers_of(db, order.order_id) == [
+        ("reserve", "USD", "available", "reserved", Decimal("2388.80")),
+        ("release", "USD", "reserved", "available", Decimal("2388.80")),
     ]
     events = db.execute("SELECT event_type FROM order_events WHERE order_id = %s ORDER BY sequence", (order.order_id,))
     assert [e for (e,) in events] == ["placed", "canceled"]
@@ -57,7 +53,7 @@ async def test_a_retried_cancel_returns_the_canceled_order_and_releases_once(
 async def test_canceling_a_sell_releases_its_shares(
     stub: orders_pb2_grpc.OrderServiceStub, db: psycopg.Connection
 ) -> None:
-    db.execute("INSERT INTO positions (customer_id, symbol, quantity, average_cost) VALUES ('1', 'MSFT', 5, 400)")
+    db.execute("INSERT INTO positions (customer_id, symbol, quantity, cost_basis) VALUES ('1', 'MSFT', 5, 2000)")
     order = await stub.PlaceOrder(place(symbol="MSFT", side=common_pb2.SIDE_SELL, quantity=5), timeout=5)
 
     await stub.CancelOrder(cancel(order.order_id), timeout=5)

@@ -91,7 +91,8 @@ class FakeCallback(callback_pb2_grpc.CallbackServiceServicer):
         count = 0
         async for batch in request_iterator:
             acks = []
-            for request in batch.reports:
+            for raw in batch.reports:
+                request = callback_pb2.ExecutionReport.FromString(raw)
                 count += 1
                 duplicate = self._book(request)
                 if aborting and count >= self.abort_after:
@@ -99,7 +100,7 @@ class FakeCallback(callback_pb2_grpc.CallbackServiceServicer):
                         return  # ends the stream, owing its batch's acknowledgements
                     await context.abort(self.abort_code, "stream broken")
                 acks.append(callback_pb2.ExecutionAck(exec_id=request.exec_id, duplicate=duplicate))
-            yield callback_pb2.ExecutionAckBatch(acks=acks)
+            yield callback_pb2.ExecutionAckBatch(acks=acks, batch_id=batch.batch_id)
 
     def _book(self, request: callback_pb2.ExecutionReport) -> bool:
         duplicate = any(r.exec_id == request.exec_id for r in self.received)

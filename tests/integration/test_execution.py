@@ -32,7 +32,7 @@ from devtools.stack import NatsServer
 from execution_service.main import ExecutionApp
 from execution_service.main import start as start_execution
 from order_service.main import OrderServiceApp
-from tests.integration.conftest import SHARD_COUNT, available, make_settings, running_service
+from tests.integration.conftest import SHARD_COUNT, available, make_settings, running_service, transfers_of
 from tests.integration.fake_exchange import FakeExchange
 from tests.integration.test_place_order import place
 
@@ -217,10 +217,11 @@ async def test_the_exchanges_refusal_rejects_the_order_releases_its_cash_and_the
     assert row == ("REJECTED", "trading in MSFT is halted")
     aapl_reserved = Decimal(accepted.reserved_amount)
     assert available(db, "1") == (before[0] - aapl_reserved, aapl_reserved)
-    ledger = db.execute(
-        "SELECT kind, available_delta FROM ledger_entries WHERE order_id = %s ORDER BY entry_id", (refused.order_id,)
-    ).fetchall()
-    assert [kind for kind, _ in ledger] == ["reserve", "release"] and sum(d for _, d in ledger) == 0
+    reserved = Decimal(refused.reserved_amount)
+    assert transfers_of(db, refused.order_id) == [
+        ("reserve", "USD", "available", "reserved", reserved),
+        ("release", "USD", "reserved", "available", reserved),
+    ]
     events = db.execute(
         "SELECT event_type FROM order_events WHERE order_id = %s ORDER BY sequence", (refused.order_id,)
     )
@@ -389,7 +390,7 @@ async def test_a_cancel_racing_the_workers_claim_never_releases_cash_for_an_orde
         else:
             assert (status, holds_cash) == ("CANCELED", False)
     released = db.execute(
-        "SELECT count(*) FROM ledger_entries WHERE kind = 'release' AND order_id = ANY(%s)", (list(at_exchange),)
+        "SELECT count(*) FROM transfers WHERE kind = 'release' AND order_id = ANY(%s)", (list(at_exchange),)
     ).fetchone()
     assert released == (0,)
 

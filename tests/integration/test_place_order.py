@@ -16,7 +16,7 @@ from brokerage.domain.orders import OrderStatus, Side
 from brokerage.proto import common_pb2, orders_pb2, orders_pb2_grpc
 from brokerage.storage.orders import NewOrder, OrderStore
 from brokerage.storage.pool import open_pool
-from tests.integration.conftest import available, make_settings, outbox_written, snapshot
+from tests.integration.conftest import available, make_settings, outbox_written, snapshot, transfers_of
 
 pytestmark = pytest.mark.integration
 
@@ -40,11 +40,7 @@ async def test_a_buy_is_placed_and_reserves_quantity_times_the_protection_price(
     assert order.reserved_amount == "2388.80"
     account = await stub.GetAccount(orders_pb2.GetAccountRequest(customer_id="1"), timeout=5)
     assert (account.available, account.reserved) == ("97611.20", "2388.80")
-    ledger = db.execute(
-        "SELECT kind, available_delta, reserved_delta FROM ledger_entries WHERE order_id = %s",
-        (order.order_id,),
-    ).fetchall()
-    assert ledger == [("reserve", Decimal("-2388.80"), Decimal("2388.80"))]
+    assert transfers_of(db, order.order_id) == [("reserve", "USD", "available", "reserved", Decimal("2388.80"))]
 
 
 async def test_the_same_request_again_returns_the_same_order_and_reserves_once(
@@ -64,7 +60,7 @@ async def test_twenty_copies_at_once_make_one_order_and_one_reservation(
 
     assert len({o.order_id for o in orders}) == 1
     assert db.execute("SELECT count(*) FROM orders").fetchone() == (1,)
-    assert db.execute("SELECT count(*) FROM ledger_entries WHERE kind = 'reserve'").fetchone() == (1,)
+    assert db.execute("SELECT count(*) FROM transfers WHERE kind = 'reserve'").fetchone() == (1,)
     assert outbox_written(db) == 1
     assert available(db, "1") == (Decimal("97611.20"), Decimal("2388.80"))
 
@@ -97,8 +93,8 @@ async def test_fifty_concurrent_buys_place_exactly_the_affordable_ones(
     assert available(db, "1") == (Decimal("2059.20"), Decimal("97940.80"))
     # The reservations were committed in sequence order.
     entry_order = db.execute(
-        "SELECT o.sequence FROM ledger_entries l JOIN orders o USING (order_id) WHERE l.kind = 'reserve'"
-        " ORDER BY l.entry_id"
+        "SELECT o.sequence FROM transfers t JOIN orders o USING (order_id) WHERE t.kind = 'reserve'"
+        " ORDER BY t.transfer_id"
     ).fetchall()
     assert [s for (s,) in entry_order] == placed
 
@@ -119,7 +115,7 @@ async def test_an_order_larger_than_the_cash_is_stored_rejected_with_the_amounts
 async def test_a_sell_reserves_shares_or_is_rejected_for_insufficient_shares(
     stub: orders_pb2_grpc.OrderServiceStub, db: psycopg.Connection
 ) -> None:
-    db.execute("INSERT INTO positions (customer_id, symbol, quantity, average_cost) VALUES ('1', 'MSFT', 5, 400)")
+    db.execute("INSERT INTO positions (customer_id, symbol, quantity, cost_basis) VALUES ('1', 'MSFT', 5, 2000)")
 
     sold = await stub.PlaceOrder(place(key="s-1", symbol="MSFT", side=SELL, quantity=3), timeout=5)
     too_many = await stub.PlaceOrder(place(key="s-2", symbol="MSFT", side=SELL, quantity=3), timeout=5)
@@ -221,7 +217,6 @@ def new_order(order_id: str, customer_id: str, symbol: str = "AAPL") -> NewOrder
         side=Side.BUY,
         quantity=1,
         protection_price=Decimal("238.88"),
-        reserve_cash=Decimal("238.88"),
         reject_reason=None,
         subject="orders.0",
         payload=b"",

@@ -40,8 +40,8 @@ def test_no_statement_of_placement_submission_settlement_or_cancel_is_jit_compil
     plans = explained(
         db,
         [
-            "SELECT place_order('o1', '1', 'k1', 'AAPL', 'BUY', 10, 240.00, 2400.00, NULL, 'orders.1', '')",
-            "SELECT place_order('o2', '1', 'k2', 'AAPL', 'BUY', 1, 240.00, 240.00, NULL, 'orders.1', '')",
+            "SELECT place_order_v2('o1', '1', 'k1', 'AAPL', 'BUY', 10, 240.00, NULL, 'orders.1', '')",
+            "SELECT place_order_v2('o2', '1', 'k2', 'AAPL', 'BUY', 1, 240.00, NULL, 'orders.1', '')",
             "SELECT * FROM claim_for_submissions(ARRAY['o1'], ARRAY[32])",
             "SELECT * FROM record_submissions(ARRAY['o1'], ARRAY['V1'], ARRAY['1'], false)",
             """SELECT * FROM apply_execution_reports(ARRAY['e0', 'e1', 'e2'], ARRAY['o1', 'o1', 'o1'],
@@ -77,8 +77,8 @@ def orders_rows_read(db: psycopg.Connection, statement: str, params: dict[str, o
 def place_a_thousand(db: psycopg.Connection, prefix: str) -> None:
     """Orders <prefix>0 to <prefix>999, each a buy of one AAPL share, over the customers in turn: all PLACED."""
     db.execute(
-        """SELECT place_order(%(prefix)s::text || g, (g %% %(customers)s + 1)::text, %(prefix)s::text || g, 'AAPL',
-                              'BUY', 1, 240.00, 240.00, NULL, 'orders.1', '')
+        """SELECT place_order_v2(%(prefix)s::text || g, (g %% %(customers)s + 1)::text, %(prefix)s::text || g,
+                                 'AAPL', 'BUY', 1, 240.00, NULL, 'orders.1', '')
              FROM generate_series(0, 999) AS g""",
         {"prefix": prefix, "customers": CUSTOMERS},
     )

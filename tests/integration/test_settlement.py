@@ -16,8 +16,8 @@ import pytest
 
 from brokerage.domain.orders import ALLOWED_TRANSITIONS
 from brokerage.proto import callback_pb2, callback_pb2_grpc, common_pb2, orders_pb2, orders_pb2_grpc
-from brokerage.wire import timestamp
-from tests.integration.conftest import CALLBACK_TOKEN, available, snapshot
+from brokerage.wire import reports_batch, timestamp
+from tests.integration.conftest import CALLBACK_TOKEN, available, snapshot, transfers_of
 from tests.integration.test_place_order import place
 
 pytestmark = pytest.mark.integration
@@ -66,6 +66,24 @@ async def at_exchange(
     db.execute("UPDATE orders SET claimed_at = now() WHERE order_id = %s", (order.order_id,))
     db.execute("SELECT record_submitted(%s, %s)", (order.order_id, "V-" + order.order_id))
     return order
+
+
+def customers_books(db: psycopg.Connection) -> dict[str, object]:
+    """Everything of the customers' that settlement may change: their orders, cash, shares, events and transfers."""
+    return {
+        **{t: db.execute(f"SELECT * FROM {t} ORDER BY 1").fetchall() for t in ("orders", "balances", "positions")},
+        "order_events": db.execute("SELECT * FROM order_events ORDER BY 1, 2").fetchall(),
+        "transfers": db.execute("SELECT * FROM transfers WHERE customer_id IS NOT NULL ORDER BY 1").fetchall(),
+    }
+
+
+def error_account(db: psycopg.Connection) -> list[tuple[object, ...]]:
+    """The transfers into and out of the firm's error account, in booking order: (key, asset, from, to, amount)."""
+    rows = db.execute(
+        "SELECT transfer_key, asset, debit_account, credit_account, amount FROM transfers"
+        " WHERE 'error' IN (debit_account, credit_account) ORDER BY transfer_id"
+    )
+    return [tuple(row) for row in rows.fetchall()]
 
 
 def order_row(db: psycopg.Connection, order_id: str) -> tuple[object, ...]:
@@ -145,7 +163,7 @@ async def test_the_exchanges_new_before_the_worker_recorded_it_submits_the_order
 async def test_a_sell_releases_its_shares_and_credits_the_proceeds(
     stub: orders_pb2_grpc.OrderServiceStub, reporter: callback_pb2_grpc.CallbackServiceStub, db: psycopg.Connection
 ) -> None:
-    db.execute("INSERT INTO positions (customer_id, symbol, quantity, average_cost) VALUES ('1', 'MSFT', 8, 400)")
+    db.execute("INSERT INTO positions (customer_id, symbol, quantity, cost_basis) VALUES ('1', 'MSFT', 8, 3200)")
     cash = available(db, "1")[0]
     order = await at_exchange(stub, db, symbol="MSFT", side=common_pb2.SIDE_SELL, quantity=5)
 
@@ -221,16 +239,14 @@ async def test_partial_fills_then_the_cancel_of_the_rest_returns_what_was_not_us
 
     assert order_row(db, order.order_id) == ("CANCELED", 5, Decimal("231.2000"), 0, 0)
     assert available(db, "1") == (cash - Decimal("1156.00"), Decimal(0))
-    ledger = db.execute(
-        "SELECT kind, sum(available_delta), sum(reserved_delta) FROM ledger_entries "
-        "WHERE order_id = %s AND asset = 'USD' GROUP BY kind ORDER BY kind",
-        (order.order_id,),
-    ).fetchall()
     reserved = Decimal(order.reserved_amount)
-    assert ledger == [
-        ("fill", 0, Decimal("-1156.00")),
-        ("release", reserved - Decimal("1156.00"), -(reserved - Decimal("1156.00"))),
-        ("reserve", -reserved, reserved),
+    assert transfers_of(db, order.order_id) == [
+        ("reserve", "USD", "available", "reserved", reserved),
+        ("fill", "USD", "reserved", "clearing", Decimal("460.00")),
+        ("fill", "AAPL", "clearing", "available", Decimal(2)),
+        ("fill", "USD", "reserved", "clearing", Decimal("696.00")),
+        ("fill", "AAPL", "clearing", "available", Decimal(3)),
+        ("release", "USD", "reserved", "available", reserved - Decimal("1156.00")),
     ]
 
 
@@ -282,37 +298,46 @@ async def test_a_report_for_an_unknown_order_is_acknowledged_and_kept_as_a_break
     order = await at_exchange(stub, db, quantity=1)
     stranger = report(order, FILL, last=1, price="230.00", cumulative=1)
     stranger.order_id = "not-ours"
-    before = snapshot(db)
+    before = customers_books(db)
 
     assert await send(reporter, stranger, stranger) == [False, True]
 
-    assert snapshot(db) == before
+    assert customers_books(db) == before
     assert db.execute("SELECT kind, order_id FROM breaks").fetchall() == [("unknown_order", "not-ours")]
+    # A real fill all the same, as far as we can tell: the venue's cash and shares moved, to the error account.
+    assert error_account(db) == [
+        (stranger.exec_id + ":cash", "USD", "error", "clearing", Decimal("230.00")),
+        (stranger.exec_id + ":shares", "AAPL", "clearing", "error", Decimal(1)),
+    ]
 
 
-async def test_an_overfill_is_acknowledged_kept_as_a_break_and_moves_no_money(
+async def test_an_overfill_is_acknowledged_kept_as_a_break_and_booked_to_the_error_account(
     stub: orders_pb2_grpc.OrderServiceStub, reporter: callback_pb2_grpc.CallbackServiceStub, db: psycopg.Connection
 ) -> None:
     order = await at_exchange(stub, db, quantity=5)
     await send(reporter, report(order, PARTIAL, last=4, price="230.00", cumulative=4))
-    before = snapshot(db)
+    before = customers_books(db)
+    overfill = report(order, PARTIAL, last=2, price="230.00", cumulative=6)  # 6 of 5
+    beyond = report(order, PARTIAL, last=1, price="999.00", cumulative=5)  # above the protection price
 
-    await send(
-        reporter,
-        report(order, PARTIAL, last=2, price="230.00", cumulative=6),  # 6 of 5
-        report(order, PARTIAL, last=1, price="999.00", cumulative=5),  # above the protection price
-    )
+    await send(reporter, overfill, beyond)
 
-    assert snapshot(db) == before
+    assert customers_books(db) == before  # the customer pays for no more than ordered, never above protection
     kinds = db.execute("SELECT kind FROM breaks ORDER BY break_id").fetchall()
     assert kinds == [("overfill",), ("beyond_protection",)]
+    assert error_account(db) == [
+        (overfill.exec_id + ":cash", "USD", "error", "clearing", Decimal("460.00")),
+        (overfill.exec_id + ":shares", "AAPL", "clearing", "error", Decimal(2)),
+        (beyond.exec_id + ":cash", "USD", "error", "clearing", Decimal("999.00")),
+        (beyond.exec_id + ":shares", "AAPL", "clearing", "error", Decimal(1)),
+    ]
 
 
-async def test_a_fill_for_another_symbol_side_or_quantity_than_the_order_is_a_break_and_moves_no_money(
+async def test_a_fill_for_another_symbol_side_or_quantity_than_the_order_is_a_break_and_the_error_accounts(
     stub: orders_pb2_grpc.OrderServiceStub, reporter: callback_pb2_grpc.CallbackServiceStub, db: psycopg.Connection
 ) -> None:
     order = await at_exchange(stub, db, quantity=5)  # a buy of 5 AAPL
-    before = snapshot(db)
+    before = customers_books(db)
     wrong = [report(order, PARTIAL, last=1, price="230.00", cumulative=1) for _ in range(3)]
     wrong[0].symbol = "MSFT"
     wrong[1].side = common_pb2.SIDE_SELL
@@ -320,7 +345,15 @@ async def test_a_fill_for_another_symbol_side_or_quantity_than_the_order_is_a_br
 
     assert await send(reporter, *wrong) == [False] * 3  # answered OK, so the exchange does not send them forever
 
-    assert snapshot(db) == before
+    assert customers_books(db) == before
+    assert [(asset, debit, credit) for _, asset, debit, credit, _ in error_account(db)] == [
+        ("USD", "error", "clearing"),  # the venue says it bought 1 MSFT for us: the error account holds it
+        ("MSFT", "clearing", "error"),
+        ("USD", "clearing", "error"),  # ... and sold 1 AAPL we never sent it to sell
+        ("AAPL", "error", "clearing"),
+        ("USD", "error", "clearing"),
+        ("AAPL", "clearing", "error"),
+    ]
     breaks = db.execute("SELECT kind, detail FROM breaks ORDER BY break_id").fetchall()
     assert [kind for kind, _ in breaks] == ["mismatch"] * 3
     assert "the report is for BUY 5 MSFT, the order is BUY 5 AAPL" in breaks[0][1]
@@ -329,20 +362,22 @@ async def test_a_fill_for_another_symbol_side_or_quantity_than_the_order_is_a_br
     assert order_row(db, order.order_id)[:2] == ("FILLED", 5)
 
 
-async def test_a_fill_price_the_books_cannot_hold_exactly_is_a_break_and_moves_no_money(
+async def test_a_fill_price_the_books_cannot_hold_exactly_is_malformed_kept_whole_and_moves_no_money(
     stub: orders_pb2_grpc.OrderServiceStub, reporter: callback_pb2_grpc.CallbackServiceStub, db: psycopg.Connection
 ) -> None:
     order = await at_exchange(stub, db, quantity=5)
     before = snapshot(db)
+    fifth_decimal = report(order, PARTIAL, last=3, price="230.00005", cumulative=3)  # money keeps four
+    to_nothing = report(order, PARTIAL, last=1, price="0.00004", cumulative=1)  # would round to nothing
 
-    await send(  # answered OK, so the exchange does not send them forever
-        reporter,
-        report(order, PARTIAL, last=3, price="230.00005", cumulative=3),  # a fifth decimal: money keeps four
-        report(order, PARTIAL, last=1, price="0.00004", cumulative=1),  # would round to nothing
-    )
+    await send(reporter, fifth_decimal, to_nothing)  # answered OK, so the exchange does not send them forever
 
     assert snapshot(db) == before
-    assert db.execute("SELECT kind FROM breaks ORDER BY break_id").fetchall() == [("malformed_fill",)] * 2
+    kept = db.execute("SELECT kind, exec_id, report_bytes FROM breaks ORDER BY break_id").fetchall()
+    assert kept == [
+        ("malformed", fifth_decimal.exec_id, fifth_decimal.SerializeToString()),
+        ("malformed", to_nothing.exec_id, to_nothing.SerializeToString()),
+    ]
 
 
 async def test_a_rejection_by_the_exchange_releases_the_reservation(
@@ -361,7 +396,7 @@ async def test_a_rejection_by_the_exchange_releases_the_reservation(
     assert reason == ("trading in AAPL is halted",)
 
 
-async def test_a_malformed_report_is_invalid_and_changes_nothing(
+async def test_a_malformed_report_is_acknowledged_kept_as_a_break_and_changes_nothing(
     stub: orders_pb2_grpc.OrderServiceStub, reporter: callback_pb2_grpc.CallbackServiceStub, db: psycopg.Connection
 ) -> None:
     order = await at_exchange(stub, db, quantity=2)
@@ -369,13 +404,13 @@ async def test_a_malformed_report_is_invalid_and_changes_nothing(
     no_price = report(order, FILL, last=2, cumulative=2)
     no_id = report(order, NEW, exec_id="")
     no_id.exec_id = ""
+    bad = [no_price, no_id, report(order, common_pb2.EXEC_TYPE_UNSPECIFIED)]
 
-    for bad in (no_price, no_id, report(order, common_pb2.EXEC_TYPE_UNSPECIFIED)):
-        with pytest.raises(grpc.aio.AioRpcError) as refused:
-            await send(reporter, bad)
-        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    answers = [await reporter.ReportExecution(r, metadata=AUTH, timeout=5) for r in bad]
 
+    assert [a.outcome for a in answers] == [callback_pb2.REPORT_OUTCOME_BREAK] * 3
     assert snapshot(db) == before
+    assert db.execute("SELECT kind, count(*) FROM breaks GROUP BY kind").fetchall() == [("malformed", 3)]
 
 
 def test_the_databases_status_moves_are_the_domains(db: psycopg.Connection) -> None:
@@ -398,13 +433,16 @@ async def test_a_stream_of_reports_is_booked_once_each_and_each_is_acknowledged(
     batches = [reports[:2], reports[2:], [reports[1]]]  # the last sends a report again on the same stream
 
     async def sent() -> AsyncIterator[callback_pb2.ExecutionReportBatch]:
-        for batch in batches:
-            yield callback_pb2.ExecutionReportBatch(reports=batch)
+        for batch_id, batch in enumerate(batches, start=1):
+            yield reports_batch(batch, batch_id)
 
     answered = [batch async for batch in reporter.StreamExecutions(sent(), metadata=AUTH, timeout=10)]
     acks = [ack for batch in answered for ack in batch.acks]
 
-    assert sorted(len(batch.acks) for batch in answered) == [1, 2, 2]  # each batch acknowledged whole
+    # Each batch acknowledged whole, under its name, its reports in their order.
+    assert sorted((batch.batch_id, [a.exec_id for a in batch.acks]) for batch in answered) == [
+        (i, [r.exec_id for r in batch]) for i, batch in enumerate(batches, start=1)
+    ]
 
     assert sorted((a.exec_id, a.duplicate) for a in acks) == sorted(
         [(r.exec_id, False) for r in reports] + [(reports[1].exec_id, True)]
@@ -414,24 +452,19 @@ async def test_a_stream_of_reports_is_booked_once_each_and_each_is_acknowledged(
     assert db.execute("SELECT count(*) FROM executions").fetchone() == (len(reports) - 1,)
 
 
-async def test_a_forged_stream_is_refused_and_a_malformed_report_ends_the_stream(
+async def test_a_forged_stream_is_refused_and_changes_nothing(
     stub: orders_pb2_grpc.OrderServiceStub, reporter: callback_pb2_grpc.CallbackServiceStub, db: psycopg.Connection
 ) -> None:
     order = await at_exchange(stub, db, quantity=2)
     before = snapshot(db)
 
-    async def one(*batch: callback_pb2.ExecutionReport) -> AsyncIterator[callback_pb2.ExecutionReportBatch]:
-        yield callback_pb2.ExecutionReportBatch(reports=batch)
-
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         forged = report(order, FILL, last=2, price="1.00", cumulative=2)
-        _ = [a async for a in reporter.StreamExecutions(one(forged), metadata=(("authorization", "Bearer x"),))]
+        batch = reports_batch([forged])
+        _ = [a async for a in reporter.StreamExecutions(iter_once(batch), metadata=(("authorization", "Bearer x"),))]
     assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert snapshot(db) == before
 
-    good, priceless = report(order, FILL, last=2, price="1.00", cumulative=2), report(order, FILL, last=2, cumulative=2)
-    with pytest.raises(grpc.aio.AioRpcError) as malformed:
-        _ = [a async for a in reporter.StreamExecutions(one(good, priceless), metadata=AUTH)]
-    assert malformed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "reports[1].last_price" in (malformed.value.details() or "")
-    assert snapshot(db) == before  # nothing of the batch was booked, its good report neither
+
+async def iter_once(batch: callback_pb2.ExecutionReportBatch) -> AsyncIterator[callback_pb2.ExecutionReportBatch]:
+    yield batch

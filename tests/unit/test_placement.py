@@ -9,10 +9,10 @@ from brokerage.domain.orders import OrderRequest, Side
 from brokerage.domain.placement import (
     Instrument,
     PlacementPolicy,
+    Pricing,
     Quote,
     RejectCode,
     Rejection,
-    Reservation,
 )
 
 NOW = datetime(2026, 11, 24, 15, 0, tzinfo=UTC)
@@ -72,22 +72,22 @@ def test_every_violation_is_reported_at_once() -> None:
     }
 
 
-def test_a_buy_reserves_quantity_times_the_collared_price_rounded_up_to_the_tick() -> None:
+def test_a_buy_is_protected_at_the_collared_price_rounded_up_to_the_tick() -> None:
     decision = POLICY.price(request(quantity=10), AAPL, QUOTE, NOW)
     # 227.50 x 1.05 = 238.875 -> 238.88
-    assert decision == Reservation(protection_price=Decimal("238.88"), cash=Decimal("2388.80"), shares=0)
+    assert decision == Pricing(protection_price=Decimal("238.88"))
 
 
-def test_a_sell_reserves_its_shares_with_a_floor_rounded_down() -> None:
+def test_a_sell_is_protected_at_a_floor_rounded_down() -> None:
     decision = POLICY.price(request(side=Side.SELL, quantity=7), AAPL, QUOTE, NOW)
     # 227.50 x 0.95 = 216.125 -> 216.12
-    assert decision == Reservation(protection_price=Decimal("216.12"), cash=Decimal(0), shares=7)
+    assert decision == Pricing(protection_price=Decimal("216.12"))
 
 
 def test_money_stays_decimal() -> None:
     decision = POLICY.price(request(), AAPL, QUOTE, NOW)
-    assert isinstance(decision, Reservation)
-    assert isinstance(decision.cash, Decimal) and isinstance(decision.protection_price, Decimal)
+    assert isinstance(decision, Pricing)
+    assert isinstance(decision.protection_price, Decimal)
 
 
 @pytest.mark.parametrize(
