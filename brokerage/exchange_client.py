@@ -2,9 +2,9 @@
 
 Every call has a deadline; orders go on a SubmitOrders stream (submit_stream.py), each with a deadline of its own.
 A refusal of the order is data (Refused); an answer that leaves the outcome unknown or says nothing about the order
-(unavailable, timed out, our credentials, a fault at the venue) is VenueUnavailable, to be tried again later: the
-exchange dedupes by our order id, so that is always safe, and a customer's order is never rejected for something
-that may be our own misconfiguration.
+is a VenueUnavailable of its class (brokerage.domain.submission: transient, unknown outcome, venue-wide), for the
+worker to retry, park or stop sending: the exchange dedupes by our order id, so sending again is always safe, and a
+customer's order is never rejected for something that may be our own misconfiguration.
 """
 
 from __future__ import annotations
@@ -20,14 +20,23 @@ import grpc
 from grpc import aio
 from prometheus_client import Counter, Histogram
 
-from brokerage.domain.executions import DropCopyEntry
+from brokerage.domain.executions import DropCopy, DropCopyEntry, Tombstone
 from brokerage.domain.money import format_decimal, parse_decimal
 from brokerage.domain.orders import Order, OrderStatus
 from brokerage.domain.placement import Quote
-from brokerage.domain.submission import Accepted, Refused, SubmissionOutcome, VenueUnavailable
+from brokerage.domain.submission import (
+    REFUSAL_CODES,
+    Accepted,
+    Refused,
+    SubmissionOutcome,
+    TransientVenueError,
+    UnknownOutcome,
+    VenueUnavailable,
+    venue_error,
+)
 from brokerage.proto import common_pb2, exchange_pb2, exchange_pb2_grpc
 from brokerage.submit_stream import StreamBroken, SubmitStream
-from brokerage.wire import SIDE_TO_PROTO, STATUS_FROM_PROTO, report_from_proto
+from brokerage.wire import SIDE_TO_PROTO, STATUS_FROM_PROTO, report_from_proto, timestamp
 
 Response = TypeVar("Response")
 DROP_COPY_DEADLINE = 30.0  # a page of up to 10,000 executions: far more than one order's call
@@ -40,15 +49,6 @@ EXCHANGE_SECONDS = Histogram(
 )
 EXCHANGE_ERRORS = Counter("execution_exchange_errors_total", "Calls to the exchange that failed.", ("method", "code"))
 
-# Refusals of the order itself. Anything else is retried.
-_REFUSALS = frozenset(
-    {
-        grpc.StatusCode.INVALID_ARGUMENT,
-        grpc.StatusCode.FAILED_PRECONDITION,
-        grpc.StatusCode.OUT_OF_RANGE,
-        grpc.StatusCode.NOT_FOUND,
-    }
-)
 _STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}
 # gRPC's own retries for a venue that is briefly unreachable, within each call's deadline (every method here is
 # idempotent: SubmitOrder by our order id).
@@ -84,7 +84,8 @@ class VenueOrderStatus:
 @dataclass(frozen=True)
 class CancelAnswer:
     accepted: bool  # a cancel is under way; its report follows
-    reason: str  # why not: already filled, unknown, ...
+    reason: str  # why not: already filled, ...
+    never_received: bool = False  # the venue never had the order: it keeps a tombstone and refuses it today
 
 
 class ExchangeClient:
@@ -104,8 +105,8 @@ class ExchangeClient:
         await self._channel.close()
 
     async def submit(self, order: Order) -> SubmissionOutcome:
-        """Submits a market order with its protection price, on the process's SubmitOrders stream; raises
-        VenueUnavailable to be tried again."""
+        """Submits a market order with its protection price (and its expiry, a DAY order's), on the process's
+        SubmitOrders stream; raises a VenueUnavailable of its class."""
         assert order.protection_price is not None  # only a PLACED order is submitted, and it is priced
         request = exchange_pb2.SubmitOrderRequest(
             order_id=order.order_id,
@@ -114,15 +115,15 @@ class ExchangeClient:
             side=SIDE_TO_PROTO[order.side],
             quantity=order.quantity,
             protection_price=format_decimal(order.protection_price),
+            expires_at=timestamp(order.expires_at) if order.expires_at else None,
         )
         started = time.perf_counter()
         try:
             result = await self._submissions.submit(request, self._deadline)
         except (StreamBroken, TimeoutError) as error:
-            EXCHANGE_ERRORS.labels(
-                "SubmitOrders", "DEADLINE_EXCEEDED" if isinstance(error, TimeoutError) else "BROKEN"
-            ).inc()
-            raise VenueUnavailable(f"SubmitOrders: {error!r}") from error
+            code = "DEADLINE_EXCEEDED" if isinstance(error, TimeoutError) else "UNAVAILABLE"
+            EXCHANGE_ERRORS.labels("SubmitOrders", code).inc()
+            raise TransientVenueError(code, f"SubmitOrders: {error!r}") from error
         finally:
             EXCHANGE_SECONDS.labels("SubmitOrders").observe(time.perf_counter() - started)
         if result.error_code:
@@ -130,21 +131,32 @@ class ExchangeClient:
             EXCHANGE_ERRORS.labels("SubmitOrders", code.name).inc()
             if code is grpc.StatusCode.ALREADY_EXISTS:  # the venue has it: ask what became of it
                 return await self._outcome_of_known_order(order.order_id)
-            if code in _REFUSALS:
+            if code.name in REFUSAL_CODES:
                 return Refused(f"refused by the exchange: {result.error_message}")
-            raise VenueUnavailable(f"SubmitOrders: {code.name}: {result.error_message}")
+            raise venue_error(code.name, f"SubmitOrders: {result.error_message}")
         if not result.response.accepted:
             return Refused(result.response.reject_reason or "rejected by the exchange")
         return Accepted(result.response.venue_order_id, duplicate=result.response.duplicate)
 
+    async def outcome_of(self, order_id: str) -> SubmissionOutcome | None:
+        """What the venue made of an order whose send left the outcome unknown: its acceptance or refusal, or None
+        when it never received it. Raises VenueUnavailable when it cannot say."""
+        status = await self.order_status(order_id)
+        if not status.known:
+            return None
+        if status.status is OrderStatus.REJECTED:
+            return Refused(status.reject_reason or "rejected by the exchange")
+        return Accepted(status.venue_order_id, duplicate=True)
+
     async def cancel(self, order_id: str) -> CancelAnswer:
-        """Asks the exchange to cancel what is unfilled; the outcome arrives as execution reports."""
+        """Asks the exchange to cancel what is unfilled; the outcome arrives as execution reports. An order it never
+        received is answered never_received: it keeps a tombstone and will refuse the order today."""
         request = exchange_pb2.ExchangeCancelRequest(order_id=order_id)
         try:
             response = await self._call("CancelOrder", self._stub.CancelOrder, request)
         except aio.AioRpcError as error:
             raise _unavailable("CancelOrder", error) from error
-        return CancelAnswer(response.accepted, response.reason)
+        return CancelAnswer(response.accepted, response.reason, response.never_received)
 
     async def order_status(self, order_id: str, *, resend_reports: bool = False) -> VenueOrderStatus:
         """The exchange's view of the order; with resend_reports it also sends every report of it again."""
@@ -169,31 +181,32 @@ class ExchangeClient:
             raise _unavailable("GetQuotes", error) from error
         return [Quote(q.symbol, parse_decimal(q.price), q.quoted_at.ToDatetime(tzinfo=UTC)) for q in response.quotes]
 
-    async def drop_copy(self, trading_day: date | None = None) -> list[DropCopyEntry]:
-        """Every report of the exchange's trading day (None: today there), with each order's arrival sequence,
-        read page by page (each page under its own deadline)."""
+    async def drop_copy(self, trading_day: date | None = None) -> DropCopy:
+        """Every report of the exchange's trading day (None: today there), with each order's arrival sequence, and
+        every tombstone, read page by page (each page under its own deadline)."""
         request = exchange_pb2.GetDropCopyRequest(trading_day=trading_day.isoformat() if trading_day else "")
-        entries: list[DropCopyEntry] = []
+        day = DropCopy([], [])
         while True:
             try:
                 page = await self._call("GetDropCopy", self._stub.GetDropCopy, request, deadline=DROP_COPY_DEADLINE)
             except aio.AioRpcError as error:
                 raise _unavailable("GetDropCopy", error) from error
-            entries += (
-                DropCopyEntry(report_from_proto(entry.report), entry.customer_id, entry.arrival_sequence)
-                for entry in page.executions
-            )
+            for entry in page.executions:
+                if entry.HasField("tombstone"):
+                    recorded_at = entry.tombstone.recorded_at.ToDatetime(tzinfo=UTC)
+                    day.tombstones.append(Tombstone(entry.tombstone.order_id, recorded_at))
+                else:
+                    report = report_from_proto(entry.report)
+                    day.executions.append(DropCopyEntry(report, entry.customer_id, entry.arrival_sequence))
             if not page.next_page_token:
-                return entries
+                return day
             request.page_token = page.next_page_token
 
     async def _outcome_of_known_order(self, order_id: str) -> SubmissionOutcome:
-        status = await self.order_status(order_id)
-        if not status.known:
-            raise VenueUnavailable("the exchange called the order a duplicate but does not know it")
-        if status.status is OrderStatus.REJECTED:
-            return Refused(status.reject_reason or "rejected by the exchange")
-        return Accepted(status.venue_order_id, duplicate=True)
+        outcome = await self.outcome_of(order_id)
+        if outcome is None:
+            raise UnknownOutcome("ALREADY_EXISTS", "the exchange called the order a duplicate but does not know it")
+        return outcome
 
     async def _call(
         self, method: str, rpc: Callable[..., Awaitable[Response]], request: Any, deadline: float | None = None
@@ -209,4 +222,4 @@ class ExchangeClient:
 
 
 def _unavailable(method: str, error: aio.AioRpcError) -> VenueUnavailable:
-    return VenueUnavailable(f"{method}: {error.code().name}: {error.details()}")
+    return venue_error(error.code().name, f"{method}: {error.details()}")

@@ -31,6 +31,7 @@ from brokerage.domain.reconciliation import (
     OurOrder,
     arrivals,
     check_arrival_order,
+    check_tombstones,
     compare_clearing,
     compare_outcomes,
     venue_finals,
@@ -78,6 +79,7 @@ class OurDay:
     clearing: dict[str, ClearingMovement]
     open_break_exec_ids: set[str]
     break_order_ids: set[str]
+    ended_unsent: set[str]  # the orders we ended on the day after the venue said it never received them
 
 
 async def reconcile(
@@ -95,15 +97,20 @@ async def reconcile(
             ours = await _our_day(conn, day)
         if exchange is None:
             return [*results, *(CheckResult(name, skipped="--without-exchange") for name in EXCHANGE_CHECKS)]
-        entries = await exchange.drop_copy(day)
+        venue = await exchange.drop_copy(day)
+        entries, arrived = venue.executions, arrivals(venue.executions)
         orders = await _our_orders(conn, sorted({e.report.order_id for e in entries}))
+    tombstoned = {t.order_id for t in venue.tombstones}
     return [
         *results,
         CheckResult(
             CLEARING_CHECK, compare_clearing(ours.clearing, venue_movements(entries), ours.open_break_exec_ids)
         ),
         CheckResult(OUTCOMES_CHECK, compare_outcomes(orders, venue_finals(entries), ours.break_order_ids)),
-        CheckResult(ARRIVALS_CHECK, check_arrival_order(orders, arrivals(entries))),
+        CheckResult(
+            ARRIVALS_CHECK,
+            check_arrival_order(orders, arrived) + check_tombstones(ours.ended_unsent, tombstoned, arrived),
+        ),
     ]
 
 
@@ -117,10 +124,12 @@ async def _our_day(conn: psycopg.AsyncConnection, day: date) -> OurDay:
         for r in await _rows(conn, "reconcile_day_clearing", {"day": day})
     }
     breaks = await _rows(conn, "reconcile_break_subjects", {})
+    ended_unsent = {r["order_id"] for r in await _rows(conn, "reconcile_day_tombstoned", {"day": day})}
     return OurDay(
         clearing,
         {r["exec_id"] for r in breaks if r["open"] and r["exec_id"]},
         {r["order_id"] for r in breaks if r["order_id"]},
+        ended_unsent,
     )
 
 

@@ -11,7 +11,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import TypeVar, overload
 
-from pydantic import Field, PostgresDsn, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, PostgresDsn, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from brokerage.domain.market_hours import AlwaysOpen, MarketClock, NyseRegularSession
@@ -89,6 +89,19 @@ class Settings(BaseSettings):
     claim_batch_max: int = Field(default=32, ge=1, le=1000)
     retry_initial_seconds: float = Field(default=0.1, gt=0)
     retry_max_seconds: float = Field(default=5.0, gt=0)
+    # An order whose send failed (rule 7) backs off from this, doubling with its attempts up to the max; one whose
+    # outcome stayed unknown this many times is parked as a break for an operator.
+    submit_retry_initial_seconds: float = Field(default=1.0, gt=0)
+    submit_retry_max_seconds: float = Field(default=60.0, gt=0)
+    submit_unknown_attempts: int = Field(default=5, ge=1)
+    # The circuit breaker: one error code failing orders of this many customers within the window (or a venue-wide
+    # code at once) stops all sending; after the cooldown one send tries again.
+    breaker_customers: int = Field(default=3, ge=2)
+    breaker_window_seconds: float = Field(default=10.0, gt=0)
+    breaker_cooldown_seconds: float = Field(default=5.0, gt=0)
+    # Rule 10: an order a worker took and still waiting is canceled through the venue's tombstone only this long
+    # after its expiry (its session's close), longer than any send can still take to arrive.
+    expiry_grace_seconds: float = Field(default=60.0, gt=0)
     # The sweeper: an order PLACED this long is published again (in a shard with a backlog, where it may only be
     # queued, after republish_busy_after); one at the exchange and silent this long is asked about.
     sweep_interval_seconds: float = Field(default=5.0, gt=0)
@@ -112,6 +125,12 @@ class Settings(BaseSettings):
     @classmethod
     def _known_level(cls, value: str) -> str:
         return known_log_level(value)
+
+    @model_validator(mode="after")
+    def _grace_outlasts_a_send(self) -> Settings:
+        if self.expiry_grace_seconds < self.exchange_deadline_seconds:
+            raise ValueError("expiry_grace_seconds must be at least exchange_deadline_seconds: a send may still arrive")
+        return self
 
     @field_validator("shards")
     @classmethod

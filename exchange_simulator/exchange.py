@@ -12,7 +12,7 @@ from datetime import date, datetime
 from prometheus_client import Counter
 
 from brokerage.background import stop_requested
-from brokerage.domain.executions import DropCopyEntry, ExecutionReport
+from brokerage.domain.executions import DropCopyEntry, ExecutionReport, Tombstone
 from brokerage.telemetry import get_logger, log_context
 from exchange_simulator.chaos import Chaos
 from exchange_simulator.delivery import ReportSink
@@ -96,7 +96,7 @@ class Exchange:
     def quotes(self, symbols: Sequence[str]) -> list[Quote]:
         return self.market.quotes(symbols)
 
-    def drop_copy(self, day: date | None) -> list[DropCopyEntry]:
+    def drop_copy(self, day: date | None) -> list[DropCopyEntry | Tombstone]:
         return self.venue.drop_copy(day)
 
     async def run_fills(self) -> None:
@@ -104,6 +104,12 @@ class Exchange:
         while not stop_requested():
             await self._until_next_fill_due()
             self.venue.execute_due_fills()
+
+    async def expire_day_orders(self) -> None:
+        """Cancels working DAY orders at their expiry (the close of their session), until cancelled."""
+        while not stop_requested():
+            await asyncio.sleep(1.0)
+            self.venue.expire_due()
 
     async def walk_prices(self) -> None:
         """Moves every price one step per interval, until cancelled."""

@@ -21,7 +21,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from brokerage.domain.errors import InvalidRequest
-from brokerage.domain.executions import ExecutionReport
+from brokerage.domain.executions import ExecutionReport, Tombstone
 from brokerage.proto import callback_pb2, exchange_pb2
 from brokerage.telemetry import get_logger
 from brokerage.wire import report_from_proto, report_to_proto
@@ -53,6 +53,9 @@ class JournalFile:
     def reported(self, report: ExecutionReport) -> None:
         self._append({"report": _as_dict(report_to_proto(report))})
 
+    def tombstoned(self, tombstone: Tombstone) -> None:
+        self._append({"tombstone": _as_dict(translate.tombstone(tombstone))})
+
     def close(self) -> None:
         self._file.close()
 
@@ -61,13 +64,13 @@ class JournalFile:
         self._file.flush()
 
 
-def read_journal(path: Path) -> list[Arrival | ExecutionReport]:
+def read_journal(path: Path) -> list[Arrival | ExecutionReport | Tombstone]:
     """The history in the order it was written; none when the file does not exist yet."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
         return []
-    history: list[Arrival | ExecutionReport] = []
+    history: list[Arrival | ExecutionReport | Tombstone] = []
     for number, line in enumerate(lines, start=1):
         try:
             history.append(_entry(json.loads(line)))
@@ -102,7 +105,9 @@ def _drop_torn_tail(path: Path) -> None:
     log.warning("torn last journal line dropped", journal=str(path), bytes=size - cut)
 
 
-def _entry(record: dict[str, Any]) -> Arrival | ExecutionReport:
+def _entry(record: dict[str, Any]) -> Arrival | ExecutionReport | Tombstone:
+    if "tombstone" in record:
+        return translate.tombstone_from(json_format.ParseDict(record["tombstone"], exchange_pb2.Tombstone()))
     if "arrival" in record:
         arrival = record["arrival"]
         request = json_format.ParseDict(arrival["order"], exchange_pb2.SubmitOrderRequest())

@@ -63,6 +63,7 @@ class SimulatorApp:
         return [
             self.exchange.run_fills(),
             self.exchange.walk_prices(),
+            self.exchange.expire_day_orders(),
             self.running.health.follow([], interval=READINESS_INTERVAL_SECONDS),
         ]
 

@@ -7,6 +7,7 @@ symbol, a closed market) is well-formed and becomes a rejected order, which is d
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 
 from brokerage.domain.errors import FieldViolation, InvalidRequest
@@ -24,6 +25,7 @@ class OrderTicket:
     side: Side
     quantity: int
     protection_price: Decimal  # a buy never fills above it, a sell never below
+    expires_at: datetime | None = None  # a DAY order: refused after this, canceled at it if still working
 
     def allows(self, price: Decimal) -> bool:
         """Whether a fill at this price respects the protection price."""
@@ -33,7 +35,14 @@ class OrderTicket:
 
 
 def order_ticket(
-    *, order_id: str, customer_id: str, symbol: str, side: Side | None, quantity: int, protection_price: str
+    *,
+    order_id: str,
+    customer_id: str,
+    symbol: str,
+    side: Side | None,
+    quantity: int,
+    protection_price: str,
+    expires_at: datetime | None = None,
 ) -> OrderTicket:
     """The ticket, or InvalidRequest naming every malformed field at once."""
     violations: list[FieldViolation] = []
@@ -48,7 +57,7 @@ def order_ticket(
     price = _positive_price(protection_price, violations)
     if violations or side is None or price is None:
         raise InvalidRequest(violations)
-    return OrderTicket(order_id, customer_id, symbol.strip().upper(), side, quantity, price)
+    return OrderTicket(order_id, customer_id, symbol.strip().upper(), side, quantity, price, expires_at)
 
 
 def required_id(name: str, value: str) -> str:

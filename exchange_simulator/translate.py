@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC
 
 from brokerage.domain.errors import FieldViolation, InvalidRequest
-from brokerage.domain.executions import DropCopyEntry
+from brokerage.domain.executions import DropCopyEntry, Tombstone
 from brokerage.domain.money import format_decimal
 from brokerage.proto import exchange_pb2
 from brokerage.wire import SIDE_FROM_PROTO, SIDE_TO_PROTO, STATUS_TO_PROTO, report_to_proto, timestamp
@@ -22,6 +23,7 @@ def ticket(request: exchange_pb2.SubmitOrderRequest) -> OrderTicket:
         side=SIDE_FROM_PROTO.get(request.side),
         quantity=request.quantity,
         protection_price=request.protection_price,
+        expires_at=request.expires_at.ToDatetime(tzinfo=UTC) if request.HasField("expires_at") else None,
     )
 
 
@@ -34,6 +36,7 @@ def submit_request(ticket: OrderTicket) -> exchange_pb2.SubmitOrderRequest:
         side=SIDE_TO_PROTO[ticket.side],
         quantity=ticket.quantity,
         protection_price=format_decimal(ticket.protection_price),
+        expires_at=timestamp(ticket.expires_at) if ticket.expires_at else None,
     )
 
 
@@ -59,7 +62,9 @@ def acknowledgement(ack: Acknowledgement) -> exchange_pb2.SubmitOrderResponse:
 
 
 def cancel_outcome(outcome: CancelOutcome) -> exchange_pb2.ExchangeCancelResponse:
-    return exchange_pb2.ExchangeCancelResponse(accepted=outcome.accepted, reason=outcome.reason)
+    return exchange_pb2.ExchangeCancelResponse(
+        accepted=outcome.accepted, reason=outcome.reason, never_received=outcome.never_received
+    )
 
 
 def order_status(order_id: str, order: VenueOrder | None) -> exchange_pb2.OrderStatusReport:
@@ -86,7 +91,7 @@ DROP_COPY_MAX_PAGE_SIZE = 10_000
 
 
 def drop_copy_page(
-    request: exchange_pb2.GetDropCopyRequest, entries: Sequence[DropCopyEntry]
+    request: exchange_pb2.GetDropCopyRequest, entries: Sequence[DropCopyEntry | Tombstone]
 ) -> exchange_pb2.GetDropCopyResponse:
     """The page the request asks for. The token is the position of the page's first entry: a day's drop copy
     only grows at its end, so a position stays valid while the caller pages on."""
@@ -104,10 +109,20 @@ def drop_copy_page(
     )
 
 
-def _drop_copy_entry(entry: DropCopyEntry) -> exchange_pb2.DropCopyEntry:
+def _drop_copy_entry(entry: DropCopyEntry | Tombstone) -> exchange_pb2.DropCopyEntry:
+    if isinstance(entry, Tombstone):
+        return exchange_pb2.DropCopyEntry(tombstone=tombstone(entry))
     return exchange_pb2.DropCopyEntry(
         report=report_to_proto(entry.report), customer_id=entry.customer_id, arrival_sequence=entry.arrival_sequence
     )
+
+
+def tombstone(entry: Tombstone) -> exchange_pb2.Tombstone:
+    return exchange_pb2.Tombstone(order_id=entry.order_id, recorded_at=timestamp(entry.recorded_at))
+
+
+def tombstone_from(message: exchange_pb2.Tombstone) -> Tombstone:
+    return Tombstone(message.order_id, message.recorded_at.ToDatetime(tzinfo=UTC))
 
 
 def symbols(request: exchange_pb2.GetQuotesRequest) -> list[str]:

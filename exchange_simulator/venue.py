@@ -1,6 +1,10 @@
 """The venue's order book of market orders: submission (idempotent by our order id), fills by plan and never
 beyond the protection price, cancels, status and the drop copy.
 
+A cancel of an order the venue never received leaves a tombstone for the day, and a later submit of that id is
+refused without arriving (rule 9): so the caller may end the order itself. A DAY order (one with an expiry) is
+refused once its expiry has passed, and canceled at its expiry if still working (rule 10).
+
 No I/O and no waiting: the clock is injected, due fills run when `execute_due_fills` is called, and every
 execution report goes to the listeners as it is produced. Everything runs on one thread (the event loop), so a
 cancel and a fill never interleave: whichever comes first wins and the other finds the order terminal.
@@ -21,8 +25,14 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Protocol
 
-from brokerage.domain.errors import FieldViolation, IdempotencyConflict, InvalidRequest, OrderNotFound
-from brokerage.domain.executions import DropCopyEntry, ExecType, ExecutionReport
+from brokerage.domain.errors import (
+    FailedPrecondition,
+    FieldViolation,
+    IdempotencyConflict,
+    InvalidRequest,
+    OrderNotFound,
+)
+from brokerage.domain.executions import DropCopyEntry, ExecType, ExecutionReport, Tombstone
 from brokerage.domain.market_hours import MarketClock, trading_day
 from brokerage.domain.money import format_decimal
 from brokerage.domain.orders import OrderStatus
@@ -33,6 +43,8 @@ from exchange_simulator.tickets import OrderTicket
 
 TRADING_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 CUSTOMER_CANCEL = "canceled at the customer's request"
+EXPIRED_AT_CLOSE = "expired: a DAY order, canceled at the close"
+NEVER_RECEIVED = "never received: a tombstone refuses the order for the rest of the day"
 
 ReportListener = Callable[[ExecutionReport], None]
 
@@ -63,11 +75,14 @@ class VenueJournal(Protocol):
 
     def reported(self, report: ExecutionReport) -> None: ...
 
+    def tombstoned(self, tombstone: Tombstone) -> None: ...
+
 
 @dataclass(frozen=True)
 class CancelOutcome:
     accepted: bool  # the unfilled rest is canceled; the CANCELED report is already out
     reason: str = ""  # why not
+    never_received: bool = False  # no such order: a tombstone now refuses it for the day
 
 
 @dataclass
@@ -124,8 +139,11 @@ class Venue:
         self._ids = ids
         self._orders: dict[str, VenueOrder] = {}
         self._arrivals = itertools.count(1)
-        self._log: list[ExecutionReport] = []  # every report in the order produced: the drop copy's source
+        # every report and tombstone in the order produced: the drop copy's source
+        self._log: list[ExecutionReport | Tombstone] = []
+        self._tombstones: dict[str, Tombstone] = {}
         self._due: list[tuple[datetime, int, str]] = []  # heap of (due, arrival sequence, order id)
+        self._expiries: list[tuple[datetime, int, str]] = []  # heap of (expiry, arrival sequence, order id)
         self._listeners: list[ReportListener] = []
         self._journal = journal
 
@@ -152,14 +170,32 @@ class Venue:
     # Submission
 
     def submit(self, ticket: OrderTicket) -> Acknowledgement:
-        """The acknowledgement; the same order again gets the first one (duplicate), other fields are refused."""
+        """The acknowledgement; the same order again gets the first one (duplicate), other fields are refused, and
+        an order canceled before it arrived (a tombstone) or arriving past its expiry is refused without arriving."""
         order = self._orders.get(ticket.order_id)
         if order is None:
+            self._refuse_unless_it_may_arrive(ticket)
             return self._arrive(ticket).acknowledgement
         if order.ticket != ticket:
             raise IdempotencyConflict(f"order {ticket.order_id!r} was submitted before with other fields")
         order.submissions += 1
         return replace(order.acknowledgement, duplicate=True)
+
+    def _refuse_unless_it_may_arrive(self, ticket: OrderTicket) -> None:
+        now = self._clock()
+        tombstone = self._tombstones.get(ticket.order_id)
+        if tombstone is not None and trading_day(tombstone.recorded_at) == trading_day(now):
+            raise FailedPrecondition(
+                f"order/{ticket.order_id}",
+                "CANCELED_BEFORE_ARRIVAL",
+                f"order {ticket.order_id} was canceled before it arrived",
+            )
+        if ticket.expires_at is not None and ticket.expires_at <= now:
+            raise FailedPrecondition(
+                f"order/{ticket.order_id}",
+                "EXPIRED",
+                f"order {ticket.order_id} expired at {ticket.expires_at.isoformat()}",
+            )
 
     def _arrive(self, ticket: OrderTicket) -> VenueOrder:
         reject_reason = self._reject_reason(ticket)
@@ -179,6 +215,7 @@ class Venue:
         else:
             self._report(order, ExecType.NEW)
             self._schedule_next_fill(order, self._clock())
+            self._schedule_expiry(order)
         return order
 
     def _reject_reason(self, ticket: OrderTicket) -> str | None:
@@ -242,17 +279,46 @@ class Venue:
         """A heap entry left behind by a cancel or an early fill (entries are not removed, only skipped)."""
         return self._orders[entry[2]].next_fill_due != entry[0]
 
+    # Expiry
+
+    def _schedule_expiry(self, order: VenueOrder) -> None:
+        if order.ticket.expires_at is not None:
+            heapq.heappush(self._expiries, (order.ticket.expires_at, order.arrival_sequence, order.order_id))
+
+    def next_expiry(self) -> datetime | None:
+        return self._expiries[0][0] if self._expiries else None
+
+    def expire_due(self) -> list[ExecutionReport]:
+        """Cancels every working DAY order whose expiry has come (the close of its session)."""
+        now, reports = self._clock(), []
+        while self._expiries and self._expiries[0][0] <= now:
+            order = self._orders[heapq.heappop(self._expiries)[2]]
+            if order.is_working:
+                reports.append(self._end(order, OrderStatus.CANCELED, EXPIRED_AT_CLOSE))
+        return reports
+
     # Cancels
 
     def cancel(self, order_id: str) -> CancelOutcome:
-        """Cancels what is unfilled of a working order; nothing fills after it."""
+        """Cancels what is unfilled of a working order; nothing fills after it. An order never received gets a
+        tombstone for the day instead, which refuses it should it come."""
         order = self._orders.get(order_id)
         if order is None:
-            return CancelOutcome(False, "unknown order")
+            self._tombstone(order_id)
+            return CancelOutcome(False, NEVER_RECEIVED, never_received=True)
         if not order.is_working:
             return CancelOutcome(False, f"already {order.status.value.lower()}")
         self._end(order, OrderStatus.CANCELED, CUSTOMER_CANCEL)
         return CancelOutcome(True)
+
+    def _tombstone(self, order_id: str) -> Tombstone:
+        tombstone = self._tombstones.get(order_id)
+        if tombstone is None or trading_day(tombstone.recorded_at) != trading_day(self._clock()):
+            tombstone = self._tombstones[order_id] = Tombstone(order_id, self._clock())
+            self._log.append(tombstone)
+            if self._journal is not None:
+                self._journal.tombstoned(tombstone)
+        return tombstone
 
     def _end(self, order: VenueOrder, status: OrderStatus, reason: str) -> ExecutionReport:
         order.ended = status
@@ -263,7 +329,7 @@ class Venue:
 
     # Restart
 
-    def restore(self, history: Iterable[Arrival | ExecutionReport]) -> int:
+    def restore(self, history: Iterable[Arrival | ExecutionReport | Tombstone]) -> int:
         """Takes back the orders and reports of an earlier run, in the order a journal recorded them, before the
         venue takes anything new. Nothing is reported again (a caller that missed a report asks for the order's
         status). A working order fills its rest as first planned, from now on (the plan follows from the rules'
@@ -272,6 +338,9 @@ class Venue:
             if isinstance(entry, Arrival):
                 self._orders[entry.ticket.order_id] = VenueOrder(entry.ticket, entry.acknowledgement, deque())
                 self._arrivals = itertools.count(entry.acknowledgement.arrival_sequence + 1)
+            elif isinstance(entry, Tombstone):
+                self._tombstones[entry.order_id] = entry
+                self._log.append(entry)
             else:
                 self._take_back(entry)
         now = self._clock()
@@ -279,6 +348,7 @@ class Venue:
         for order in working:
             order.pending_fills = deque(self._rest_of_plan(order))
             self._schedule_next_fill(order, now)
+            self._schedule_expiry(order)
         return len(working)
 
     def _take_back(self, report: ExecutionReport) -> None:
@@ -334,16 +404,20 @@ class Venue:
 
     def all_reports(self) -> list[ExecutionReport]:
         """Every report so far, in the order the venue produced them."""
-        return list(self._log)
+        return [entry for entry in self._log if isinstance(entry, ExecutionReport)]
 
-    def drop_copy(self, day: date | None = None) -> list[DropCopyEntry]:
-        """Every report of a trading day (New York time; None: today there), in the order they were produced."""
+    def drop_copy(self, day: date | None = None) -> list[DropCopyEntry | Tombstone]:
+        """Every report and tombstone of a trading day (New York time; None: today there), in the order they were
+        produced."""
         day = day or trading_day(self._clock())
-        entries = []
-        for report in self._log:
-            if trading_day(report.transact_time) == day:
-                order = self._orders[report.order_id]
-                entries.append(DropCopyEntry(report, order.ticket.customer_id, order.arrival_sequence))
+        entries: list[DropCopyEntry | Tombstone] = []
+        for entry in self._log:
+            if isinstance(entry, Tombstone):
+                if trading_day(entry.recorded_at) == day:
+                    entries.append(entry)
+            elif trading_day(entry.transact_time) == day:
+                order = self._orders[entry.order_id]
+                entries.append(DropCopyEntry(entry, order.ticket.customer_id, order.arrival_sequence))
         return entries
 
 

@@ -16,6 +16,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from brokerage.background import Backoff
 from brokerage.domain.sharding import format_shard_set
+from brokerage.domain.submission import CircuitBreaker, RetryPolicy
 from brokerage.exchange_client import ExchangeClient
 from brokerage.messaging.connection import JetStreamLink
 from brokerage.messaging.doorbell import Doorbell
@@ -89,7 +90,8 @@ async def start(settings: Settings) -> ExecutionApp:
     )
     exchange = ExchangeClient.connect(settings.exchange_target, settings.exchange_deadline_seconds)
     board = ShardBoard(ShardStore(pool), link, shards, settings.shard_refresh_seconds)
-    submitter = Submitter(SubmissionStore(pool, claim_batch_max=settings.claim_batch_max), exchange)
+    submissions = SubmissionStore(pool, claim_batch_max=settings.claim_batch_max)
+    submitter = Submitter(submissions, exchange, _retry_policy(settings), _circuit_breaker(settings))
     doorbell = Doorbell(link)
     workers = [
         ShardWorker(
@@ -106,7 +108,7 @@ async def start(settings: Settings) -> ExecutionApp:
         )
         for shard in shards
     ]
-    sweeper = Sweeper(SweepStore(pool), link, exchange, shards, _sweep_policy(settings))
+    sweeper = Sweeper(SweepStore(pool), submissions, link, exchange, doorbell, shards, _sweep_policy(settings))
     quote_feed = QuoteFeed(exchange, pool, settings.quote_refresh_seconds)
     service = Service(
         SERVICE_NAME,
@@ -124,6 +126,23 @@ def _sweep_policy(settings: Settings) -> SweepPolicy:
         republish_busy_after=timedelta(seconds=settings.republish_busy_after_seconds),
         ask_after=timedelta(seconds=settings.status_query_after_seconds),
         publish_timeout=settings.publish_timeout_seconds,
+        expiry_grace=timedelta(seconds=settings.expiry_grace_seconds),
+    )
+
+
+def _retry_policy(settings: Settings) -> RetryPolicy:
+    return RetryPolicy(
+        initial=timedelta(seconds=settings.submit_retry_initial_seconds),
+        maximum=timedelta(seconds=settings.submit_retry_max_seconds),
+        unknown_attempts=settings.submit_unknown_attempts,
+    )
+
+
+def _circuit_breaker(settings: Settings) -> CircuitBreaker:
+    return CircuitBreaker(
+        customers=settings.breaker_customers,
+        window=timedelta(seconds=settings.breaker_window_seconds),
+        cooldown=timedelta(seconds=settings.breaker_cooldown_seconds),
     )
 
 

@@ -2,11 +2,13 @@
 
 Every replica of the cluster runs one per owned shard on the same durable consumer; JetStream hands each message
 to one of them and lets no second message of the shard out until the first is acknowledged (MaxAckPending 1).
-A message is acknowledged only after the database records the exchange's answer; a transient failure is a
-`nak(delay)` with backoff, which keeps the shard's slot so nothing overtakes it; a malformed message is
-terminated and logged, never redelivered for ever. A worker that dies holding a message stops reporting
-progress, and JetStream gives the message to another replica once AckWait passes; a worker whose work on a
-message outlasts its limit abandons it and naks, so a stuck await cannot hold the shard behind its progress reports.
+A message is acknowledged once the database records what became of its customer's orders: sent, or backing off or
+parked after a failed send (their retry state is theirs, in PostgreSQL), so one customer never holds the shard. A
+failure of the venue as a whole (the circuit breaker) or of the database is a `nak(delay)`, which keeps the shard's
+slot so nothing overtakes it; a malformed message is terminated and logged, never redelivered for ever. A worker
+that dies holding a message stops reporting progress, and JetStream gives the message to another replica once
+AckWait passes; a worker whose work on a message outlasts its limit abandons it and naks, so a stuck await cannot
+hold the shard behind its progress reports.
 """
 
 from __future__ import annotations
@@ -160,8 +162,10 @@ class ShardWorker:
             except ShardPaused:
                 return Answer("paused", partial(message.nak, delay=self._fetch_timeout))
             except (VenueUnavailable, Unavailable) as error:
+                if isinstance(error, Unavailable):  # what this process recorded may not have committed
+                    self._submitter.forget_recorded()
                 delay = self._backoff.delay(message.metadata.num_delivered)
-                log.warning("order will be retried", error=str(error), retry_in=round(delay, 3))
+                log.warning("message will be retried", error=str(error), retry_in=round(delay, 3))
                 return Answer("retried", partial(message.nak, delay=delay), frozenset(touched))
             except Exception:
                 delay = self._backoff.delay(message.metadata.num_delivered)
@@ -182,7 +186,7 @@ class ShardWorker:
             async with limit:
                 if wake_up.kind is MessageType.CANCEL_REQUESTED:
                     touched.add(wake_up.customer_id)
-                    await self._submitter.cancel_through(wake_up.order_id, wake_up.customer_id, touched)
+                    await self._submitter.cancel(wake_up.order_id, touched)
                 else:
                     await self._submitter.submit_through(wake_up.order_id, wake_up.customer_id, touched)
         except TimeoutError as error:

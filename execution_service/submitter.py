@@ -1,22 +1,37 @@
 """Takes an order, and every older order of its customer still waiting, to the exchange in sequence order, with
 whatever else its shard has waiting longest (customers side by side, each in sequence order); and a customer's
-cancel, after them.
+cancel, on its own.
 
-For each: claim it (rule 6), submit it, and record what the exchange said: SUBMITTED (unless a report already
-moved it further) or REJECTED with the venue's reason. The message that woke us is only a wake-up; PostgreSQL
-says what is still to do, so a lost, duplicated or reordered message can neither skip nor repeat an order.
+For each order: claim it (rule 6), submit it, and record what the exchange said: SUBMITTED (unless a report already
+moved it further) or REJECTED with the venue's reason. The message that woke us is only a wake-up; PostgreSQL says
+what is still to do, so a lost, duplicated or reordered message can neither skip nor repeat an order.
+
+A send that fails is the order's own business (rule 7): a transient error backs it off, an unknown outcome is asked
+of the venue and backs it off, up to a bounded number of attempts before it is parked; either way it holds back its
+customer's later orders, and the message is acknowledged so the shard's other customers keep flowing. Only a failure
+of the venue as a whole (the circuit breaker) fails the message, which is then retried with nothing recorded.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
+from collections.abc import Callable
 from datetime import UTC, datetime
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from brokerage.domain.orders import Order, OrderStatus
-from brokerage.domain.submission import Refused
+from brokerage.domain.submission import (
+    CircuitBreaker,
+    Park,
+    Refused,
+    RetryPolicy,
+    SubmissionOutcome,
+    UnknownOutcome,
+    VenueDown,
+    VenueUnavailable,
+)
 from brokerage.exchange_client import ExchangeClient
 from brokerage.storage.submissions import SubmissionStore
 from brokerage.telemetry import get_logger, log_context
@@ -25,6 +40,12 @@ log = get_logger(__name__)
 
 ORDERS_SUBMITTED = Counter("execution_orders_submitted_total", "Orders the exchange acknowledged.")
 ORDERS_REFUSED = Counter("execution_orders_refused_total", "Orders the exchange refused (stored REJECTED).")
+SEND_FAILURES = Counter(
+    "execution_send_failures_total",
+    "Sends of an order that failed, by the venue's code and what became of the order (retry, parked).",
+    ("code", "outcome"),
+)
+BREAKER_OPEN = Gauge("execution_venue_breaker_open", "1 while the circuit breaker stops all sending to the venue.")
 CANCELS_SENT = Counter("execution_cancels_sent_total", "Cancels taken to the exchange, by its answer.", ("answer",))
 PLACED_TO_SUBMITTED = Histogram(
     "execution_placed_to_submitted_seconds",
@@ -33,6 +54,7 @@ PLACED_TO_SUBMITTED = Histogram(
 )
 # Order ids a worker process remembers as recorded: far more than the messages of one claim's orders still queued.
 REMEMBERED = 100_000
+CUSTOMER_CANCEL = "canceled by the customer"
 
 
 class RecentIds:
@@ -48,29 +70,48 @@ class RecentIds:
         if len(self._ids) > self._capacity:
             self._ids.popitem(last=False)
 
+    def clear(self) -> None:
+        self._ids.clear()
+
     def __contains__(self, id_: object) -> bool:
         return id_ in self._ids
 
 
 class Submitter:
-    def __init__(self, store: SubmissionStore, exchange: ExchangeClient, *, remembered: int = REMEMBERED) -> None:
+    def __init__(
+        self,
+        store: SubmissionStore,
+        exchange: ExchangeClient,
+        policy: RetryPolicy,
+        breaker: CircuitBreaker,
+        *,
+        remembered: int = REMEMBERED,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self._store = store
         self._exchange = exchange
+        self._policy = policy
+        self._breaker = breaker
+        self._now = now
         self._recorded = RecentIds(remembered)  # orders whose exchange answer this process recorded
 
     async def submit_through(self, order_id: str, customer_id: str, touched: set[str] | None = None) -> int:
         """Submits the customer's waiting orders up to and including order_id, and the other waiting orders of the
         shard that the claim takes with them: each customer's oldest first, the customers side by side. Returns
-        how many; `touched` gathers the customers whose orders were recorded (their watchers have news).
+        how many were claimed; `touched` gathers the customers whose orders were recorded (their watchers have news).
 
         An order this process has recorded needs nothing more: its message only woke us for what an earlier claim
         already took, so it is answered without a round trip to the database.
 
-        Raises ShardPaused, VenueUnavailable or Unavailable with the rest left for the next attempt: each order
-        already done stays done, and one claimed but not recorded is submitted again (the exchange dedupes).
+        A customer whose send failed is left backing off or parked, its later orders waiting behind it; the others go
+        on. Raises VenueDown while the venue fails as a whole (the breaker), ShardPaused, or Unavailable, with the rest
+        left for the next attempt: each order done stays done, and one claimed but not recorded is submitted again
+        (the exchange dedupes).
         """
         if self.has_recorded(order_id):
             return 0
+        if self._breaker.cooling_down(self._now()):  # nothing would go: no claim either
+            raise VenueDown("BREAKER_OPEN", f"circuit breaker open: {self._breaker.reason}")
         orders = await self._store.claim_for_submission(order_id, customer_id)
         by_customer: dict[str, list[Order]] = {}
         for order in orders:
@@ -87,30 +128,70 @@ class Submitter:
         """Whether this process recorded the exchange's answer to the order (of the last REMEMBERED it did)."""
         return order_id in self._recorded
 
+    def forget_recorded(self) -> None:
+        """After the database was away, what this process recorded may not have committed: ask it again."""
+        self._recorded.clear()
+
     async def _submit_in_sequence(self, orders: list[Order], touched: set[str] | None) -> None:
-        """One customer's orders, oldest first: one that fails stops those after it (rule 5)."""
+        """One customer's orders, oldest first: one that is not done (backing off, parked) stops those after it."""
         for order in orders:
             with log_context(order_id=order.order_id, customer_id=order.customer_id):
-                await self._submit(order)
+                done = await self._submit(order)
+            if not done:
+                return
             self._recorded.add(order.order_id)
             if touched is not None:
                 touched.add(order.customer_id)
 
-    async def cancel_through(self, order_id: str, customer_id: str, touched: set[str] | None = None) -> None:
-        """Takes a customer's cancel to the exchange: first anything of the customer still waiting up to the order
-        (so the cancel never overtakes the order itself), then the cancel, unless the order ended meanwhile."""
-        await self.submit_through(order_id, customer_id, touched)
-        order = await self._store.pending_cancel(order_id)
-        if order is None:
-            return
-        with log_context(order_id=order.order_id, customer_id=order.customer_id):
-            answer = await self._exchange.cancel(order_id)
-            await self._store.record_cancel_sent(order_id)
-            CANCELS_SENT.labels("accepted" if answer.accepted else "refused").inc()
-            log.info("cancel sent to the exchange", accepted=answer.accepted, reason=answer.reason)
+    async def _submit(self, order: Order) -> bool:
+        """Sends the order and records the venue's answer; whether the order is done with (recorded SUBMITTED or
+        REJECTED), False when it backs off or was parked."""
+        if order.expires_at is not None and order.expires_at <= self._now():
+            log.info("order expired before it was sent; left for the expiry")  # rule 10: never sent late
+            return False
+        self._stop_if_venue_down()
+        try:
+            outcome = await self._exchange.submit(order)
+        except VenueUnavailable as error:
+            known = await self._after_failure(order, error)
+            if known is None:
+                return False
+            outcome = known
+        self._breaker.succeeded()
+        BREAKER_OPEN.set(0)
+        await self._record(order, outcome)
+        return True
 
-    async def _submit(self, order: Order) -> None:
-        outcome = await self._exchange.submit(order)
+    async def _after_failure(self, order: Order, error: VenueUnavailable) -> SubmissionOutcome | None:
+        """What to make of a failed send: the venue's own word, if asked it has one (an unknown outcome), or else the
+        order backs off or is parked, unless the failure shows the venue failing as a whole (then VenueDown)."""
+        if isinstance(error, UnknownOutcome):
+            try:
+                if (known := await self._exchange.outcome_of(order.order_id)) is not None:
+                    return known
+            except VenueUnavailable as asking:
+                log.warning("the venue cannot say what became of the order", error=str(asking))
+        now = self._now()
+        if self._breaker.failed(error, order.customer_id, now):
+            BREAKER_OPEN.set(1)
+            log.error("circuit breaker open: nothing goes to the venue", reason=self._breaker.reason)
+            raise VenueDown(error.code, f"circuit breaker open: {self._breaker.reason}") from error
+        unknown = order.unknown_outcomes + isinstance(error, UnknownOutcome)
+        decision = self._policy.after(error, order.submit_attempts + 1, unknown, now)
+        retry_at = None if isinstance(decision, Park) else decision.moment
+        await self._store.record_failure(order, error, retry_at)
+        SEND_FAILURES.labels(error.code, "parked" if retry_at is None else "retry").inc()
+        if retry_at is None:
+            log.error("order parked as a break: its outcome stayed unknown", unknown_outcomes=unknown)
+        else:
+            log.warning("order send failed; it will be retried", error=str(error), retry_at=retry_at.isoformat())
+        return None
+
+    def _stop_if_venue_down(self) -> None:
+        if not self._breaker.allows(self._now()):
+            raise VenueDown("BREAKER_OPEN", f"circuit breaker open: {self._breaker.reason}")
+
+    async def _record(self, order: Order, outcome: SubmissionOutcome) -> None:
         if isinstance(outcome, Refused):
             await self._store.record_venue_rejection(order, outcome.reason)
             ORDERS_REFUSED.inc()
@@ -119,7 +200,7 @@ class Submitter:
         recorded = await self._store.record_submitted(order, outcome.venue_order_id)
         ORDERS_SUBMITTED.inc()
         if recorded is not None and recorded.status is OrderStatus.SUBMITTED:
-            PLACED_TO_SUBMITTED.observe((datetime.now(UTC) - order.created_at).total_seconds())
+            PLACED_TO_SUBMITTED.observe((self._now() - order.created_at).total_seconds())
         log.info(
             "order submitted",
             venue_order_id=outcome.venue_order_id,
@@ -127,3 +208,23 @@ class Submitter:
             resubmitted=outcome.duplicate,
             status=recorded.status.value if recorded else None,
         )
+
+    async def cancel(self, order_id: str, touched: set[str] | None = None) -> None:
+        """Takes a customer's cancel of an order a worker has taken to the venue (rule 9). Nothing is sent first: the
+        venue either cancels what it has (its reports end the order, and a fill may win) or answers that it never
+        received the order, keeping a tombstone that refuses it today, and only then the order ends here. While the
+        venue is away the order stays cancel-requested (VenueUnavailable: the message is retried)."""
+        order = await self._store.pending_cancel(order_id)
+        if order is None:
+            return
+        with log_context(order_id=order.order_id, customer_id=order.customer_id):
+            answer = await self._exchange.cancel(order_id)
+            if answer.never_received:
+                await self._store.end_unsent(order_id, CUSTOMER_CANCEL)
+                if touched is not None:
+                    touched.add(order.customer_id)
+            else:
+                await self._store.record_cancel_sent(order_id)
+            verdict = "never received" if answer.never_received else "accepted" if answer.accepted else "refused"
+            CANCELS_SENT.labels(verdict).inc()
+            log.info("cancel sent to the exchange", answer=verdict, reason=answer.reason)

@@ -4,6 +4,10 @@
   terminated): it is published again on its shard, under a message id of its own (the first id would fall in the
   stream's duplicate window and be dropped); a worker that finds it already done just acknowledges it.
 - An order at the exchange and silent too long is asked about, with its reports sent again to CallbackService.
+- An order whose retry has come due (rule 7) gets a wake-up of its own, whose claim lifts its customer's hold.
+- A DAY order still waiting at its expiry (rule 10) ends: one no worker took is canceled as expired at once; one a
+  worker took (or parked) only after the grace, once the venue, asked to cancel it, says it never received it (its
+  tombstone refuses the order from then on). The venue's own close ends what it has.
 
 Safe with any number of replicas: each order is taken by one sweeper at a time (row locks, SKIP LOCKED), and
 re-driven at most once per interval. Paused shards are left alone, and busy ones are given longer: their orders
@@ -26,8 +30,10 @@ from brokerage.domain.sharding import subject_for_shard
 from brokerage.exchange_client import ExchangeClient
 from brokerage.messaging.connection import JetStreamLink
 from brokerage.messaging.consumers import shard_backlogs
+from brokerage.messaging.doorbell import Doorbell
 from brokerage.messaging.messages import MessageType, encode_cancel_requested, encode_order_placed
 from brokerage.messaging.publishing import Publication, publish_all
+from brokerage.storage.submissions import SubmissionStore
 from brokerage.storage.sweeps import SweepStore, SweepWindow, UnsentCancel, UnsentOrder
 from brokerage.telemetry import get_logger, log_context
 
@@ -40,7 +46,12 @@ ASKED = Counter("execution_sweeper_status_queries_total", "Silent orders the exc
 UNKNOWN_AT_EXCHANGE = Counter(
     "execution_sweeper_unknown_at_exchange_total", "Orders we recorded as submitted that the exchange does not know."
 )
+EXPIRED = Counter(
+    "execution_orders_expired_total", "DAY orders ended at their expiry, by whether a worker took them.", ("claimed",)
+)
 BATCH_LIMIT = 500
+EXPIRED_UNSENT = "expired: the session ended before the order reached the exchange"
+EXPIRED_AT_CLOSE = "expired: the session ended; the exchange never received the order"
 Due = TypeVar("Due", UnsentOrder, UnsentCancel)
 
 
@@ -51,20 +62,25 @@ class SweepPolicy:
     republish_busy_after: timedelta
     ask_after: timedelta
     publish_timeout: float
+    expiry_grace: timedelta
 
 
 class Sweeper:
     def __init__(
         self,
         store: SweepStore,
+        submissions: SubmissionStore,
         link: JetStreamLink,
         exchange: ExchangeClient,
+        doorbell: Doorbell,
         shards: tuple[int, ...],
         policy: SweepPolicy,
     ) -> None:
         self._store = store
+        self._submissions = submissions
         self._link = link
         self._exchange = exchange
+        self._doorbell = doorbell
         self._shards = shards
         self._policy = policy
 
@@ -73,7 +89,13 @@ class Sweeper:
         while not stop_requested():
             await asyncio.sleep(self._policy.interval)
             # Each goes on while another cannot (the exchange or NATS away).
-            for sweep in (self.ask_about_silent, self.republish_unsent, self.republish_unsent_cancels):
+            for sweep in (
+                self.expire_day_orders,
+                self.ask_about_silent,
+                self.republish_unsent,
+                self.republish_unsent_cancels,
+                self.ring_due_retries,
+            ):
                 try:
                     await sweep()
                 except Exception as error:
@@ -95,6 +117,36 @@ class Sweeper:
         js = await self._link.jetstream()
         due = await self._store.unsent_cancels(await self._window(js), BATCH_LIMIT)
         return await self._republish(js, due, _cancel_wake_up, "cancel asked long ago published again")
+
+    async def ring_due_retries(self) -> int:
+        """Publishes a wake-up for each order whose backoff is over; its claim lifts its customer's hold."""
+        if not self._link.connected:
+            return 0
+        js = await self._link.jetstream()
+        due = await self._store.due_retries(self._shards, self._policy.republish_after, BATCH_LIMIT)
+        return await self._republish(js, due, _retry_wake_up, "order whose retry is due woken")
+
+    async def expire_day_orders(self) -> int:
+        """Ends the DAY orders still waiting at their expiry (rule 10); returns how many ended."""
+        expired = await self._store.expire_unclaimed(self._shards, EXPIRED_UNSENT, BATCH_LIMIT)
+        EXPIRED.labels("false").inc(len(expired))
+        ended = [o.customer_id for o in expired]
+        for order in await self._store.expired_claimed(
+            self._shards, self._policy.expiry_grace, self._policy.republish_after, BATCH_LIMIT
+        ):
+            with log_context(order_id=order.order_id, customer_id=order.customer_id):
+                answer = await self._exchange.cancel(order.order_id)
+                if answer.never_received:
+                    if await self._submissions.end_unsent(order.order_id, EXPIRED_AT_CLOSE) is not None:
+                        EXPIRED.labels("true").inc()
+                        ended.append(order.customer_id)
+                else:  # the venue has it: its close cancels what it still works, and its report ends the order
+                    log.info("expired order is the venue's to end", accepted=answer.accepted, reason=answer.reason)
+        for order in expired:
+            log.info("order expired unsent", order_id=order.order_id, customer_id=order.customer_id)
+        if ended:
+            await self._doorbell.ring(ended)
+        return len(ended)
 
     async def _window(self, js: JetStreamContext) -> SweepWindow:
         """A shard with nothing waiting and nothing in flight has lost the wake-up of any order still waiting; a
@@ -142,6 +194,11 @@ def _wake_up(order: UnsentOrder) -> Publication:
         shard=order.shard,
     )
     return Publication(subject_for_shard(order.shard), payload, dedupe_id=f"{order.order_id}:sweep:{order.sweep_count}")
+
+
+def _retry_wake_up(order: UnsentOrder) -> Publication:
+    wake_up = _wake_up(order)
+    return Publication(wake_up.subject, wake_up.payload, dedupe_id=f"{order.order_id}:retry:{order.sweep_count}")
 
 
 def _cancel_wake_up(cancel: UnsentCancel) -> Publication:

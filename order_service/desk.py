@@ -122,7 +122,12 @@ class OrderDesk:
             protection_price=decision.protection_price,
             shard=shard,
         )
-        return replace(unpriced, protection_price=decision.protection_price, payload=payload)
+        return replace(
+            unpriced,
+            protection_price=decision.protection_price,
+            payload=payload,
+            expires_at=self._policy.expires_at(self._now()),
+        )
 
     def _retried(self, order: Order, request: OrderRequest) -> Order:
         if not order.same_request_as(request):

@@ -90,3 +90,19 @@ class Settled:
     outcome: SettlementOutcome
     customer_id: str | None  # None for a report about no order of ours
     events_through: int | None  # the customer's last event sequence, when a client can see a change
+
+
+@dataclass(frozen=True)
+class Tombstone:
+    """The venue was asked to cancel an order it had not received: it refuses that order, should it come, all day."""
+
+    order_id: str
+    recorded_at: datetime
+
+
+@dataclass(frozen=True)
+class DropCopy:
+    """The exchange's record of a trading day: every report, and every tombstone."""
+
+    executions: list[DropCopyEntry]
+    tombstones: list[Tombstone]

@@ -19,10 +19,18 @@ def trading_day(moment: datetime) -> date:
 class MarketClock(Protocol):
     def is_open(self, at: datetime) -> bool: ...
 
+    def session_close(self, at: datetime) -> datetime | None:
+        """When the session open at `at` closes (a DAY order placed then expires then); None when the market never
+        closes, or is closed at `at`."""
+        ...
+
 
 class AlwaysOpen:
     def is_open(self, at: datetime) -> bool:
         return True
+
+    def session_close(self, at: datetime) -> datetime | None:
+        return None
 
 
 class NyseRegularSession:
@@ -39,6 +47,20 @@ class NyseRegularSession:
 
     def is_open(self, at: datetime) -> bool:
         return self._is_open_on_minute(at.replace(second=0, microsecond=0))
+
+    def session_close(self, at: datetime) -> datetime | None:
+        return self._close_of_minute(at.replace(second=0, microsecond=0))
+
+    @lru_cache(maxsize=4)  # noqa: B019 - as _is_open_on_minute
+    def _close_of_minute(self, minute: datetime) -> datetime | None:
+        import pandas
+
+        if not self._is_open_on_minute(minute):
+            return None
+        with _quiet_pandas():
+            session = self._calendar.minute_to_session(pandas.Timestamp(minute))
+            close: datetime = self._calendar.session_close(session).to_pydatetime()
+        return close
 
     @lru_cache(maxsize=4)  # noqa: B019 - one clock per process, a handful of minutes cached
     def _is_open_on_minute(self, minute: datetime) -> bool:

@@ -94,6 +94,9 @@ class Order:
     cancel_requested: bool
     created_at: datetime
     updated_at: datetime
+    expires_at: datetime | None = None  # a DAY order's session close (rule 10); None when the market never closes
+    submit_attempts: int = 0  # attempts to send it that failed (rule 7)
+    unknown_outcomes: int = 0  # of them, those whose outcome the venue could not account for
 
     def same_request_as(self, request: OrderRequest) -> bool:
         """Whether a retry under the same client_order_id asks for this very order."""

@@ -83,6 +83,10 @@ class PlacementPolicy:
         if violations:
             raise InvalidRequest(violations)
 
+    def expires_at(self, now: datetime) -> datetime | None:
+        """A market order is a DAY order: it expires at the close of the session it is placed in (rule 10)."""
+        return self.clock.session_close(now)
+
     def price(
         self, request: OrderRequest, instrument: Instrument, quote: Quote | None, now: datetime
     ) -> Pricing | Rejection:
@@ -109,4 +113,3 @@ class PlacementPolicy:
 def insufficient_holdings(side: Side) -> RejectCode:
     """The code when the reserving transaction found too little cash (a buy) or too few shares (a sell)."""
     return RejectCode.INSUFFICIENT_BUYING_POWER if side is Side.BUY else RejectCode.INSUFFICIENT_SHARES
-

@@ -150,3 +150,14 @@ def check_arrival_order(ours: Mapping[str, OurOrder], arrived: Mapping[str, int]
                     )
                 )
     return findings
+
+
+def check_tombstones(ended_unsent: set[str], tombstoned: set[str], arrived: Mapping[str, int]) -> list[Finding]:
+    """Each order we ended unsent (rule 9) was never received by the venue, which keeps its tombstone."""
+    findings = []
+    for order_id in sorted(ended_unsent):
+        if order_id in arrived:
+            findings.append(Finding(f"order {order_id}", f"ended unsent here, yet it arrived {arrived[order_id]}"))
+        elif order_id not in tombstoned:
+            findings.append(Finding(f"order {order_id}", "ended unsent here, but the venue keeps no tombstone of it"))
+    return findings

@@ -27,7 +27,7 @@ from . import common_pb2 as broker_dot_v1_dot_common__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x62roker/v1/exchange.proto\x12\tbroker.v1\x1a\x18\x62roker/v1/callback.proto\x1a\x16\x62roker/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x96\x01\n\x12SubmitOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x0e\n\x06symbol\x18\x03 \x01(\t\x12\x1d\n\x04side\x18\x04 \x01(\x0e\x32\x0f.broker.v1.Side\x12\x10\n\x08quantity\x18\x05 \x01(\x03\x12\x18\n\x10protection_price\x18\x06 \x01(\t\"\x83\x01\n\x13SubmitOrderResponse\x12\x16\n\x0evenue_order_id\x18\x01 \x01(\t\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x08\x12\x15\n\rreject_reason\x18\x03 \x01(\t\x12\x18\n\x10\x61rrival_sequence\x18\x04 \x01(\x03\x12\x11\n\tduplicate\x18\x05 \x01(\x08\"A\n\x10SubmitOrderBatch\x12-\n\x06orders\x18\x01 \x03(\x0b\x32\x1d.broker.v1.SubmitOrderRequest\"C\n\x12SubmitOrderResults\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.broker.v1.SubmitOrderResult\"\x82\x01\n\x11SubmitOrderResult\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x30\n\x08response\x18\x02 \x01(\x0b\x32\x1e.broker.v1.SubmitOrderResponse\x12\x12\n\nerror_code\x18\x03 \x01(\x05\x12\x15\n\rerror_message\x18\x04 \x01(\t\")\n\x15\x45xchangeCancelRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\":\n\x16\x45xchangeCancelResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\"A\n\x15GetOrderStatusRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x16\n\x0eresend_reports\x18\x02 \x01(\x08\"\xbe\x01\n\x11OrderStatusReport\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x16\n\x0evenue_order_id\x18\x02 \x01(\t\x12\r\n\x05known\x18\x03 \x01(\x08\x12&\n\x06status\x18\x04 \x01(\x0e\x32\x16.broker.v1.OrderStatus\x12\x1b\n\x13\x63umulative_quantity\x18\x05 \x01(\x03\x12+\n\x07reports\x18\x06 \x03(\x0b\x32\x1a.broker.v1.ExecutionReport\"#\n\x10GetQuotesRequest\x12\x0f\n\x07symbols\x18\x01 \x03(\t\"5\n\x11GetQuotesResponse\x12 \n\x06quotes\x18\x01 \x03(\x0b\x32\x10.broker.v1.Quote\"e\n\x05Quote\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12\r\n\x05price\x18\x02 \x01(\t\x12-\n\tquoted_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06halted\x18\x04 \x01(\x08\"P\n\x12GetDropCopyRequest\x12\x13\n\x0btrading_day\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"\\\n\x13GetDropCopyResponse\x12,\n\nexecutions\x18\x01 \x03(\x0b\x32\x18.broker.v1.DropCopyEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"j\n\rDropCopyEntry\x12*\n\x06report\x18\x01 \x01(\x0b\x32\x1a.broker.v1.ExecutionReport\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x18\n\x10\x61rrival_sequence\x18\x03 \x01(\x03\x32\xeb\x03\n\x0f\x45xchangeService\x12L\n\x0bSubmitOrder\x12\x1d.broker.v1.SubmitOrderRequest\x1a\x1e.broker.v1.SubmitOrderResponse\x12N\n\x0cSubmitOrders\x12\x1b.broker.v1.SubmitOrderBatch\x1a\x1d.broker.v1.SubmitOrderResults(\x01\x30\x01\x12R\n\x0b\x43\x61ncelOrder\x12 .broker.v1.ExchangeCancelRequest\x1a!.broker.v1.ExchangeCancelResponse\x12P\n\x0eGetOrderStatus\x12 .broker.v1.GetOrderStatusRequest\x1a\x1c.broker.v1.OrderStatusReport\x12\x46\n\tGetQuotes\x12\x1b.broker.v1.GetQuotesRequest\x1a\x1c.broker.v1.GetQuotesResponse\x12L\n\x0bGetDropCopy\x12\x1d.broker.v1.GetDropCopyRequest\x1a\x1e.broker.v1.GetDropCopyResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x62roker/v1/exchange.proto\x12\tbroker.v1\x1a\x18\x62roker/v1/callback.proto\x1a\x16\x62roker/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc6\x01\n\x12SubmitOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x0e\n\x06symbol\x18\x03 \x01(\t\x12\x1d\n\x04side\x18\x04 \x01(\x0e\x32\x0f.broker.v1.Side\x12\x10\n\x08quantity\x18\x05 \x01(\x03\x12\x18\n\x10protection_price\x18\x06 \x01(\t\x12.\n\nexpires_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x83\x01\n\x13SubmitOrderResponse\x12\x16\n\x0evenue_order_id\x18\x01 \x01(\t\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x08\x12\x15\n\rreject_reason\x18\x03 \x01(\t\x12\x18\n\x10\x61rrival_sequence\x18\x04 \x01(\x03\x12\x11\n\tduplicate\x18\x05 \x01(\x08\"A\n\x10SubmitOrderBatch\x12-\n\x06orders\x18\x01 \x03(\x0b\x32\x1d.broker.v1.SubmitOrderRequest\"C\n\x12SubmitOrderResults\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.broker.v1.SubmitOrderResult\"\x82\x01\n\x11SubmitOrderResult\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x30\n\x08response\x18\x02 \x01(\x0b\x32\x1e.broker.v1.SubmitOrderResponse\x12\x12\n\nerror_code\x18\x03 \x01(\x05\x12\x15\n\rerror_message\x18\x04 \x01(\t\")\n\x15\x45xchangeCancelRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"R\n\x16\x45xchangeCancelResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x16\n\x0enever_received\x18\x03 \x01(\x08\"A\n\x15GetOrderStatusRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x16\n\x0eresend_reports\x18\x02 \x01(\x08\"\xbe\x01\n\x11OrderStatusReport\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x16\n\x0evenue_order_id\x18\x02 \x01(\t\x12\r\n\x05known\x18\x03 \x01(\x08\x12&\n\x06status\x18\x04 \x01(\x0e\x32\x16.broker.v1.OrderStatus\x12\x1b\n\x13\x63umulative_quantity\x18\x05 \x01(\x03\x12+\n\x07reports\x18\x06 \x03(\x0b\x32\x1a.broker.v1.ExecutionReport\"#\n\x10GetQuotesRequest\x12\x0f\n\x07symbols\x18\x01 \x03(\t\"5\n\x11GetQuotesResponse\x12 \n\x06quotes\x18\x01 \x03(\x0b\x32\x10.broker.v1.Quote\"e\n\x05Quote\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12\r\n\x05price\x18\x02 \x01(\t\x12-\n\tquoted_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06halted\x18\x04 \x01(\x08\"P\n\x12GetDropCopyRequest\x12\x13\n\x0btrading_day\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"\\\n\x13GetDropCopyResponse\x12,\n\nexecutions\x18\x01 \x03(\x0b\x32\x18.broker.v1.DropCopyEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x93\x01\n\rDropCopyEntry\x12*\n\x06report\x18\x01 \x01(\x0b\x32\x1a.broker.v1.ExecutionReport\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x18\n\x10\x61rrival_sequence\x18\x03 \x01(\x03\x12\'\n\ttombstone\x18\x04 \x01(\x0b\x32\x14.broker.v1.Tombstone\"N\n\tTombstone\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12/\n\x0brecorded_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\xeb\x03\n\x0f\x45xchangeService\x12L\n\x0bSubmitOrder\x12\x1d.broker.v1.SubmitOrderRequest\x1a\x1e.broker.v1.SubmitOrderResponse\x12N\n\x0cSubmitOrders\x12\x1b.broker.v1.SubmitOrderBatch\x1a\x1d.broker.v1.SubmitOrderResults(\x01\x30\x01\x12R\n\x0b\x43\x61ncelOrder\x12 .broker.v1.ExchangeCancelRequest\x1a!.broker.v1.ExchangeCancelResponse\x12P\n\x0eGetOrderStatus\x12 .broker.v1.GetOrderStatusRequest\x1a\x1c.broker.v1.OrderStatusReport\x12\x46\n\tGetQuotes\x12\x1b.broker.v1.GetQuotesRequest\x1a\x1c.broker.v1.GetQuotesResponse\x12L\n\x0bGetDropCopy\x12\x1d.broker.v1.GetDropCopyRequest\x1a\x1e.broker.v1.GetDropCopyResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,35 +35,37 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'broker.v1.exchange_pb2', _g
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SUBMITORDERREQUEST']._serialized_start=123
-  _globals['_SUBMITORDERREQUEST']._serialized_end=273
-  _globals['_SUBMITORDERRESPONSE']._serialized_start=276
-  _globals['_SUBMITORDERRESPONSE']._serialized_end=407
-  _globals['_SUBMITORDERBATCH']._serialized_start=409
-  _globals['_SUBMITORDERBATCH']._serialized_end=474
-  _globals['_SUBMITORDERRESULTS']._serialized_start=476
-  _globals['_SUBMITORDERRESULTS']._serialized_end=543
-  _globals['_SUBMITORDERRESULT']._serialized_start=546
-  _globals['_SUBMITORDERRESULT']._serialized_end=676
-  _globals['_EXCHANGECANCELREQUEST']._serialized_start=678
-  _globals['_EXCHANGECANCELREQUEST']._serialized_end=719
-  _globals['_EXCHANGECANCELRESPONSE']._serialized_start=721
-  _globals['_EXCHANGECANCELRESPONSE']._serialized_end=779
-  _globals['_GETORDERSTATUSREQUEST']._serialized_start=781
-  _globals['_GETORDERSTATUSREQUEST']._serialized_end=846
-  _globals['_ORDERSTATUSREPORT']._serialized_start=849
-  _globals['_ORDERSTATUSREPORT']._serialized_end=1039
-  _globals['_GETQUOTESREQUEST']._serialized_start=1041
-  _globals['_GETQUOTESREQUEST']._serialized_end=1076
-  _globals['_GETQUOTESRESPONSE']._serialized_start=1078
-  _globals['_GETQUOTESRESPONSE']._serialized_end=1131
-  _globals['_QUOTE']._serialized_start=1133
-  _globals['_QUOTE']._serialized_end=1234
-  _globals['_GETDROPCOPYREQUEST']._serialized_start=1236
-  _globals['_GETDROPCOPYREQUEST']._serialized_end=1316
-  _globals['_GETDROPCOPYRESPONSE']._serialized_start=1318
-  _globals['_GETDROPCOPYRESPONSE']._serialized_end=1410
-  _globals['_DROPCOPYENTRY']._serialized_start=1412
-  _globals['_DROPCOPYENTRY']._serialized_end=1518
-  _globals['_EXCHANGESERVICE']._serialized_start=1521
-  _globals['_EXCHANGESERVICE']._serialized_end=2012
+  _globals['_SUBMITORDERREQUEST']._serialized_end=321
+  _globals['_SUBMITORDERRESPONSE']._serialized_start=324
+  _globals['_SUBMITORDERRESPONSE']._serialized_end=455
+  _globals['_SUBMITORDERBATCH']._serialized_start=457
+  _globals['_SUBMITORDERBATCH']._serialized_end=522
+  _globals['_SUBMITORDERRESULTS']._serialized_start=524
+  _globals['_SUBMITORDERRESULTS']._serialized_end=591
+  _globals['_SUBMITORDERRESULT']._serialized_start=594
+  _globals['_SUBMITORDERRESULT']._serialized_end=724
+  _globals['_EXCHANGECANCELREQUEST']._serialized_start=726
+  _globals['_EXCHANGECANCELREQUEST']._serialized_end=767
+  _globals['_EXCHANGECANCELRESPONSE']._serialized_start=769
+  _globals['_EXCHANGECANCELRESPONSE']._serialized_end=851
+  _globals['_GETORDERSTATUSREQUEST']._serialized_start=853
+  _globals['_GETORDERSTATUSREQUEST']._serialized_end=918
+  _globals['_ORDERSTATUSREPORT']._serialized_start=921
+  _globals['_ORDERSTATUSREPORT']._serialized_end=1111
+  _globals['_GETQUOTESREQUEST']._serialized_start=1113
+  _globals['_GETQUOTESREQUEST']._serialized_end=1148
+  _globals['_GETQUOTESRESPONSE']._serialized_start=1150
+  _globals['_GETQUOTESRESPONSE']._serialized_end=1203
+  _globals['_QUOTE']._serialized_start=1205
+  _globals['_QUOTE']._serialized_end=1306
+  _globals['_GETDROPCOPYREQUEST']._serialized_start=1308
+  _globals['_GETDROPCOPYREQUEST']._serialized_end=1388
+  _globals['_GETDROPCOPYRESPONSE']._serialized_start=1390
+  _globals['_GETDROPCOPYRESPONSE']._serialized_end=1482
+  _globals['_DROPCOPYENTRY']._serialized_start=1485
+  _globals['_DROPCOPYENTRY']._serialized_end=1632
+  _globals['_TOMBSTONE']._serialized_start=1634
+  _globals['_TOMBSTONE']._serialized_end=1712
+  _globals['_EXCHANGESERVICE']._serialized_start=1715
+  _globals['_EXCHANGESERVICE']._serialized_end=2206
 # @@protoc_insertion_point(module_scope)

@@ -12,20 +12,22 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class SubmitOrderRequest(_message.Message):
-    __slots__ = ("order_id", "customer_id", "symbol", "side", "quantity", "protection_price")
+    __slots__ = ("order_id", "customer_id", "symbol", "side", "quantity", "protection_price", "expires_at")
     ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
     SYMBOL_FIELD_NUMBER: _ClassVar[int]
     SIDE_FIELD_NUMBER: _ClassVar[int]
     QUANTITY_FIELD_NUMBER: _ClassVar[int]
     PROTECTION_PRICE_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     order_id: str
     customer_id: str
     symbol: str
     side: _common_pb2.Side
     quantity: int
     protection_price: str
-    def __init__(self, order_id: _Optional[str] = ..., customer_id: _Optional[str] = ..., symbol: _Optional[str] = ..., side: _Optional[_Union[_common_pb2.Side, str]] = ..., quantity: _Optional[int] = ..., protection_price: _Optional[str] = ...) -> None: ...
+    expires_at: _timestamp_pb2.Timestamp
+    def __init__(self, order_id: _Optional[str] = ..., customer_id: _Optional[str] = ..., symbol: _Optional[str] = ..., side: _Optional[_Union[_common_pb2.Side, str]] = ..., quantity: _Optional[int] = ..., protection_price: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class SubmitOrderResponse(_message.Message):
     __slots__ = ("venue_order_id", "accepted", "reject_reason", "arrival_sequence", "duplicate")
@@ -72,12 +74,14 @@ class ExchangeCancelRequest(_message.Message):
     def __init__(self, order_id: _Optional[str] = ...) -> None: ...
 
 class ExchangeCancelResponse(_message.Message):
-    __slots__ = ("accepted", "reason")
+    __slots__ = ("accepted", "reason", "never_received")
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    NEVER_RECEIVED_FIELD_NUMBER: _ClassVar[int]
     accepted: bool
     reason: str
-    def __init__(self, accepted: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
+    never_received: bool
+    def __init__(self, accepted: _Optional[bool] = ..., reason: _Optional[str] = ..., never_received: _Optional[bool] = ...) -> None: ...
 
 class GetOrderStatusRequest(_message.Message):
     __slots__ = ("order_id", "resend_reports")
@@ -146,11 +150,21 @@ class GetDropCopyResponse(_message.Message):
     def __init__(self, executions: _Optional[_Iterable[_Union[DropCopyEntry, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class DropCopyEntry(_message.Message):
-    __slots__ = ("report", "customer_id", "arrival_sequence")
+    __slots__ = ("report", "customer_id", "arrival_sequence", "tombstone")
     REPORT_FIELD_NUMBER: _ClassVar[int]
     CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
     ARRIVAL_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    TOMBSTONE_FIELD_NUMBER: _ClassVar[int]
     report: _callback_pb2.ExecutionReport
     customer_id: str
     arrival_sequence: int
-    def __init__(self, report: _Optional[_Union[_callback_pb2.ExecutionReport, _Mapping]] = ..., customer_id: _Optional[str] = ..., arrival_sequence: _Optional[int] = ...) -> None: ...
+    tombstone: Tombstone
+    def __init__(self, report: _Optional[_Union[_callback_pb2.ExecutionReport, _Mapping]] = ..., customer_id: _Optional[str] = ..., arrival_sequence: _Optional[int] = ..., tombstone: _Optional[_Union[Tombstone, _Mapping]] = ...) -> None: ...
+
+class Tombstone(_message.Message):
+    __slots__ = ("order_id", "recorded_at")
+    ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    RECORDED_AT_FIELD_NUMBER: _ClassVar[int]
+    order_id: str
+    recorded_at: _timestamp_pb2.Timestamp
+    def __init__(self, order_id: _Optional[str] = ..., recorded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...

@@ -88,7 +88,8 @@ class ExchangeServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CancelOrder(self, request, context):
-        """Cancels what is unfilled; the outcome arrives as an execution report.
+        """Cancels what is unfilled; the outcome arrives as an execution report. An order the venue never received gets a
+        tombstone for the day instead: a later SubmitOrder of its id is refused, so the caller may end the order itself.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

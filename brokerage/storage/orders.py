@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -31,6 +32,7 @@ class NewOrder:
     reject_reason: str | None
     subject: str
     payload: bytes
+    expires_at: datetime | None = None  # a DAY order's session close; None when the market never closes
 
 
 class OrderStore:
@@ -126,6 +128,7 @@ def _placement_arrays(batch: Sequence[NewOrder]) -> dict[str, list[Any]]:
         "reject_reason": [n.reject_reason for n in batch],
         "subject": [n.subject for n in batch],
         "payload": [n.payload for n in batch],
+        "expires_at": [n.expires_at for n in batch],
     }
 
 
@@ -158,4 +161,7 @@ def order_from_row(row: dict[str, Any]) -> Order:
         cancel_requested=row["cancel_requested_at"] is not None and not OrderStatus(row["status"]).is_terminal,
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        expires_at=row.get("expires_at"),
+        submit_attempts=row.get("submit_attempts", 0),
+        unknown_outcomes=row.get("unknown_outcomes", 0),
     )

@@ -5,7 +5,7 @@
 SELECT * FROM place_orders_v2(%(order_id)s::text[], %(customer_id)s::text[], %(client_order_id)s::text[],
                               %(symbol)s::text[], %(side)s::text[], %(quantity)s::bigint[],
                               %(protection_price)s::numeric[], %(reject_reason)s::text[], %(subject)s::text[],
-                              %(payload)s::bytea[])
+                              %(payload)s::bytea[], %(expires_at)s::timestamptz[])
        WITH ORDINALITY
  ORDER BY ordinality;
 
@@ -67,12 +67,15 @@ SELECT r.ordinal, r.busy, (r.recorded).* FROM record_venue_rejections(%(order_id
                                                                   %(wait)s) AS r;
 
 -- name: shard_states
--- Per shard: its pause, its oldest order still PLACED, and the order a worker has claimed but the exchange
--- has not yet acknowledged (the one in flight).
+-- Per shard: its pause, its oldest order still PLACED (held back or not: each kind by its index), and the order a
+-- worker has claimed but the exchange has not yet acknowledged (the one in flight).
 SELECT s.shard, p.shard IS NOT NULL AS paused, coalesce(p.reason, '') AS pause_reason,
-       (SELECT min(o.created_at) FROM orders o WHERE o.shard = s.shard AND o.status = 'PLACED') AS oldest_placed_at,
+       least((SELECT min(o.created_at) FROM orders o
+               WHERE o.shard = s.shard AND o.status = 'PLACED' AND o.held_by IS NULL),
+             (SELECT min(o.created_at) FROM orders o
+               WHERE o.shard = s.shard AND o.status = 'PLACED' AND o.held_by IS NOT NULL)) AS oldest_placed_at,
        (SELECT o.order_id FROM orders o
-         WHERE o.shard = s.shard AND o.status = 'PLACED' AND o.claimed_at IS NOT NULL
+         WHERE o.shard = s.shard AND o.status = 'PLACED' AND o.held_by IS NULL AND o.claimed_at IS NOT NULL
          ORDER BY o.claimed_at DESC LIMIT 1) AS order_in_flight
   FROM unnest(%(shards)s::integer[]) AS s (shard)
   LEFT JOIN paused_shards p USING (shard)
@@ -94,10 +97,12 @@ DELETE FROM paused_shards WHERE shard = %(shard)s;
 -- `busy_after` in a busy one (the order may only be queued, and a later message of its customer submits it too).
 -- Row locks (SKIP LOCKED) keep concurrent sweepers off the same orders, and the swept mark, committed at once
 -- (before the republish: no row stays locked while NATS answers), keeps later sweeps off them until the limit
--- passes again; sweep_count makes each republish's message id new.
+-- passes again; sweep_count makes each republish's message id new. Held orders wait for their retry (claim_due_retries)
+-- or an operator; cancels asked and expired orders have ways of their own.
 WITH due AS (
     SELECT order_id FROM orders
-     WHERE status = 'PLACED' AND shard = ANY(%(shards)s)
+     WHERE status = 'PLACED' AND shard = ANY(%(shards)s) AND held_by IS NULL AND cancel_requested_at IS NULL
+       AND (expires_at IS NULL OR expires_at > now())
        AND coalesce(swept_at, created_at)
            < now() - CASE WHEN shard = ANY(%(idle_shards)s) THEN %(after)s ELSE %(busy_after)s END
        AND shard NOT IN (SELECT shard FROM paused_shards)
@@ -170,12 +175,63 @@ SELECT * FROM record_malformed_reports(%(break_key)s::text[], %(kind)s::text[], 
                                        %(order_id)s::text[], %(detail)s::text[], %(report)s::bytea[]);
 
 -- name: pending_cancel
--- An order at the exchange whose customer asked to cancel it, the cancel not yet sent. The order is found by its
--- key alone and the rest checked on it: with the status condition beside the key, stale statistics once made the
--- planner read every order at the exchange through their index (0011).
+-- An order a worker has taken (to the exchange, or on its way there) whose customer asked to cancel it, the cancel
+-- not yet sent. The order is found by its key alone and the rest checked on it: with the status condition beside the
+-- key, stale statistics once made the planner read every order at the exchange through their index (0011).
 WITH o AS MATERIALIZED (SELECT * FROM orders WHERE order_id = %(order_id)s)
 SELECT * FROM o
- WHERE cancel_requested_at IS NOT NULL AND cancel_sent_at IS NULL AND status IN ('SUBMITTED', 'PARTIALLY_FILLED');
+ WHERE cancel_requested_at IS NOT NULL AND cancel_sent_at IS NULL
+   AND status IN ('PLACED', 'SUBMITTED', 'PARTIALLY_FILLED');
+
+-- name: record_submit_failure
+SELECT * FROM record_submit_failure(%(order_id)s, %(error)s, %(unknown)s, %(retry_at)s, %(park)s);
+
+-- name: end_unsent_order
+-- The venue said it never received the order (and keeps a tombstone): it ends here, released.
+SELECT * FROM end_unsent_order(%(order_id)s, %(reason)s, false);
+
+-- name: expire_unclaimed_orders
+SELECT * FROM expire_unclaimed_orders(%(shards)s, %(reason)s, %(limit)s);
+
+-- name: claim_due_retries
+-- The sweeper's retry question: orders of these shards whose backoff is over (the one that holds its customer),
+-- marked swept so another sweep leaves them until `after` passes; their wake-ups lift the hold and send them.
+WITH due AS (
+    SELECT order_id FROM orders
+     WHERE status = 'PLACED' AND shard = ANY(%(shards)s) AND held_by = order_id AND retry_at <= now()
+       AND parked_at IS NULL AND (swept_at IS NULL OR swept_at < retry_at OR swept_at < now() - %(after)s)
+       AND shard NOT IN (SELECT shard FROM paused_shards)
+     ORDER BY retry_at
+     LIMIT %(limit)s
+     FOR UPDATE SKIP LOCKED
+)
+UPDATE orders o SET swept_at = now(), sweep_count = o.sweep_count + 1
+  FROM due WHERE o.order_id = due.order_id
+RETURNING o.order_id, o.customer_id, o.shard, o.symbol, o.side, o.quantity, o.protection_price, o.sweep_count;
+
+-- name: claim_expired_claimed
+-- Rule 10: orders of these shards a worker took (or parked) and still waiting, expired longer ago than the grace
+-- (the venue has closed, and no send of theirs can still be on its way), for the venue to be asked to cancel: it
+-- answers that it never received them (a tombstone) and they end here, or its own close ends them. Marked swept.
+-- Held orders and the others are read each by their own index.
+WITH expired AS (
+    SELECT order_id, swept_at, expires_at FROM orders
+     WHERE status = 'PLACED' AND shard = ANY(%(shards)s) AND held_by IS NULL AND claimed_at IS NOT NULL
+       AND expires_at < now() - %(grace)s
+    UNION ALL
+    SELECT order_id, swept_at, expires_at FROM orders
+     WHERE status = 'PLACED' AND shard = ANY(%(shards)s) AND held_by IS NOT NULL AND claimed_at IS NOT NULL
+       AND expires_at < now() - %(grace)s
+), due AS (
+    SELECT o.order_id FROM orders o JOIN expired e USING (order_id)
+     WHERE o.status = 'PLACED' AND (o.swept_at IS NULL OR o.swept_at < now() - %(after)s)
+     ORDER BY o.expires_at
+     LIMIT %(limit)s
+     FOR UPDATE OF o SKIP LOCKED
+)
+UPDATE orders o SET swept_at = now(), sweep_count = o.sweep_count + 1
+  FROM due WHERE o.order_id = due.order_id
+RETURNING o.*;
 
 -- name: record_cancel_sent
 UPDATE orders SET cancel_sent_at = now() WHERE order_id = %(order_id)s AND cancel_sent_at IS NULL;
@@ -389,6 +445,11 @@ SELECT t.exec_id, min(t.order_id) AS order_id, min(t.asset) FILTER (WHERE t.asse
 -- The executions and orders that breaks name: an open break's fill is not yet booked, and an order a break names
 -- may rightly differ from what the venue says of it.
 SELECT exec_id, order_id, resolved_at IS NULL AS open FROM breaks;
+
+-- name: reconcile_day_tombstoned
+-- The orders ended here on a trading day once the venue said it never received them.
+SELECT order_id FROM orders
+ WHERE tombstoned_at IS NOT NULL AND (tombstoned_at AT TIME ZONE 'America/New_York')::date = %(day)s;
 
 -- name: reconcile_orders_of
 SELECT order_id, customer_id, sequence, status FROM orders WHERE order_id = ANY(%(order_ids)s);

@@ -1,14 +1,16 @@
-"""Orders on their way to the exchange, as the execution workers claim and record them (DESIGN.md rules 5-7)."""
+"""Orders on their way to the exchange, as the execution workers claim and record them (DESIGN.md rules 5-7), and
+the ends of those that must not go: canceled before they arrived, or expired (rules 9 and 10)."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from brokerage.domain.orders import Order
-from brokerage.domain.submission import ShardPaused
+from brokerage.domain.submission import ShardPaused, UnknownOutcome, VenueUnavailable
 from brokerage.storage.group_commit import Call, GroupCommit
 from brokerage.storage.orders import order_from_row
 from brokerage.storage.queries import fetch_all
@@ -48,8 +50,25 @@ class SubmissionStore:
         params = {"order_id": order.order_id, "reason": reason}
         return _first(await self._rejections.fetch(Call(order.customer_id, params)))
 
+    async def record_failure(self, order: Order, error: VenueUnavailable, retry_at: datetime | None) -> Order | None:
+        """The send failed: the order backs off until retry_at (None: it is parked, a break with its reservation
+        held), holding back its customer's later orders. Nothing, for an order no longer waiting."""
+        params = {
+            "order_id": order.order_id,
+            "error": str(error),
+            "unknown": isinstance(error, UnknownOutcome),
+            "retry_at": retry_at,
+            "park": retry_at is None,
+        }
+        return await self._one("record_submit_failure", params)
+
+    async def end_unsent(self, order_id: str, reason: str) -> Order | None:
+        """The venue said it never received the order, and keeps a tombstone that refuses it: CANCELED here with
+        the reason, released. Returns it; None when it ended nothing (the order no longer waiting)."""
+        return await self._one("end_unsent_order", {"order_id": order_id, "reason": reason})
+
     async def pending_cancel(self, order_id: str) -> Order | None:
-        """The order, if its customer asked to cancel it at the exchange and the cancel is not yet sent."""
+        """The order, if a worker has taken it, its customer asked to cancel it and the cancel is not yet sent."""
         return await self._one("pending_cancel", {"order_id": order_id})
 
     async def record_cancel_sent(self, order_id: str) -> None:

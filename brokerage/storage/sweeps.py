@@ -1,5 +1,6 @@
-"""What the sweeper re-drives (DESIGN.md rule 4): orders PLACED too long and cancels asked too long ago, whose
-wake-up message may be lost, and orders at the exchange that have been silent too long."""
+"""What the sweeper re-drives (DESIGN.md rules 4, 7 and 10): orders PLACED too long and cancels asked too long ago,
+whose wake-up message may be lost; orders whose retry has come due; orders at the exchange that have been silent too
+long; and DAY orders still waiting at their expiry."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
-from brokerage.domain.orders import Side
+from brokerage.domain.orders import Order, Side
+from brokerage.storage.orders import order_from_row
 from brokerage.storage.queries import fetch_all
 
 
@@ -63,6 +65,26 @@ class SweepStore:
         """Cancels of the window's (unpaused) shards asked, and not sent, for longer than its limits; likewise."""
         rows = await fetch_all(self._pool, "claim_unsent_cancels", self._params(window, limit))
         return [UnsentCancel(**row) for row in rows]
+
+    async def due_retries(self, shards: tuple[int, ...], after: timedelta, limit: int) -> list[UnsentOrder]:
+        """Orders whose backoff is over, marked swept now: their wake-ups lift their customers' holds."""
+        rows = await fetch_all(
+            self._pool, "claim_due_retries", {"shards": list(shards), "after": after, "limit": limit}
+        )
+        return [UnsentOrder(**{**row, "side": Side(row["side"])}) for row in rows]
+
+    async def expire_unclaimed(self, shards: tuple[int, ...], reason: str, limit: int) -> list[Order]:
+        """The orders still waiting unclaimed at their expiry, CANCELED as expired and released."""
+        params = {"shards": list(shards), "reason": reason, "limit": limit}
+        return [order_from_row(row) for row in await fetch_all(self._pool, "expire_unclaimed_orders", params)]
+
+    async def expired_claimed(
+        self, shards: tuple[int, ...], grace: timedelta, after: timedelta, limit: int
+    ) -> list[Order]:
+        """The orders a worker took (or parked) still waiting longer than the grace past their expiry, marked swept
+        now, for the venue to be asked to cancel them."""
+        params = {"shards": list(shards), "grace": grace, "after": after, "limit": limit}
+        return [order_from_row(row) for row in await fetch_all(self._pool, "claim_expired_claimed", params)]
 
     async def silent_at_exchange(self, shards: tuple[int, ...], after: timedelta, limit: int) -> list[str]:
         """Ids of orders at the exchange with no change for longer than `after`, marked swept now."""

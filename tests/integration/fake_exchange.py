@@ -1,9 +1,11 @@
 """A programmable broker.v1.ExchangeService for the workers' integration tests.
 
-It records every call and can be told to fail calls before they reach it, refuse symbols, take an order and then
-answer only after the caller's deadline (the outcome unknown to the caller), refuse a resubmission with
-ALREADY_EXISTS, or run a hook before it answers a submit (as a report reaching CallbackService before the
-acknowledgement would); SubmitOrders (the stream the workers use) does all of it per order, as the simulator's.
+It records every call and can be told to fail calls before they reach it (all of them, or one customer's for ever),
+refuse symbols, take an order and then answer only after the caller's deadline (the outcome unknown to the caller),
+refuse a resubmission with ALREADY_EXISTS, or run a hook before it answers a submit (as a report reaching
+CallbackService before the acknowledgement would); SubmitOrders (the stream the workers use) does all of it per
+order, as the simulator's. A cancel of an order it never received leaves a tombstone that refuses the order, as the
+simulator's does (rule 9).
 The real venue is the exchange simulator; this double makes each failure happen on cue.
 """
 
@@ -39,6 +41,9 @@ class FakeExchange(exchange_pb2_grpc.ExchangeServiceServicer):
     submissions: list[Submission] = field(default_factory=list)  # every submit that reached the venue
     acks: dict[str, exchange_pb2.SubmitOrderResponse] = field(default_factory=dict)  # the first, per order id
     failures: deque[grpc.StatusCode] = field(default_factory=deque)  # the next submits fail with these, unseen
+    failing_customers: dict[str, grpc.StatusCode] = field(default_factory=dict)  # their submits always fail so
+    outage: grpc.StatusCode | None = None  # while set, every submit, cancel and status query fails so
+    tombstones: list[str] = field(default_factory=list)  # order ids canceled before they arrived
     stall_after_taking: int = 0  # the next N new orders are taken, then answered after the caller gave up
     refused_symbols: dict[str, str] = field(default_factory=dict)  # symbol -> reject reason
     refuse_duplicates: bool = False  # ALREADY_EXISTS for a known order id instead of the first ack
@@ -55,7 +60,15 @@ class FakeExchange(exchange_pb2_grpc.ExchangeServiceServicer):
     ) -> exchange_pb2.SubmitOrderResponse:
         if self.failures:
             await context.abort(self.failures.popleft(), "injected failure")
+        if self.outage is not None:
+            await context.abort(self.outage, "the venue is away")
+        if (code := self.failing_customers.get(request.customer_id)) is not None:
+            await context.abort(code, f"customer {request.customer_id} always fails")
         first = self.acks.get(request.order_id)
+        if first is None and request.order_id in self.tombstones:
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION, f"order {request.order_id} canceled before arrival"
+            )
         self.submissions.append(
             Submission(
                 request.order_id,
@@ -98,15 +111,22 @@ class FakeExchange(exchange_pb2_grpc.ExchangeServiceServicer):
     async def CancelOrder(
         self, request: exchange_pb2.ExchangeCancelRequest, context: aio.ServicerContext
     ) -> exchange_pb2.ExchangeCancelResponse:
+        if self.outage is not None:
+            await context.abort(self.outage, "the venue is away")
         self.cancels.append(request.order_id)
         ack = self.acks.get(request.order_id)
-        if ack is None or not ack.accepted:
-            return exchange_pb2.ExchangeCancelResponse(accepted=False, reason="unknown order")
+        if ack is None:
+            self.tombstones.append(request.order_id)
+            return exchange_pb2.ExchangeCancelResponse(accepted=False, reason="never received", never_received=True)
+        if not ack.accepted:
+            return exchange_pb2.ExchangeCancelResponse(accepted=False, reason="already rejected")
         return exchange_pb2.ExchangeCancelResponse(accepted=True)
 
     async def GetOrderStatus(
         self, request: exchange_pb2.GetOrderStatusRequest, context: aio.ServicerContext
     ) -> exchange_pb2.OrderStatusReport:
+        if self.outage is not None:
+            await context.abort(self.outage, "the venue is away")
         self.status_queries.append((request.order_id, request.resend_reports))
         ack = self.acks.get(request.order_id)
         if ack is None:

@@ -56,6 +56,7 @@ async def placed(pool: AsyncConnectionPool, order_id: str, customer_id: str, *, 
             "reject_reason": [None],
             "subject": ["orders.1"],
             "payload": [b""],
+            "expires_at": [None],
         },
     )
     async with pool.connection() as conn:

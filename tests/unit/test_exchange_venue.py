@@ -8,8 +8,8 @@ from decimal import Decimal
 
 import pytest
 
-from brokerage.domain.errors import IdempotencyConflict, InvalidRequest
-from brokerage.domain.executions import ExecType, ExecutionReport
+from brokerage.domain.errors import FailedPrecondition, IdempotencyConflict, InvalidRequest
+from brokerage.domain.executions import DropCopyEntry, ExecType, ExecutionReport, Tombstone
 from brokerage.domain.orders import OrderStatus, Side
 from brokerage.listings import DEMO_LISTINGS
 from exchange_simulator.executions import VenueIds
@@ -48,13 +48,16 @@ class RecordingJournal:
     """The venue's history as a journal file would keep it."""
 
     def __init__(self) -> None:
-        self.history: list[Arrival | ExecutionReport] = []
+        self.history: list[Arrival | ExecutionReport | Tombstone] = []
 
     def arrived(self, arrival: Arrival) -> None:
         self.history.append(arrival)
 
     def reported(self, report: ExecutionReport) -> None:
         self.history.append(report)
+
+    def tombstoned(self, tombstone: Tombstone) -> None:
+        self.history.append(tombstone)
 
 
 def rules(partial: float = 0.0, max_fills: int = 4, seed: int = 1) -> FillRules:
@@ -384,7 +387,6 @@ def test_a_working_order_is_canceled_and_nothing_fills_after_it() -> None:
 @pytest.mark.parametrize(
     ("setup", "reason"),
     [
-        ("nothing", "unknown order"),
         ("fill", "already filled"),
         ("cancel", "already canceled"),
         ("reject", "already rejected"),
@@ -560,3 +562,60 @@ def test_under_another_seed_a_restored_working_order_fills_its_rest_in_one_fill(
     run_to_end(restored, clock)
     fills = [r.last_quantity for r in restored.order("o-1").reports if r.exec_type.is_fill]
     assert fills == [first, 10 - first]
+
+
+def test_a_cancel_of_an_order_never_received_leaves_a_tombstone_that_refuses_it_for_the_day() -> None:
+    clock = FakeClock()
+    journal = RecordingJournal()
+    venue, reports = make_venue(clock, journal=journal)
+
+    outcome = venue.cancel("o-1")
+    with pytest.raises(FailedPrecondition, match="canceled before it arrived"):
+        venue.submit(ticket())
+
+    assert (outcome.accepted, outcome.never_received) == (False, True)
+    assert reports == [] and venue.find("o-1") is None  # it never arrived
+    [tombstone] = venue.drop_copy(None)
+    assert tombstone == Tombstone("o-1", START) and journal.history == [tombstone]
+    clock.advance(timedelta(days=1))  # a new trading day: the tombstone was for the day
+    assert venue.submit(ticket()).accepted
+
+
+def test_a_restored_venue_keeps_its_tombstones() -> None:
+    clock = FakeClock()
+    journal = RecordingJournal()
+    venue, _ = make_venue(clock, journal=journal)
+    venue.cancel("o-1")
+
+    restored, _ = make_venue(clock)
+    restored.restore(journal.history)
+
+    with pytest.raises(FailedPrecondition):
+        restored.submit(ticket())
+    assert restored.drop_copy(None) == venue.drop_copy(None)
+
+
+def test_a_day_order_past_its_expiry_is_refused_without_arriving() -> None:
+    clock = FakeClock()
+    venue, reports = make_venue(clock)
+
+    with pytest.raises(FailedPrecondition, match="expired"):
+        venue.submit(ticket(expires_at=START))
+
+    assert reports == [] and venue.find("o-1") is None
+
+
+def test_a_working_day_order_is_canceled_at_its_expiry() -> None:
+    clock = FakeClock()
+    venue, reports = make_venue(clock)
+    venue.submit(ticket(expires_at=START + timedelta(minutes=5)))
+    venue.order("o-1").pending_fills.clear()  # a market that does not fill it in time
+    venue.order("o-1").next_fill_due = None
+
+    assert venue.expire_due() == []
+    clock.advance(timedelta(minutes=5))
+    [expired] = venue.expire_due()
+
+    assert expired.exec_type is ExecType.CANCELED and expired.reason.startswith("expired")
+    assert venue.order("o-1").status is OrderStatus.CANCELED and reports[-1] == expired
+    assert all(isinstance(e, DropCopyEntry) for e in venue.drop_copy(None))

@@ -244,6 +244,10 @@ BEGIN
 END;
 $$;
 
+-- A market order is a DAY order (rule 10): it expires at the close of the session it was placed in (null: the market
+-- never closes). 0013 expires what is still waiting then.
+ALTER TABLE orders ADD COLUMN expires_at timestamptz;
+
 -- Placement (rule 1, 2, 3), one order: the reservation is computed here, quantity x protection price for a buy
 -- (the caller's price is the quote and collar rounded to the tick, a policy of the order desk) and the shares for a
 -- sell, never taken from the caller; what it holds moves from the customer's available cash (or free shares) to
@@ -259,7 +263,8 @@ CREATE FUNCTION place_order_v2(
     p_protection_price numeric,
     p_reject_reason text,  -- decided before the transaction (halted, no quote, ...); null to try to reserve
     p_subject text,        -- where the relay publishes the order
-    p_payload bytea
+    p_payload bytea,
+    p_expires_at timestamptz  -- the close of its session; null when the market never closes
 ) RETURNS orders
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -311,12 +316,12 @@ BEGIN
     END IF;
 
     INSERT INTO orders (order_id, client_order_id, customer_id, sequence, symbol, side, quantity,
-                        protection_price, reserved_cash, reserved_shares, status, status_reason)
+                        protection_price, reserved_cash, reserved_shares, status, status_reason, expires_at)
     VALUES (p_order_id, p_client_order_id, p_customer_id, v_balance.next_order_sequence, p_symbol, p_side,
             p_quantity, p_protection_price,
             CASE WHEN v_status = 'PLACED' THEN v_cash ELSE 0 END,
             CASE WHEN v_status = 'PLACED' AND p_side = 'SELL' THEN p_quantity ELSE 0 END,
-            v_status, v_reason)
+            v_status, v_reason, p_expires_at)
     ON CONFLICT DO NOTHING
     RETURNING * INTO v_order;
     IF NOT FOUND THEN
@@ -347,8 +352,8 @@ BEGIN
 END;
 $$;
 
--- Group commit of placements, as place_orders (0002) without the caller's reservation amounts: one row per order,
--- in the order given, a row of nulls for an unknown customer.
+-- Group commit of placements, as place_orders (0002) without the caller's reservation amounts and with each order's
+-- expiry: one row per order, in the order given, a row of nulls for an unknown customer.
 CREATE FUNCTION place_orders_v2(
     p_order_ids text[],
     p_customer_ids text[],
@@ -359,19 +364,21 @@ CREATE FUNCTION place_orders_v2(
     p_protection_prices numeric[],
     p_reject_reasons text[],
     p_subjects text[],
-    p_payloads bytea[]
+    p_payloads bytea[],
+    p_expires_ats timestamptz[]
 ) RETURNS SETOF orders
 LANGUAGE plpgsql SET enable_seqscan = off AS $$
 BEGIN
     FOR i IN 1 .. cardinality(p_order_ids) LOOP
         RETURN NEXT place_order_v2(p_order_ids[i], p_customer_ids[i], p_client_order_ids[i], p_symbols[i],
                                    p_sides[i], p_quantities[i], p_protection_prices[i], p_reject_reasons[i],
-                                   p_subjects[i], p_payloads[i]);
+                                   p_subjects[i], p_payloads[i], p_expires_ats[i]);
     END LOOP;
 END;
 $$;
 
--- The previous release's placement: its reservation amounts are ignored, the reservation computed as above.
+-- The previous release's placement: its reservation amounts are ignored, the reservation computed as above, and its
+-- orders never expire (it knows no expiry; its pods are gone within the rollout).
 DROP FUNCTION place_order(text, text, text, text, text, bigint, numeric, numeric, text, text, bytea);
 CREATE OR REPLACE FUNCTION place_orders(
     p_order_ids text[],
@@ -388,7 +395,8 @@ CREATE OR REPLACE FUNCTION place_orders(
 ) RETURNS SETOF orders
 LANGUAGE sql SET enable_seqscan = off AS $$
     SELECT * FROM place_orders_v2(p_order_ids, p_customer_ids, p_client_order_ids, p_symbols, p_sides, p_quantities,
-                                  p_protection_prices, p_reject_reasons, p_subjects, p_payloads)
+                                  p_protection_prices, p_reject_reasons, p_subjects, p_payloads,
+                                  array_fill(NULL::timestamptz, ARRAY[cardinality(p_order_ids)]))
 $$;
 
 -- Cancels an order no worker has claimed (rule 6) and releases what it holds. Returns the order as it now
