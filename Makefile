@@ -30,7 +30,7 @@ demo: venv
 
 lint: venv
 	$(BIN)/ruff check .
-	$(BIN)/mypy brokerage order_service execution_service callback_service exchange_simulator devtools
+	$(BIN)/mypy brokerage order_service execution_service callback_service operations_service exchange_simulator devtools
 
 test: lint
 	$(BIN)/pytest -q

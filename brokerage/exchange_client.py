@@ -20,7 +20,7 @@ import grpc
 from grpc import aio
 from prometheus_client import Counter, Histogram
 
-from brokerage.domain.executions import DropCopy, DropCopyEntry, Tombstone
+from brokerage.domain.executions import DropCopy, DropCopyEntry, ExecutionReport, Tombstone
 from brokerage.domain.money import format_decimal, parse_decimal
 from brokerage.domain.orders import Order, OrderStatus
 from brokerage.domain.placement import Quote
@@ -36,7 +36,7 @@ from brokerage.domain.submission import (
 )
 from brokerage.proto import common_pb2, exchange_pb2, exchange_pb2_grpc
 from brokerage.submit_stream import StreamBroken, SubmitStream
-from brokerage.wire import SIDE_TO_PROTO, STATUS_FROM_PROTO, report_from_proto, timestamp
+from brokerage.wire import SIDE_TO_PROTO, STATUS_FROM_PROTO, parse_report, report_from_proto, timestamp
 
 Response = TypeVar("Response")
 DROP_COPY_DEADLINE = 30.0  # a page of up to 10,000 executions: far more than one order's call
@@ -79,6 +79,7 @@ class VenueOrderStatus:
     venue_order_id: str
     cumulative_quantity: int
     reject_reason: str  # for a rejected order
+    reports: tuple[ExecutionReport, ...] = ()  # every report of the order, as the venue has them (well-formed ones)
 
 
 @dataclass(frozen=True)
@@ -166,12 +167,14 @@ class ExchangeClient:
         except aio.AioRpcError as error:
             raise _unavailable("GetOrderStatus", error) from error
         rejections = [r.reason for r in report.reports if r.exec_type == common_pb2.EXEC_TYPE_REJECTED]
+        parsed = (parse_report(r.SerializeToString()) for r in report.reports)
         return VenueOrderStatus(
             known=report.known,
             status=STATUS_FROM_PROTO.get(report.status),
             venue_order_id=report.venue_order_id,
             cumulative_quantity=report.cumulative_quantity,
             reject_reason=rejections[0] if rejections else "",
+            reports=tuple(r for r in parsed if isinstance(r, ExecutionReport)),
         )
 
     async def quotes(self) -> list[Quote]:

@@ -116,6 +116,8 @@ class Settings(BaseSettings):
     # the same one) per process. More lanes give settlement more of a busy machine: benchmarks.settlement at 300/s,
     # one session, placed to settled p50/p99 365/948 ms with four against 660/1,742 ms with two.
     callback_token: SecretStr = SecretStr("")
+    # The operations service: the secret operators present (`authorization: Bearer <token>`), required by it.
+    operator_token: SecretStr = SecretStr("")
     settlement_batch_max: int = Field(default=64, ge=1, le=1000)
     settlement_flushers: int = Field(default=4, ge=1)
 

@@ -104,12 +104,54 @@ def parse_report(raw: bytes) -> ExecutionReport | MalformedReport:
     try:
         message = callback_pb2.ExecutionReport.FromString(raw)
     except DecodeError as error:
-        return MalformedReport(raw, f"malformed: not an ExecutionReport protobuf can read ({error})", None, None)
+        exec_id, order_id = salvaged_ids(raw)
+        return MalformedReport(raw, f"malformed: not an ExecutionReport protobuf can read ({error})", exec_id, order_id)
     try:
         return report_from_proto(message)
     except InvalidRequest as error:
         exec_id, order_id = (value if is_id(value) else None for value in (message.exec_id, message.order_id))
         return MalformedReport(raw, f"malformed: {error}", exec_id, order_id)
+
+
+def salvaged_ids(raw: bytes) -> tuple[str | None, str | None]:
+    """The exec_id and order_id (fields 1 and 2) of a report protobuf could not parse, read off its wire format
+    where they are whole ids: so that a report broken elsewhere (bad UTF-8 in its reason, say) is still deduped by its
+    exec_id, and superseded by a well-formed copy. None for an id that cannot be read."""
+    found: dict[int, str] = {}
+    position = 0
+    try:
+        while position < len(raw) and len(found) < 2:
+            key, position = _varint(raw, position)
+            field, wire_type = key >> 3, key & 7
+            if wire_type == 0:
+                _, position = _varint(raw, position)
+            elif wire_type == 2:
+                length, position = _varint(raw, position)
+                if position + length > len(raw):
+                    break  # cut short: no field of it can be trusted
+                value, position = raw[position : position + length], position + length
+                if field in (1, 2) and value.isascii() and is_id(value.decode("ascii")):
+                    found[field] = value.decode("ascii")
+            elif wire_type in (1, 5):
+                position += 8 if wire_type == 1 else 4
+            else:
+                break
+    except IndexError:
+        pass
+    return found.get(1), found.get(2)
+
+
+def _varint(raw: bytes, position: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = raw[position]
+        position += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, position
+        shift += 7
+        if shift > 63:
+            raise IndexError("a varint too long")
 
 
 def received(raw: bytes) -> Received:

@@ -2,7 +2,8 @@
 
 `make run` lays it out on fixed ports; the end-to-end tests on free ones. Both start exactly these processes, so
 what the tests prove is what a developer runs. Sized for a 2-core machine: one OrderService, one CallbackService,
-the exchange simulator reporting to it, and two worker clusters (shards 0-7 and 8-15 of 16) of two replicas each.
+the exchange simulator reporting to it, two worker clusters (shards 0-7 and 8-15 of 16) of two replicas each, and
+the operations service (brokerctl's).
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from brokerage.domain.sharding import format_shard_set
 SHARD_COUNT = 16
 CLUSTER_COUNT = 2
 REPLICAS_PER_CLUSTER = 2
-# The secret the simulator presents to CallbackService on this machine; a deployment's comes from a Secret.
+# The secret the simulator presents to CallbackService on this machine, and the operators' (brokerctl's) to the
+# operations service; a deployment's come from Secrets.
 LOCAL_CALLBACK_TOKEN = "local-callback-secret"
+LOCAL_OPERATOR_TOKEN = "local-operator-secret"
 
 
 @dataclass(frozen=True)
@@ -41,11 +44,12 @@ class MeshPlan:
     callback_service: ServicePlan
     exchange: ServicePlan
     workers: tuple[ServicePlan, ...]
+    operations: ServicePlan
 
     @property
     def services(self) -> tuple[ServicePlan, ...]:
         """In start order: where reports go, then the exchange, so the workers' first calls find both."""
-        return (self.callback_service, self.exchange, self.order_service, *self.workers)
+        return (self.callback_service, self.exchange, self.order_service, *self.workers, self.operations)
 
 
 def plan_mesh(
@@ -80,7 +84,16 @@ def plan_mesh(
         for cluster in split_shards(shard_count, CLUSTER_COUNT)
         for replica in range(1, REPLICAS_PER_CLUSTER + 1)
     )
-    return MeshPlan(order_service, callback, exchange, workers)
+    operations = broker_service(
+        "operations-service",
+        "operations_service",
+        next(ports),
+        next(ports),
+        BROKER_OPERATOR_TOKEN=LOCAL_OPERATOR_TOKEN,
+        BROKER_EXCHANGE_TARGET=exchange.target,
+        **count,
+    )
+    return MeshPlan(order_service, callback, exchange, workers, operations)
 
 
 def split_shards(shard_count: int, clusters: int) -> list[str]:
@@ -91,11 +104,12 @@ def split_shards(shard_count: int, clusters: int) -> list[str]:
 
 def local_ports() -> Iterator[int]:
     """`make run`'s fixed ports, in plan_mesh's order: CallbackService on 15070, the exchange on 15060, OrderService
-    on 15051, workers from 15061; their metrics on 9475, 9470, 9464 and from 9471. All below 32768, where no
+    on 15051, workers from 15061, the operations service on 15080; their metrics on 9475, 9470, 9464, from 9471 and
+    9480. All below 32768, where no
     outgoing connection gets its local port (Linux hands those out from 32768 up, macOS from 49152): a service
     started after others have connected to PostgreSQL once found its port taken by one of their connections."""
-    grpc_ports = iter([15070, 15060, 15051, 15061, 15062, 15063, 15064])
-    metrics_ports = iter([9475, 9470, 9464, 9471, 9472, 9473, 9474])
+    grpc_ports = iter([15070, 15060, 15051, 15061, 15062, 15063, 15064, 15080])
+    metrics_ports = iter([9475, 9470, 9464, 9471, 9472, 9473, 9474, 9480])
     for grpc_port, metrics_port in zip(grpc_ports, metrics_ports, strict=True):
         yield grpc_port
         yield metrics_port

@@ -24,7 +24,7 @@ from typing import NoReturn
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from devtools.mesh import MeshPlan, ServicePlan, local_ports, plan_mesh
+from devtools.mesh import LOCAL_OPERATOR_TOKEN, MeshPlan, ServicePlan, local_ports, plan_mesh
 from devtools.stack import (
     NatsServer,
     PostgresCluster,
@@ -38,6 +38,7 @@ from devtools.stack import (
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL = ROOT / ".local"
 EXCHANGE_JOURNAL = LOCAL / "exchange" / "journal.jsonl"  # the venue remembers what the kept database recorded
+OPERATOR_TOKEN_FILE = LOCAL / "operator-token"  # where brokerctl finds the operators' secret of this mesh
 PG_PORT = 15432
 NATS_PORT = 14222
 DATABASE = "brokerage"
@@ -62,6 +63,7 @@ class Shutdown(Exception):
 def grpcurl_examples(plan: MeshPlan) -> str:
     """Ready-to-paste grpcurl commands against the running mesh."""
     grpcurl = _shown(Path(sys.prefix) / "bin" / "grpcurl")
+    brokerctl = _shown(Path(sys.prefix) / "bin" / "brokerctl")
     call = f"{grpcurl} -plaintext"
     orders, worker, exchange = plan.order_service.target, plan.workers[0].target, plan.exchange.target
     svc = "broker.v1.OrderService"
@@ -78,7 +80,7 @@ def grpcurl_examples(plan: MeshPlan) -> str:
     return "\n".join(
         [
             f"The mesh is up. OrderService on {orders}; CallbackService on {plan.callback_service.target}; "
-            f"the exchange simulator on {exchange}; {workers}.",
+            f"the exchange simulator on {exchange}; {workers}; the operations service on {plan.operations.target}.",
             "Try (Ctrl-C stops everything; `make demo` places and settles a few orders):",
             f"  {call} {orders} list",
             f"  {call} {orders} describe {svc}",
@@ -103,6 +105,9 @@ def grpcurl_examples(plan: MeshPlan) -> str:
             f"  {call} {exchange} broker.v1.ExchangeService/GetQuotes",
             f"  {call} {exchange} broker.v1.ExchangeService/GetDropCopy",
             f"  {call} {orders} grpc.health.v1.Health/Check",
+            "  # the operator's levers (brokerctl --help): breaks, repairs, and the books proven against the exchange",
+            f"  {brokerctl} breaks list",
+            f"  {brokerctl} reconcile",
         ]
     )
 
@@ -198,6 +203,8 @@ def main() -> int:
         _run_module(env, "brokerage.storage.seed", "--customers", str(SEED_CUSTOMERS))
         plan = plan_mesh(local_ports(), exchange_env={"EXCHANGE_JOURNAL_PATH": str(EXCHANGE_JOURNAL)})
         _wait_ports_free([port for s in plan.services for port in (s.port, s.metrics_port)])
+        OPERATOR_TOKEN_FILE.write_text(LOCAL_OPERATOR_TOKEN + "\n")
+        OPERATOR_TOKEN_FILE.chmod(0o600)
         for service in plan.services:
             mesh.start(service, env)
         mesh.wait_ready([s.target for s in plan.services])

@@ -453,3 +453,27 @@ SELECT order_id FROM orders
 
 -- name: reconcile_orders_of
 SELECT order_id, customer_id, sequence, status FROM orders WHERE order_id = ANY(%(order_ids)s);
+
+-- Repairs (0014), for the operations service.
+
+-- name: list_breaks
+SELECT k.break_id, k.kind, k.exec_id, k.order_id, k.detail, k.recorded_at, k.resolved_at, k.resolution,
+       k.resolved_by, k.resolution_note,
+       EXISTS (SELECT 1 FROM transfers t WHERE t.break_id = k.break_id AND t.kind = 'error') AS booked_to_error_account
+  FROM breaks k
+ WHERE (%(include_resolved)s OR k.resolved_at IS NULL) AND (%(kind)s::text IS NULL OR k.kind = %(kind)s)
+   AND (%(break_id)s::bigint IS NULL OR k.break_id = %(break_id)s)
+ ORDER BY k.recorded_at, k.break_id
+ LIMIT %(limit)s;
+
+-- name: resolve_break
+SELECT (r.resolved).break_id, r.repaired FROM resolve_break(%(break_id)s, %(resolution)s, %(operator)s, %(note)s) AS r;
+
+-- name: redrive_waiting_order
+SELECT * FROM redrive_waiting_order(%(order_id)s, %(operator)s, %(note)s);
+
+-- name: end_lost_order
+SELECT * FROM end_lost_order(%(order_id)s, %(reason)s, %(operator)s, %(note)s);
+
+-- name: order_by_id
+SELECT * FROM orders WHERE order_id = %(order_id)s;

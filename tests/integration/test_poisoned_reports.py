@@ -69,7 +69,8 @@ async def test_a_batch_of_64_with_bad_utf8_and_a_bad_price_books_62_breaks_2_and
 ) -> None:
     orders = await placed_at_exchange(stub, db, 33)
     good = [r for o in orders[:31] for r in (report(o, NEW), report(o, FILL, last=1, price="230.00", cumulative=1))]
-    bad_utf8 = _broken(report(orders[31], FILL, last=1, price="230.00", cumulative=1), "utf8")
+    broken = report(orders[31], FILL, last=1, price="230.00", cumulative=1)
+    bad_utf8 = _broken(broken, "utf8")
     bad_price = report(orders[32], FILL, last=1, price="230,00", cumulative=1)
     batch = [*good[:20], bad_utf8, *good[20:40], bad_price, *good[40:]]
     assert len(batch) == 64
@@ -80,7 +81,7 @@ async def test_a_batch_of_64_with_bad_utf8_and_a_bad_price_books_62_breaks_2_and
     assert outcomes == [BREAK if r in (bad_utf8, bad_price) else BOOKED for r in batch]
     assert [order_row(db, o.order_id)[0] for o in orders] == ["FILLED"] * 31 + ["SUBMITTED"] * 2
     assert [(kind, exec_id, raw) for kind, exec_id, raw, _ in breaks(db)] == [
-        ("malformed", None, bad_utf8),  # nothing of it could be read: kept under the digest of its bytes
+        ("malformed", broken.exec_id, bad_utf8),  # its ids still read off its bytes
         ("malformed", bad_price.exec_id, bad_price.SerializeToString()),
     ]
     fill = report(orders[31], FILL, last=1, price="231.00", cumulative=1)
@@ -159,7 +160,7 @@ async def test_a_connection_lost_mid_batch_makes_no_break_and_the_report_is_book
 async def test_bytes_no_protobuf_can_read_are_acknowledged_once_and_kept_whole(
     reporter: callback_pb2_grpc.CallbackServiceStub, callback: CallbackApp, db: psycopg.Connection
 ) -> None:
-    raw = b"\x0a\x05abc"  # a string field whose length runs past the end
+    raw = b"\x0a\x05abc"  # the exec_id's length runs past the end: no id to read
     async with grpc.aio.insecure_channel(f"127.0.0.1:{callback.running.port}") as channel:
         call = channel.unary_unary(
             "/broker.v1.CallbackService/ReportExecution",

@@ -68,11 +68,17 @@ def test_a_malformed_report_keeps_its_bytes_and_the_ids_it_could_read() -> None:
     assert (parsed.raw, parsed.exec_id, parsed.order_id, parsed.break_key) == (raw, "e-7", "o-1", "malformed:e-7")
 
 
-def test_bytes_protobuf_cannot_read_are_kept_under_their_digest() -> None:
-    raw = _broken(fill(), "utf8")
+def test_bytes_protobuf_cannot_read_keep_the_ids_their_wire_format_still_holds() -> None:
+    raw = _broken(fill("e-9"), "utf8")  # bad UTF-8 in the reason, which comes after the ids
     parsed = parse_report(raw)
+    assert isinstance(parsed, MalformedReport) and (parsed.exec_id, parsed.order_id) == ("e-9", "o-1")
+    assert parsed.break_key == "malformed:e-9" and parsed.raw == raw
+
+
+def test_bytes_with_no_readable_id_are_kept_under_their_digest() -> None:
+    parsed = parse_report(b"\x0a\x05abc")  # the exec_id's length runs past the end
     assert isinstance(parsed, MalformedReport) and parsed.exec_id is None
-    assert parsed.break_key.startswith("malformed:sha256:") and parsed.raw == raw
+    assert parsed.break_key.startswith("malformed:sha256:")
 
 
 @pytest.mark.parametrize("fault", ["price", "utf8", "exec_type", "transact_time"])

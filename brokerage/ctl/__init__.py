@@ -1,0 +1,1 @@
+"""brokerctl: the operator's command line, a thin gRPC client of the operations service."""

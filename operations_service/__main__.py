@@ -1,0 +1,3 @@
+from operations_service.main import main
+
+main()
