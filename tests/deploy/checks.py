@@ -55,6 +55,7 @@ ENTRY_POINTS = {
     for e in (
         EntryPoint("order_service", Settings, serves=True),
         EntryPoint("callback_service", Settings, serves=True),
+        EntryPoint("operations_service", Settings, serves=True),
         EntryPoint("execution_service", Settings, serves=True),
         EntryPoint("exchange_simulator", SimulatorSettings, serves=True),
         EntryPoint("brokerage.storage.migrate", Settings, serves=False),
@@ -70,7 +71,7 @@ API_MODULES = {"order_service", CALLBACK_MODULE}  # stateless servers: 3 or more
 DATABASE_SECRET_KEY = "uri"  # CloudNativePG's <cluster>-app Secret: the connection URI
 # Secrets the operator makes before the first release (docs/operations.md), which an overlay may therefore not
 # hold: the callback token in prod (dev generates its own).
-OPERATOR_SECRETS = {"brokerage-callback"}
+OPERATOR_SECRETS = {"brokerage-callback", "brokerage-operator"}
 # The group commit of each server: the setting of its transactions in flight, each holding a pooled connection,
 # and how many more it may have in flight (CallbackService's lane for reports whose customer was busy).
 FLUSHERS = {"order_service": ("placement_flushers", 0), CALLBACK_MODULE: ("settlement_flushers", 1)}
