@@ -1,9 +1,10 @@
 """`make run`: the local mesh in one command (`python -m devtools.run`).
 
 PostgreSQL and NATS come from BROKER_DATABASE_URL and BROKER_NATS_URL when set; otherwise private servers
-are started under .local/ (their data kept between runs, as is the exchange simulator's journal). Migrations are
+are started under .local/ (their data kept between runs, as are the exchange simulator's journals). Migrations are
 applied, demo customers seeded, the services started as child processes (their JSON logs pass through), and
-grpcurl examples printed once ready.
+grpcurl examples printed once the mesh can trade: every service ready, and a probe order placed (by a customer of
+its own) and filled.
 Ctrl-C or SIGTERM stops the services (SIGTERM, then SIGKILL after 20 s), then the private servers. A service
 that dies on its own stops everything with a non-zero exit.
 """
@@ -17,13 +18,17 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack
+from decimal import Decimal
 from pathlib import Path
 from types import FrameType
 from typing import NoReturn
 
 import grpc
+import psycopg
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from brokerage.proto import common_pb2, orders_pb2, orders_pb2_grpc
+from brokerage.storage.seed import fund_customers
 from devtools.mesh import LOCAL_OPERATOR_TOKEN, MeshPlan, ServicePlan, local_ports, plan_mesh
 from devtools.stack import (
     NatsServer,
@@ -37,7 +42,7 @@ from devtools.stack import (
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL = ROOT / ".local"
-EXCHANGE_JOURNAL = LOCAL / "exchange" / "journal.jsonl"  # the venue remembers what the kept database recorded
+EXCHANGE_JOURNALS = LOCAL / "exchange" / "journals"  # the venue remembers what the kept database recorded
 OPERATOR_TOKEN_FILE = LOCAL / "operator-token"  # where brokerctl finds the operators' secret of this mesh
 PG_PORT = 15432
 NATS_PORT = 14222
@@ -47,6 +52,8 @@ STOP_TIMEOUT_SECONDS = 20.0
 READY_TIMEOUT_SECONDS = 60.0
 PORT_TIMEOUT_SECONDS = 30.0
 HEALTH_DEADLINE_SECONDS = 1.0
+PROBE_CUSTOMER = "make-run-probe"  # buys one share each start, to prove the mesh trades; no demo customer's
+PROBE_FUNDING = Decimal("1000000.00")
 COMMON_ENV = {
     "BROKER_SHUTDOWN_READINESS_DELAY_SECONDS": "0",  # no load balancer to wait for
 }
@@ -79,7 +86,7 @@ def grpcurl_examples(plan: MeshPlan) -> str:
     customer = '\'{"customer_id":"1"}\''
     return "\n".join(
         [
-            f"The mesh is up. OrderService on {orders}; CallbackService on {plan.callback_service.target}; "
+            f"OrderService on {orders}; CallbackService on {plan.callback_service.target}; "
             f"the exchange simulator on {exchange}; {workers}; the operations service on {plan.operations.target}.",
             "Try (Ctrl-C stops everything; `make demo` places and settles a few orders):",
             f"  {call} {orders} list",
@@ -162,16 +169,34 @@ class Mesh:
                 raise LaunchError(f"{name} exited unexpectedly{how}")
 
     def wait_ready(self, targets: list[str]) -> None:
-        """Waits until every gRPC target reports SERVING on grpc.health.v1 (overall server health)."""
+        """Waits until every gRPC target reports its readiness SERVING on grpc.health.v1 (its dependencies too)."""
 
         def ready() -> bool:
             self.check_alive()
             return all(_serving(target) for target in targets)
 
         try:
-            wait_until(ready, READY_TIMEOUT_SECONDS, f"gRPC health SERVING on {', '.join(targets)}")
+            wait_until(ready, READY_TIMEOUT_SECONDS, f"gRPC readiness SERVING on {', '.join(targets)}")
         except TimeoutError as exc:
             raise LaunchError(str(exc)) from exc
+
+    def wait_tradable(self, order_service: str) -> str:
+        """Places probe orders until one is PLACED, then waits until it is FILLED: what a customer's order placed now
+        would do (a simulator still replaying its journal, quotes not yet fresh, reject it). Returns what to say."""
+        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        with grpc.insecure_channel(order_service) as channel:
+            stub = orders_pb2_grpc.OrderServiceStub(channel)
+            for attempt in range(1, 1_000_000):
+                self.check_alive()
+                if time.monotonic() > deadline:
+                    raise LaunchError("no probe order was placed and filled in time")
+                order = stub.PlaceOrder(_probe(attempt), timeout=5)
+                if order.status == common_pb2.ORDER_STATUS_PLACED:
+                    return _wait_filled(stub, order, deadline)
+                if order.status_reason == "market closed":
+                    return "The mesh is up, but the market is closed: orders are REJECTED until it opens."
+                time.sleep(0.5)  # a quote not yet fresh, say: try again
+        raise AssertionError("unreachable")
 
     def supervise(self) -> NoReturn:
         """Returns never: raises LaunchError when a part dies, or is interrupted by a signal."""
@@ -201,13 +226,16 @@ def main() -> int:
         }
         _run_module(env, "brokerage.storage.migrate")
         _run_module(env, "brokerage.storage.seed", "--customers", str(SEED_CUSTOMERS))
-        plan = plan_mesh(local_ports(), exchange_env={"EXCHANGE_JOURNAL_PATH": str(EXCHANGE_JOURNAL)})
+        with psycopg.connect(env["BROKER_DATABASE_URL"], autocommit=True) as conn:
+            fund_customers(conn, [PROBE_CUSTOMER], PROBE_FUNDING, funded_by="devtools.run")
+        plan = plan_mesh(local_ports(), exchange_env={"EXCHANGE_JOURNAL_DIR": str(EXCHANGE_JOURNALS)})
         _wait_ports_free([port for s in plan.services for port in (s.port, s.metrics_port)])
         OPERATOR_TOKEN_FILE.write_text(LOCAL_OPERATOR_TOKEN + "\n")
         OPERATOR_TOKEN_FILE.chmod(0o600)
         for service in plan.services:
             mesh.start(service, env)
         mesh.wait_ready([s.target for s in plan.services])
+        print(mesh.wait_tradable(plan.order_service.target), flush=True)
         print(grpcurl_examples(plan), flush=True)
         mesh.supervise()
     except (KeyboardInterrupt, Shutdown):
@@ -241,8 +269,32 @@ def _wait_ports_free(ports: list[int], timeout: float = PORT_TIMEOUT_SECONDS) ->
         raise LaunchError(f"ports {', '.join(busy)} are in use; {hint}") from exc
 
 
+def _probe(attempt: int) -> orders_pb2.PlaceOrderRequest:
+    return orders_pb2.PlaceOrderRequest(
+        customer_id=PROBE_CUSTOMER,
+        client_order_id=f"probe-{int(time.time())}-{attempt}",
+        symbol="AAPL",
+        side=common_pb2.SIDE_BUY,
+        quantity=1,
+    )
+
+
+def _wait_filled(stub: orders_pb2_grpc.OrderServiceStub, order: orders_pb2.Order, deadline: float) -> str:
+    started = time.monotonic()
+    request = orders_pb2.GetOrderRequest(customer_id=PROBE_CUSTOMER, order_id=order.order_id)
+    while time.monotonic() < deadline:
+        now = stub.GetOrder(request, timeout=5)
+        if now.status == common_pb2.ORDER_STATUS_FILLED:
+            waited = round((time.monotonic() - started) * 1000)
+            return f"The mesh is up: probe order {order.order_id} was placed and filled ({waited} ms)."
+        if now.status in (common_pb2.ORDER_STATUS_REJECTED, common_pb2.ORDER_STATUS_CANCELED):
+            raise LaunchError(f"probe order {order.order_id} ended {now.status_reason!r}")
+        time.sleep(0.1)
+    raise LaunchError(f"probe order {order.order_id} was not filled in time")
+
+
 def _serving(target: str) -> bool:
-    request = health_pb2.HealthCheckRequest(service="")
+    request = health_pb2.HealthCheckRequest(service="readiness")
     with grpc.insecure_channel(target) as channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(request, timeout=HEALTH_DEADLINE_SECONDS)

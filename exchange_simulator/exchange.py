@@ -13,10 +13,11 @@ from prometheus_client import Counter
 
 from brokerage.background import stop_requested
 from brokerage.domain.executions import DropCopyEntry, ExecutionReport, Tombstone
+from brokerage.domain.market_hours import trading_day
 from brokerage.telemetry import get_logger, log_context
 from exchange_simulator.chaos import Chaos
 from exchange_simulator.delivery import ReportSink
-from exchange_simulator.journal import JournalFile
+from exchange_simulator.journal import DailyJournal
 from exchange_simulator.market import Market, Quote
 from exchange_simulator.tickets import OrderTicket
 from exchange_simulator.venue import Acknowledgement, CancelOutcome, Venue, VenueOrder
@@ -39,7 +40,8 @@ class Exchange:
         price_step_seconds: float,
         acknowledgement_wait_seconds: float,
         acknowledgement_delay_seconds: float = 0.0,
-        journal: JournalFile | None = None,
+        journal: DailyJournal | None = None,
+        past_days: Callable[[date], list[DropCopyEntry | Tombstone]] | None = None,
     ) -> None:
         self.venue = venue
         self.market = market
@@ -50,6 +52,7 @@ class Exchange:
         self._acknowledgement_wait = acknowledgement_wait_seconds
         self._acknowledgement_delay = acknowledgement_delay_seconds
         self._journal = journal  # the venue writes to it; closed with us
+        self._past_days = past_days  # an earlier day's drop copy, from its journal
         self._wake = asyncio.Event()  # a new order may have a fill due sooner than the one being waited for
         venue.add_listener(self._on_report)
 
@@ -97,6 +100,10 @@ class Exchange:
         return self.market.quotes(symbols)
 
     def drop_copy(self, day: date | None) -> list[DropCopyEntry | Tombstone]:
+        """A trading day's reports and tombstones (None: today's): today's from the venue, earlier ones from their
+        journals when the venue keeps them."""
+        if day is not None and day != trading_day(self._clock()) and self._past_days is not None:
+            return self._past_days(day)
         return self.venue.drop_copy(day)
 
     async def run_fills(self) -> None:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from brokerage.background import Backoff
+from brokerage.domain.executions import DropCopyEntry, Tombstone
+from brokerage.domain.market_hours import AlwaysOpen, trading_day
 from brokerage.listings import DEMO_LISTINGS
 from brokerage.proto import exchange_pb2_grpc
 from brokerage.rpc.process import run_service
@@ -22,7 +25,7 @@ from exchange_simulator.delivery import KeptOnly, ReportDelivery, ReportSink
 from exchange_simulator.exchange import Exchange
 from exchange_simulator.executions import VenueIds
 from exchange_simulator.fill_plan import FillRules
-from exchange_simulator.journal import JournalFile, read_journal
+from exchange_simulator.journal import DailyJournal
 from exchange_simulator.market import Market
 from exchange_simulator.servicer import ExchangeServicer
 from exchange_simulator.settings import SimulatorSettings
@@ -102,12 +105,12 @@ def build_exchange(
         partial_fill_probability=settings.partial_fill_probability,
         max_fills=settings.max_fills,
     )
-    journal = None if settings.journal_path is None else JournalFile(settings.journal_path)
+    journal = None if settings.journal_dir is None else DailyJournal(settings.journal_dir, clock)
     venue = Venue(
         market, rules, clock=clock, market_clock=settings.market_hours.clock(), ids=VenueIds(), journal=journal
     )
-    if settings.journal_path is not None:
-        restore(venue, settings.journal_path)
+    if journal is not None:
+        restore(venue, journal, trading_day(clock()))
     chaos = chaos or chaos_of(settings)
     return Exchange(
         venue,
@@ -119,13 +122,32 @@ def build_exchange(
         acknowledgement_wait_seconds=settings.callback_deadline_seconds,
         acknowledgement_delay_seconds=settings.ack_delay_ms / 1000,
         journal=journal,
+        past_days=None if journal is None else partial(past_drop_copy, market, rules, clock, journal),
     )
 
 
-def restore(venue: Venue, path: Path) -> None:
-    history = read_journal(path)
+def restore(venue: Venue, journal: DailyJournal, day: date) -> None:
+    """Takes back the day's history (only the day's: DAY orders end at its close, and earlier days' drop copies are
+    read from their files when asked for)."""
+    started = time.perf_counter()
+    history = journal.history(day)
     working = venue.restore(history)
-    log.info("venue restored from its journal", journal=str(path), entries=len(history), working=working)
+    log.info(
+        "venue restored from its journal",
+        journal=str(journal.path(day)),
+        entries=len(history),
+        working=working,
+        seconds=round(time.perf_counter() - started, 3),
+    )
+
+
+def past_drop_copy(
+    market: Market, rules: FillRules, clock: Callable[[], datetime], journal: DailyJournal, day: date
+) -> list[DropCopyEntry | Tombstone]:
+    """An earlier day's drop copy, from that day's journal (a venue restored from it, for that alone)."""
+    scratch = Venue(market, rules, clock=clock, market_clock=AlwaysOpen(), ids=VenueIds())
+    scratch.restore(journal.history(day))
+    return scratch.drop_copy(day)
 
 
 def redelivery_backoff(settings: SimulatorSettings) -> Backoff:

@@ -70,9 +70,10 @@ class SimulatorSettings(BaseSettings):
     # the drop copy, for an operator to book).
     chaos_malformed_rate: float = Field(default=0.0, ge=0, le=1)
 
-    # A file the venue appends its orders and reports to, and reads back at start, so that a restart forgets
-    # nothing (exchange_simulator.journal); unset, the venue lives in memory only. `make run` sets it.
-    journal_path: Path | None = None
+    # A directory of journals, a file per trading day, that the venue appends its orders, reports and tombstones
+    # to and reads today's back at start, so that a restart forgets nothing of the day (exchange_simulator.journal);
+    # unset, the venue lives in memory only. `make run` sets it.
+    journal_dir: Path | None = None
 
     shutdown_readiness_delay_seconds: float = Field(default=0.0, ge=0)
     shutdown_grace_seconds: float = Field(default=5.0, ge=0)

@@ -47,8 +47,8 @@ class Health:
     async def _set_ready(self, ready: bool) -> None:
         if ready == self._ready:
             return
-        if self._ready is not None:
-            log.warning("readiness changed", ready=ready)
+        if self._ready is not None:  # a loss of readiness is worth a warning; its return (as at every start) is not
+            (log.info if ready else log.warning)("readiness changed", ready=ready)
         self._ready = ready
         READY.set(1 if ready else 0)
         for name in self._readiness_names:

@@ -45,7 +45,7 @@ def test_a_venue_killed_mid_fill_and_restarted_on_its_journal_fills_every_order_
         tmp_path,
         CUSTOMERS,
         broker_env={"BROKER_STATUS_QUERY_AFTER_SECONDS": "2"},  # reports lost with the venue: asked for soon
-        EXCHANGE_JOURNAL_PATH=str(tmp_path / "exchange" / "journal.jsonl"),
+        EXCHANGE_JOURNAL_DIR=str(tmp_path / "exchange" / "journals"),
         EXCHANGE_FILL_DELAY_MS="700",  # each order fills in 2 or 3 parts over about 2 s: the kill finds it working
         EXCHANGE_PARTIAL_FILL_PROBABILITY="1",
         EXCHANGE_MAX_FILLS="3",

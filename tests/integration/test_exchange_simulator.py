@@ -8,7 +8,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from functools import partial
 from pathlib import Path
@@ -24,12 +24,15 @@ from grpc_status import rpc_status
 from prometheus_client import REGISTRY
 
 from brokerage.domain.executions import ExecType, ExecutionReport
+from brokerage.domain.market_hours import trading_day
+from brokerage.domain.orders import Side
 from brokerage.proto import callback_pb2, callback_pb2_grpc, common_pb2, exchange_pb2, exchange_pb2_grpc
 from devtools.stack import free_port
 from exchange_simulator.journal import JournalError, JournalFile, read_journal
 from exchange_simulator.main import SimulatorApp, start
 from exchange_simulator.settings import SimulatorSettings
-from exchange_simulator.venue import Arrival
+from exchange_simulator.tickets import OrderTicket
+from exchange_simulator.venue import Acknowledgement, Arrival
 from tests.factories import execution_report
 from tests.integration.conftest import running_service
 
@@ -539,8 +542,9 @@ async def test_without_a_callback_target_reports_are_kept_for_status() -> None:
 
 
 async def test_a_simulator_restarted_on_its_journal_remembers_its_orders_and_its_day(tmp_path: Path) -> None:
-    journal = tmp_path / "exchange" / "journal.jsonl"
-    async with running(journal_path=journal) as sim:
+    journals = tmp_path / "exchange" / "journals"
+    journal = journals / f"{trading_day(datetime.now(UTC)).isoformat()}.jsonl"  # today's, of a file per day
+    async with running(journal_dir=journals) as sim:
         first = await sim.submit("o-1", quantity=5)
         refused = await sim.submit("o-2", symbol="ZZZZ")
         await eventually(lambda: sim.app.venue.order("o-1").status.is_terminal)
@@ -549,7 +553,7 @@ async def test_a_simulator_restarted_on_its_journal_remembers_its_orders_and_its
     assert not refused.accepted and len(day.executions) == len(history) > 2
     assert [e for e in read_journal(journal) if isinstance(e, ExecutionReport)] == history
 
-    async with running(journal_path=journal) as sim:
+    async with running(journal_dir=journals) as sim:
         assert (await sim.stub.GetDropCopy(exchange_pb2.GetDropCopyRequest(), timeout=5)) == day
         again = await sim.submit("o-1", quantity=5)  # a worker resubmits after the restart: no second order
         assert again.duplicate and again.venue_order_id == first.venue_order_id
@@ -607,3 +611,31 @@ def _only_rejected(callback: FakeCallback, order_id: str) -> bool:
 
 def _serving(sim: Harness, name: str) -> bool:
     return sim.app.running.health.servicer._server_status.get(name) == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_a_restart_reads_only_todays_journal_and_an_earlier_day_is_read_from_its_own(tmp_path: Path) -> None:
+    journals = tmp_path / "journals"
+    earlier = date(2026, 11, 24)
+    writer = JournalFile(journals / f"{earlier.isoformat()}.jsonl")  # a day long gone, as the venue kept it
+    old = execution_report(
+        "OLD-E1",
+        "old-1",
+        exec_type=ExecType.NEW,
+        last_quantity=0,
+        last_price=None,
+        cumulative_quantity=0,
+        order_quantity=3,
+        transact_time=datetime(2026, 11, 24, 15, tzinfo=UTC),
+    )
+    writer.arrived(
+        Arrival(OrderTicket("old-1", "c-1", "AAPL", Side.BUY, 3, Decimal("240")), Acknowledgement("S-O1", True, "", 1))
+    )
+    writer.reported(old)
+    writer.close()
+
+    async with running(journal_dir=journals) as sim:
+        assert sim.app.venue.find("old-1") is None  # not replayed: its day is over
+        past = await sim.stub.GetDropCopy(exchange_pb2.GetDropCopyRequest(trading_day=earlier.isoformat()), timeout=5)
+        today = await sim.stub.GetDropCopy(exchange_pb2.GetDropCopyRequest(), timeout=5)
+
+    assert [e.report.exec_id for e in past.executions] == ["OLD-E1"] and today.executions == []
