@@ -42,8 +42,9 @@ class Step(StrEnum):
     """What resolving a break takes, beyond its audit row."""
 
     BOOK_DROP_COPY = "book the drop copy's execution"  # a malformed or refused report: nothing of it was booked
-    KEEP = "keep what is booked"  # the error account keeps the venue's real fill; or nothing was booked at all
+    KEEP = "the venue's word stands: what the report booked stays"  # the error account keeps a real fill
     REVERSE = "reverse what was booked to the error account"
+    NOTHING = "nothing was booked: written off"
 
 
 def resolution_step(brk: Break, resolution: Resolution, in_drop_copy: bool) -> Step:
@@ -67,4 +68,4 @@ def resolution_step(brk: Break, resolution: Resolution, in_drop_copy: bool) -> S
         raise FailedPrecondition(
             subject, "IN_DROP_COPY", f"the venue made execution {brk.exec_id} (its drop copy has it): accept it"
         )
-    return Step.REVERSE if brk.booked_to_error_account else Step.KEEP
+    return Step.REVERSE if brk.booked_to_error_account else Step.NOTHING

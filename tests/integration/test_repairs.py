@@ -275,6 +275,6 @@ async def test_brokerctl_lists_resolves_and_reconciles(
 
     assert listed.returncode == 0 and f"execution {broken.exec_id} of order {order.order_id} [open]" in listed.stdout
     assert dirty.returncode == 1 and "FAIL  no break is open" in dirty.stdout
-    assert resolved.returncode == 0 and "break 1: keep what is booked" in resolved.stdout
+    assert resolved.returncode == 0 and "break 1: nothing was booked: written off" in resolved.stdout
     assert clean.returncode == 0 and clean.stdout.splitlines()[-1] == "Clean.", clean.stdout + clean.stderr
     assert refused.returncode == 2 and "NOT_FOUND" in refused.stderr
