@@ -27,11 +27,12 @@ def postgres_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postg
 
 @pytest.fixture(scope="session")
 def migrated_template(postgres_cluster: PostgresCluster) -> str:
-    """The name of a database holding the migrated schema, to clone test databases from."""
-    from brokerage.storage.migrate import apply
+    """The name of a database holding the schema, to clone test databases from: made from the snapshot (schema.sql),
+    which test_schema_snapshot proves the same as the migrations' (and every migration recorded as applied)."""
+    from brokerage.storage.migrate import load_snapshot
 
     postgres_cluster.create_database(TEMPLATE_DATABASE)
-    apply(postgres_cluster.url(TEMPLATE_DATABASE))
+    load_snapshot(postgres_cluster.url(TEMPLATE_DATABASE))
     return TEMPLATE_DATABASE
 
 
