@@ -193,7 +193,11 @@ async def start(settings: SimulatorSettings) -> SimulatorApp:
             encode=chaos.encode,
         )
     exchange = build_exchange(settings, callback, chaos=chaos)
-    service = Service(SERVICE_NAME, ExchangeServicer(exchange), exchange_pb2_grpc.add_ExchangeServiceServicer_to_server)
+    service = Service(
+        SERVICE_NAME,
+        ExchangeServicer(exchange, settings.failing_customers),
+        exchange_pb2_grpc.add_ExchangeServiceServicer_to_server,
+    )
     running = await create_server(f"{settings.grpc_host}:{settings.grpc_port}", [service])
     log.info("exchange simulator listening", port=running.port, session_id=exchange.venue.session_id)
     return SimulatorApp(settings, exchange, running, callback)

@@ -6,27 +6,34 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import grpc
 from grpc import aio
 
 from brokerage.domain.errors import FieldViolation, InvalidRequest
 from brokerage.proto import exchange_pb2, exchange_pb2_grpc
 from brokerage.rpc.streams import RequestContext, answer_as_ready, status_of
-from brokerage.telemetry import log_context
+from brokerage.telemetry import get_logger, log_context
 from brokerage.wire import SUBMIT_BATCH_MAX
 from exchange_simulator import translate
 from exchange_simulator.exchange import Exchange
 from exchange_simulator.tickets import required_id
 from exchange_simulator.venue import parse_trading_day
 
+log = get_logger(__name__)
+
 
 class ExchangeServicer(exchange_pb2_grpc.ExchangeServiceServicer):
-    def __init__(self, exchange: Exchange) -> None:
+    def __init__(self, exchange: Exchange, failing_customers: frozenset[str] = frozenset()) -> None:
         self._exchange = exchange
+        self._failing_customers = failing_customers  # a drill: their orders' SubmitOrder fails, every time
 
     async def SubmitOrder(
         self, request: exchange_pb2.SubmitOrderRequest, context: aio.ServicerContext
     ) -> exchange_pb2.SubmitOrderResponse:
         with log_context(order_id=request.order_id, customer_id=request.customer_id):
+            if request.customer_id in self._failing_customers:
+                log.warning("drill: failing this customer's order")
+                await context.abort(grpc.StatusCode.INTERNAL, "routing failed for this account")
             ack = await self._exchange.submit(translate.ticket(request))
         return translate.acknowledgement(ack)
 

@@ -70,6 +70,10 @@ class SimulatorSettings(BaseSettings):
     # the drop copy, for an operator to book).
     chaos_malformed_rate: float = Field(default=0.0, ge=0, le=1)
 
+    # A deterministic fault for drills: every SubmitOrder of these customers' orders fails with INTERNAL, as a venue
+    # whose routing breaks on one account would. NoDecode: the environment gives "c-1,c-2".
+    failing_customers: Annotated[frozenset[str], NoDecode] = frozenset()
+
     # A directory of journals, a file per trading day, that the venue appends its orders, reports and tombstones
     # to and reads today's back at start, so that a restart forgets nothing of the day (exchange_simulator.journal);
     # unset, the venue lives in memory only. `make run` sets it.
@@ -84,6 +88,13 @@ class SimulatorSettings(BaseSettings):
     def _split_symbols(cls, value: object) -> object:
         if isinstance(value, str):
             return frozenset(s.strip().upper() for s in value.split(",") if s.strip())
+        return value
+
+    @field_validator("failing_customers", mode="before")
+    @classmethod
+    def _split_customers(cls, value: object) -> object:
+        if isinstance(value, str):
+            return frozenset(c.strip() for c in value.split(",") if c.strip())
         return value
 
     @field_validator("halted")
