@@ -25,6 +25,7 @@ from brokerage.wire import report_to_proto
 log = get_logger(__name__)
 
 LOST_AT_THE_VENUE = "canceled: the exchange never received the order"
+RESOLVE_PAGE = 500  # open breaks read at a time by a resolve of a whole kind
 
 
 class DropCopies:
@@ -50,8 +51,10 @@ class RepairDesk:
         self._settlement = settlement
         self._exchange = exchange
 
-    async def breaks(self, *, kind: str | None, include_resolved: bool, limit: int) -> list[Break]:
-        return await self._repairs.breaks(kind=kind, include_resolved=include_resolved, limit=limit)
+    async def breaks(
+        self, *, kind: str | None, include_resolved: bool, limit: int, after: int | None = None
+    ) -> list[Break]:
+        return await self._repairs.breaks(kind=kind, include_resolved=include_resolved, limit=limit, after=after)
 
     async def resolve(
         self,
@@ -100,9 +103,12 @@ class RepairDesk:
     ) -> list[tuple[Break, str]]:
         """Every open break of the kind, resolved so (each drop copy read once)."""
         drop_copies = DropCopies(self._exchange)
-        resolved = []
-        for brk in await self._repairs.breaks(kind=kind, include_resolved=False, limit=10_000):
-            resolved.append(await self.resolve(brk.break_id, resolution, operator, note, drop_copies=drop_copies))
+        resolved: list[tuple[Break, str]] = []
+        after = None
+        while page := await self._repairs.breaks(kind=kind, include_resolved=False, limit=RESOLVE_PAGE, after=after):
+            for brk in page:
+                resolved.append(await self.resolve(brk.break_id, resolution, operator, note, drop_copies=drop_copies))
+            after = page[-1].break_id
         return resolved
 
     async def redrive(self, order_id: str, operator: str, note: str) -> tuple[Order, str]:

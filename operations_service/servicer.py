@@ -39,10 +39,14 @@ class OperationsServicer(operations_pb2_grpc.OperationsServiceServicer):
         size = request.page_size or DEFAULT_PAGE
         if not 0 < size <= MAX_PAGE:
             raise InvalidRequest([FieldViolation("page_size", f"must be 0 to {MAX_PAGE}")])
+        after = _page_token(request.page_token)
         breaks = await self._desk.breaks(
-            kind=request.kind or None, include_resolved=request.include_resolved, limit=size
+            kind=request.kind or None, include_resolved=request.include_resolved, limit=size + 1, after=after
         )
-        return operations_pb2.ListBreaksResponse(breaks=[_break(b) for b in breaks])
+        more = len(breaks) > size
+        return operations_pb2.ListBreaksResponse(
+            breaks=[_break(b) for b in breaks[:size]], next_page_token=str(breaks[size - 1].break_id) if more else ""
+        )
 
     async def ResolveBreak(
         self, request: operations_pb2.ResolveBreakRequest, context: aio.ServicerContext
@@ -143,3 +147,12 @@ def _day(text: str) -> date:
         return date.fromisoformat(text)
     except ValueError as error:
         raise InvalidRequest([FieldViolation("trading_day", f"expected YYYY-MM-DD, got {text!r}")]) from error
+
+
+def _page_token(text: str) -> int | None:
+    """The break a page ends with, from the token of the page before (empty: the first page)."""
+    if not text:
+        return None
+    if not text.isdigit() or len(text) > 18:
+        raise InvalidRequest([FieldViolation("page_token", "not a token this service gave")])
+    return int(text)

@@ -28,6 +28,7 @@ DEFAULT_TARGET = "127.0.0.1:15080"
 LOCAL_TOKEN_FILE = Path(__file__).resolve().parents[2] / ".local" / "operator-token"
 DEADLINE_SECONDS = 30.0
 RECONCILE_DEADLINE_SECONDS = 300.0
+LIST_PAGE = 1_000  # breaks asked for at a time
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -46,8 +47,14 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def list_breaks(stub: operations_pb2_grpc.OperationsServiceStub, args: argparse.Namespace, metadata: object) -> int:
-    request = operations_pb2.ListBreaksRequest(kind=args.kind or "", include_resolved=args.all)
-    breaks = stub.ListBreaks(request, metadata=metadata, timeout=DEADLINE_SECONDS).breaks
+    request = operations_pb2.ListBreaksRequest(kind=args.kind or "", include_resolved=args.all, page_size=LIST_PAGE)
+    breaks = []
+    while True:
+        page = stub.ListBreaks(request, metadata=metadata, timeout=DEADLINE_SECONDS)
+        breaks += page.breaks
+        if not page.next_page_token:
+            break
+        request.page_token = page.next_page_token
     if not breaks:
         print("No breaks." if args.all else "No open breaks.")
     for b in breaks:

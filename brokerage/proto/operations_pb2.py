@@ -26,39 +26,39 @@ from . import common_pb2 as broker_dot_v1_dot_common__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x62roker/v1/operations.proto\x12\tbroker.v1\x1a\x16\x62roker/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9f\x02\n\x05\x42reak\x12\x10\n\x08\x62reak_id\x18\x01 \x01(\x03\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0f\n\x07\x65xec_id\x18\x03 \x01(\t\x12\x10\n\x08order_id\x18\x04 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\x12/\n\x0brecorded_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1f\n\x17\x62ooked_to_error_account\x18\x07 \x01(\x08\x12/\n\x0bresolved_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nresolution\x18\t \x01(\t\x12\x13\n\x0bresolved_by\x18\n \x01(\t\x12\x17\n\x0fresolution_note\x18\x0b \x01(\t\"N\n\x11ListBreaksRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x18\n\x10include_resolved\x18\x02 \x01(\x08\x12\x11\n\tpage_size\x18\x03 \x01(\x05\"6\n\x12ListBreaksResponse\x12 \n\x06\x62reaks\x18\x01 \x03(\x0b\x32\x10.broker.v1.Break\"v\n\x13ResolveBreakRequest\x12\x10\n\x08\x62reak_id\x18\x01 \x01(\x03\x12.\n\nresolution\x18\x02 \x01(\x0e\x32\x1a.broker.v1.BreakResolution\x12\x0c\n\x04note\x18\x03 \x01(\t\x12\x0f\n\x07\x65xec_id\x18\x04 \x01(\t\"H\n\x14ResolveBreakResponse\x12\x1f\n\x05\x62reak\x18\x01 \x01(\x0b\x32\x10.broker.v1.Break\x12\x0f\n\x07outcome\x18\x02 \x01(\t\"b\n\x14ResolveBreaksRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12.\n\nresolution\x18\x02 \x01(\x0e\x32\x1a.broker.v1.BreakResolution\x12\x0c\n\x04note\x18\x03 \x01(\t\"J\n\x15ResolveBreaksResponse\x12\x31\n\x08resolved\x18\x01 \x03(\x0b\x32\x1f.broker.v1.ResolveBreakResponse\"5\n\x13RedriveOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0c\n\x04note\x18\x02 \x01(\t\"a\n\x14RedriveOrderResponse\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12&\n\x06status\x18\x02 \x01(\x0e\x32\x16.broker.v1.OrderStatus\x12\x0f\n\x07outcome\x18\x03 \x01(\t\"\'\n\x10ReconcileRequest\x12\x13\n\x0btrading_day\x18\x01 \x01(\t\"Y\n\x0fReconcileReport\x12\r\n\x05\x63lean\x18\x01 \x01(\x08\x12\x0c\n\x04text\x18\x02 \x01(\t\x12)\n\x06\x63hecks\x18\x03 \x03(\x0b\x32\x19.broker.v1.ReconcileCheck\"A\n\x0eReconcileCheck\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x66indings\x18\x02 \x01(\x05\x12\x0f\n\x07skipped\x18\x03 \x01(\x08*v\n\x0f\x42reakResolution\x12 \n\x1c\x42REAK_RESOLUTION_UNSPECIFIED\x10\x00\x12!\n\x1d\x42REAK_RESOLUTION_ACCEPT_VENUE\x10\x01\x12\x1e\n\x1a\x42REAK_RESOLUTION_WRITE_OFF\x10\x02\x32\x9a\x03\n\x11OperationsService\x12I\n\nListBreaks\x12\x1c.broker.v1.ListBreaksRequest\x1a\x1d.broker.v1.ListBreaksResponse\x12O\n\x0cResolveBreak\x12\x1e.broker.v1.ResolveBreakRequest\x1a\x1f.broker.v1.ResolveBreakResponse\x12R\n\rResolveBreaks\x12\x1f.broker.v1.ResolveBreaksRequest\x1a .broker.v1.ResolveBreaksResponse\x12O\n\x0cRedriveOrder\x12\x1e.broker.v1.RedriveOrderRequest\x1a\x1f.broker.v1.RedriveOrderResponse\x12\x44\n\tReconcile\x12\x1b.broker.v1.ReconcileRequest\x1a\x1a.broker.v1.ReconcileReportb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x62roker/v1/operations.proto\x12\tbroker.v1\x1a\x16\x62roker/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9f\x02\n\x05\x42reak\x12\x10\n\x08\x62reak_id\x18\x01 \x01(\x03\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0f\n\x07\x65xec_id\x18\x03 \x01(\t\x12\x10\n\x08order_id\x18\x04 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\x12/\n\x0brecorded_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1f\n\x17\x62ooked_to_error_account\x18\x07 \x01(\x08\x12/\n\x0bresolved_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nresolution\x18\t \x01(\t\x12\x13\n\x0bresolved_by\x18\n \x01(\t\x12\x17\n\x0fresolution_note\x18\x0b \x01(\t\"b\n\x11ListBreaksRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x18\n\x10include_resolved\x18\x02 \x01(\x08\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"O\n\x12ListBreaksResponse\x12 \n\x06\x62reaks\x18\x01 \x03(\x0b\x32\x10.broker.v1.Break\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"v\n\x13ResolveBreakRequest\x12\x10\n\x08\x62reak_id\x18\x01 \x01(\x03\x12.\n\nresolution\x18\x02 \x01(\x0e\x32\x1a.broker.v1.BreakResolution\x12\x0c\n\x04note\x18\x03 \x01(\t\x12\x0f\n\x07\x65xec_id\x18\x04 \x01(\t\"H\n\x14ResolveBreakResponse\x12\x1f\n\x05\x62reak\x18\x01 \x01(\x0b\x32\x10.broker.v1.Break\x12\x0f\n\x07outcome\x18\x02 \x01(\t\"b\n\x14ResolveBreaksRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12.\n\nresolution\x18\x02 \x01(\x0e\x32\x1a.broker.v1.BreakResolution\x12\x0c\n\x04note\x18\x03 \x01(\t\"J\n\x15ResolveBreaksResponse\x12\x31\n\x08resolved\x18\x01 \x03(\x0b\x32\x1f.broker.v1.ResolveBreakResponse\"5\n\x13RedriveOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0c\n\x04note\x18\x02 \x01(\t\"a\n\x14RedriveOrderResponse\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12&\n\x06status\x18\x02 \x01(\x0e\x32\x16.broker.v1.OrderStatus\x12\x0f\n\x07outcome\x18\x03 \x01(\t\"\'\n\x10ReconcileRequest\x12\x13\n\x0btrading_day\x18\x01 \x01(\t\"Y\n\x0fReconcileReport\x12\r\n\x05\x63lean\x18\x01 \x01(\x08\x12\x0c\n\x04text\x18\x02 \x01(\t\x12)\n\x06\x63hecks\x18\x03 \x03(\x0b\x32\x19.broker.v1.ReconcileCheck\"A\n\x0eReconcileCheck\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x66indings\x18\x02 \x01(\x05\x12\x0f\n\x07skipped\x18\x03 \x01(\x08*v\n\x0f\x42reakResolution\x12 \n\x1c\x42REAK_RESOLUTION_UNSPECIFIED\x10\x00\x12!\n\x1d\x42REAK_RESOLUTION_ACCEPT_VENUE\x10\x01\x12\x1e\n\x1a\x42REAK_RESOLUTION_WRITE_OFF\x10\x02\x32\x9a\x03\n\x11OperationsService\x12I\n\nListBreaks\x12\x1c.broker.v1.ListBreaksRequest\x1a\x1d.broker.v1.ListBreaksResponse\x12O\n\x0cResolveBreak\x12\x1e.broker.v1.ResolveBreakRequest\x1a\x1f.broker.v1.ResolveBreakResponse\x12R\n\rResolveBreaks\x12\x1f.broker.v1.ResolveBreaksRequest\x1a .broker.v1.ResolveBreaksResponse\x12O\n\x0cRedriveOrder\x12\x1e.broker.v1.RedriveOrderRequest\x1a\x1f.broker.v1.RedriveOrderResponse\x12\x44\n\tReconcile\x12\x1b.broker.v1.ReconcileRequest\x1a\x1a.broker.v1.ReconcileReportb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'broker.v1.operations_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_BREAKRESOLUTION']._serialized_start=1247
-  _globals['_BREAKRESOLUTION']._serialized_end=1365
+  _globals['_BREAKRESOLUTION']._serialized_start=1292
+  _globals['_BREAKRESOLUTION']._serialized_end=1410
   _globals['_BREAK']._serialized_start=99
   _globals['_BREAK']._serialized_end=386
   _globals['_LISTBREAKSREQUEST']._serialized_start=388
-  _globals['_LISTBREAKSREQUEST']._serialized_end=466
-  _globals['_LISTBREAKSRESPONSE']._serialized_start=468
-  _globals['_LISTBREAKSRESPONSE']._serialized_end=522
-  _globals['_RESOLVEBREAKREQUEST']._serialized_start=524
-  _globals['_RESOLVEBREAKREQUEST']._serialized_end=642
-  _globals['_RESOLVEBREAKRESPONSE']._serialized_start=644
-  _globals['_RESOLVEBREAKRESPONSE']._serialized_end=716
-  _globals['_RESOLVEBREAKSREQUEST']._serialized_start=718
-  _globals['_RESOLVEBREAKSREQUEST']._serialized_end=816
-  _globals['_RESOLVEBREAKSRESPONSE']._serialized_start=818
-  _globals['_RESOLVEBREAKSRESPONSE']._serialized_end=892
-  _globals['_REDRIVEORDERREQUEST']._serialized_start=894
-  _globals['_REDRIVEORDERREQUEST']._serialized_end=947
-  _globals['_REDRIVEORDERRESPONSE']._serialized_start=949
-  _globals['_REDRIVEORDERRESPONSE']._serialized_end=1046
-  _globals['_RECONCILEREQUEST']._serialized_start=1048
-  _globals['_RECONCILEREQUEST']._serialized_end=1087
-  _globals['_RECONCILEREPORT']._serialized_start=1089
-  _globals['_RECONCILEREPORT']._serialized_end=1178
-  _globals['_RECONCILECHECK']._serialized_start=1180
-  _globals['_RECONCILECHECK']._serialized_end=1245
-  _globals['_OPERATIONSSERVICE']._serialized_start=1368
-  _globals['_OPERATIONSSERVICE']._serialized_end=1778
+  _globals['_LISTBREAKSREQUEST']._serialized_end=486
+  _globals['_LISTBREAKSRESPONSE']._serialized_start=488
+  _globals['_LISTBREAKSRESPONSE']._serialized_end=567
+  _globals['_RESOLVEBREAKREQUEST']._serialized_start=569
+  _globals['_RESOLVEBREAKREQUEST']._serialized_end=687
+  _globals['_RESOLVEBREAKRESPONSE']._serialized_start=689
+  _globals['_RESOLVEBREAKRESPONSE']._serialized_end=761
+  _globals['_RESOLVEBREAKSREQUEST']._serialized_start=763
+  _globals['_RESOLVEBREAKSREQUEST']._serialized_end=861
+  _globals['_RESOLVEBREAKSRESPONSE']._serialized_start=863
+  _globals['_RESOLVEBREAKSRESPONSE']._serialized_end=937
+  _globals['_REDRIVEORDERREQUEST']._serialized_start=939
+  _globals['_REDRIVEORDERREQUEST']._serialized_end=992
+  _globals['_REDRIVEORDERRESPONSE']._serialized_start=994
+  _globals['_REDRIVEORDERRESPONSE']._serialized_end=1091
+  _globals['_RECONCILEREQUEST']._serialized_start=1093
+  _globals['_RECONCILEREQUEST']._serialized_end=1132
+  _globals['_RECONCILEREPORT']._serialized_start=1134
+  _globals['_RECONCILEREPORT']._serialized_end=1223
+  _globals['_RECONCILECHECK']._serialized_start=1225
+  _globals['_RECONCILECHECK']._serialized_end=1290
+  _globals['_OPERATIONSSERVICE']._serialized_start=1413
+  _globals['_OPERATIONSSERVICE']._serialized_end=1823
 # @@protoc_insertion_point(module_scope)

@@ -47,20 +47,24 @@ class Break(_message.Message):
     def __init__(self, break_id: _Optional[int] = ..., kind: _Optional[str] = ..., exec_id: _Optional[str] = ..., order_id: _Optional[str] = ..., detail: _Optional[str] = ..., recorded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., booked_to_error_account: _Optional[bool] = ..., resolved_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., resolution: _Optional[str] = ..., resolved_by: _Optional[str] = ..., resolution_note: _Optional[str] = ...) -> None: ...
 
 class ListBreaksRequest(_message.Message):
-    __slots__ = ("kind", "include_resolved", "page_size")
+    __slots__ = ("kind", "include_resolved", "page_size", "page_token")
     KIND_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_RESOLVED_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     kind: str
     include_resolved: bool
     page_size: int
-    def __init__(self, kind: _Optional[str] = ..., include_resolved: _Optional[bool] = ..., page_size: _Optional[int] = ...) -> None: ...
+    page_token: str
+    def __init__(self, kind: _Optional[str] = ..., include_resolved: _Optional[bool] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListBreaksResponse(_message.Message):
-    __slots__ = ("breaks",)
+    __slots__ = ("breaks", "next_page_token")
     BREAKS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     breaks: _containers.RepeatedCompositeFieldContainer[Break]
-    def __init__(self, breaks: _Optional[_Iterable[_Union[Break, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, breaks: _Optional[_Iterable[_Union[Break, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class ResolveBreakRequest(_message.Message):
     __slots__ = ("break_id", "resolution", "note", "exec_id")

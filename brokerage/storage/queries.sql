@@ -463,6 +463,8 @@ SELECT k.break_id, k.kind, k.exec_id, k.order_id, k.detail, k.recorded_at, k.res
   FROM breaks k
  WHERE (%(include_resolved)s OR k.resolved_at IS NULL) AND (%(kind)s::text IS NULL OR k.kind = %(kind)s)
    AND (%(break_id)s::bigint IS NULL OR k.break_id = %(break_id)s)
+   AND (%(after)s::bigint IS NULL
+        OR (k.recorded_at, k.break_id) > (SELECT a.recorded_at, a.break_id FROM breaks a WHERE a.break_id = %(after)s))
  ORDER BY k.recorded_at, k.break_id
  LIMIT %(limit)s;
 

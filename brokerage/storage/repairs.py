@@ -17,12 +17,15 @@ class RepairStore:
     def __init__(self, pool: AsyncConnectionPool) -> None:
         self._pool = pool
 
-    async def breaks(self, *, kind: str | None, include_resolved: bool, limit: int) -> list[Break]:
-        """The breaks, oldest first: open ones unless include_resolved, of one kind if given."""
-        return await self._breaks(kind=kind, include_resolved=include_resolved, limit=limit, break_id=None)
+    async def breaks(
+        self, *, kind: str | None, include_resolved: bool, limit: int, after: int | None = None
+    ) -> list[Break]:
+        """The breaks, oldest first: open ones unless include_resolved, of one kind if given, from the one after
+        break `after` (a page's last) on."""
+        return await self._breaks(kind=kind, include_resolved=include_resolved, limit=limit, break_id=None, after=after)
 
     async def get_break(self, break_id: int) -> Break | None:
-        found = await self._breaks(kind=None, include_resolved=True, limit=1, break_id=break_id)
+        found = await self._breaks(kind=None, include_resolved=True, limit=1, break_id=break_id, after=None)
         return found[0] if found else None
 
     async def resolve(self, break_id: int, resolution: Resolution, operator: str, note: str) -> bool:

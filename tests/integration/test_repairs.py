@@ -222,6 +222,31 @@ async def test_calls_without_the_secret_a_note_or_a_known_break_are_refused(
     assert no_resolution.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
+async def test_breaks_are_listed_page_by_page_oldest_first(
+    operator: operations_pb2_grpc.OperationsServiceStub, db: psycopg.Connection
+) -> None:
+    for n in range(5):
+        db.execute(
+            "INSERT INTO breaks (break_key, exec_id, kind, detail) VALUES (%s, %s, 'malformed', 'unreadable')",
+            (f"malformed:E{n}", f"E{n}"),
+        )
+    db.commit()
+    request = operations_pb2.ListBreaksRequest(page_size=2)
+    pages = []
+    while True:
+        page = await operator.ListBreaks(request, metadata=AS_OPERATOR, timeout=10)
+        pages.append([b.exec_id for b in page.breaks])
+        if not page.next_page_token:
+            break
+        request.page_token = page.next_page_token
+    with pytest.raises(grpc.aio.AioRpcError) as forged:
+        bad = operations_pb2.ListBreaksRequest(page_token="x'--")
+        await operator.ListBreaks(bad, metadata=AS_OPERATOR, timeout=10)
+
+    assert pages == [["E0", "E1"], ["E2", "E3"], ["E4"]]
+    assert forged.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
 @dataclass(frozen=True)
 class Ran:
     returncode: int
