@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv proto run demo test lint bench bench-execution bench-settlement bench-poison clean
+.PHONY: venv proto run demo test lint bench bench-execution bench-settlement bench-settlement-sql bench-poison clean
 
 venv: $(STAMP)
 
@@ -43,6 +43,9 @@ bench-execution: venv
 
 bench-settlement: venv
 	$(BIN)/python -m benchmarks.settlement
+
+bench-settlement-sql: venv
+	$(BIN)/python -m benchmarks.settlement_sql
 
 bench-poison: venv
 	$(BIN)/python -m benchmarks.poison
