@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from tests.deploy.manifests import K8S, REPO
+from tests.deploy.manifests import K8S, REPO, Manifest, of_kind
 
 pytestmark = pytest.mark.deploy
 
@@ -34,3 +34,15 @@ def test_the_cloudnativepg_version_is_the_one_the_cluster_was_written_for() -> N
     installed = re.findall(r"releases/cnpg-(\d+\.\d+)\.\d+\.yaml", OPERATIONS)
 
     assert installed and set(installed) == {minor}
+
+
+def test_a_release_holds_back_every_service_until_the_migrations_have_run(prod: list[Manifest]) -> None:
+    """The release's first apply leaves out the components that serve (they need the schema), and its rollout
+    waits for every Deployment: a new service must be named in both."""
+    (held_back,) = re.findall(r"app\.kubernetes\.io/component notin \(([\w,]+)\)", OPERATIONS)
+    (rolled,) = re.findall(r"for d in ([\w -]+); do", OPERATIONS)
+    deployments = of_kind(prod, "Deployment")
+    serving = {w["metadata"]["labels"]["app.kubernetes.io/component"] for w in of_kind(prod, "Deployment", "CronJob")}
+
+    assert serving <= set(held_back.split(","))
+    assert {d["metadata"]["name"] for d in deployments} == set(rolled.split())
