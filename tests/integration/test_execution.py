@@ -361,6 +361,13 @@ async def test_a_report_that_arrives_before_the_acknowledgement_is_kept_and_does
     assert [s.order_id for s in fake_exchange.submissions] == [first.order_id, second.order_id]
 
 
+def cancels_sent(db: psycopg.Connection, order_ids: set[str]) -> set[str]:
+    rows = db.execute(
+        "SELECT order_id FROM orders WHERE order_id = ANY(%s) AND cancel_sent_at IS NOT NULL", (list(order_ids),)
+    )
+    return {order_id for (order_id,) in rows}
+
+
 async def test_a_cancel_racing_the_workers_claim_never_releases_cash_for_an_order_the_exchange_has(
     app: OrderServiceApp,
     stub: orders_pb2_grpc.OrderServiceStub,
@@ -375,6 +382,8 @@ async def test_a_cancel_racing_the_workers_claim_never_releases_cash_for_an_orde
     order_ids = [o.order_id for o in orders]
     at_exchange = {a.order_id for a in answers if a.status != common_pb2.ORDER_STATUS_CANCELED}
     await eventually(lambda: set(fake_exchange.cancels) == at_exchange, "every cancel asked of the exchange")
+    # The exchange hears a cancel before the worker records its answer: wait for the records too.
+    await eventually(lambda: cancels_sent(db, at_exchange) == at_exchange, "every cancel recorded as sent")
 
     canceled_at_once = set(order_ids) - at_exchange
     assert not canceled_at_once & set(fake_exchange.arrivals())  # nothing canceled here went to the exchange
