@@ -207,16 +207,19 @@ class Run:
         return any(p.placement.failed_all or p.drain_seconds is None for p in phases)
 
 
-def start_loadgen(kind: str, target: str, opens: float, closes: float, options: Options) -> subprocess.Popen[bytes]:
+def start_loadgen(
+    kind: str, mesh: RunningMesh, opens: float, closes: float, options: Options
+) -> subprocess.Popen[bytes]:
     """The load generator of a phase: an open loop at --rate (steady) or --in-flight calls back to back."""
     return start_phase_loadgen(
-        target,
+        mesh.order_service.address,
         (opens, closes),
         rate=options.rate if kind == STEADY else None,
         in_flight=options.in_flight,
         deadline=options.deadline,
         customers=options.customers,
         seed=None if options.seed is None else options.seed + PHASES.index(kind),
+        identity_dir=mesh.identity_dir,
     )
 
 
@@ -233,7 +236,7 @@ def run_phase(
     opens = time.monotonic() + options.warmup
     closes = opens + options.duration
     wall_minus_monotonic = time.time() - time.monotonic()
-    loadgen = start_loadgen(kind, mesh.order_service.address, opens, closes, options)
+    loadgen = start_loadgen(kind, mesh, opens, closes, options)
     try:
         with_client = {**groups, "client": of_stats(lambda: [process_stat(loadgen.pid)])}
         cpu, backlog_seen = observe_window(with_client, database_url, opens, closes)

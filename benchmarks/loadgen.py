@@ -25,12 +25,14 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from grpc import aio
 
 from benchmarks.echo_server import METHOD as ECHO_METHOD
 from brokerage.proto import common_pb2, orders_pb2
+from devtools.token import DevIdentity
 
 PLACE_METHOD = "/broker.v1.OrderService/PlaceOrder"
 SYMBOLS = ("AAPL", "MSFT", "GOOGL", "AMZN", "TSLA")
@@ -38,6 +40,9 @@ PLACED = common_pb2.OrderStatus.Name(common_pb2.ORDER_STATUS_PLACED)
 ECHOED = "ECHOED"
 SKIPPED = "SKIPPED"  # open loop: the call was due while --concurrency calls were in flight
 READY_TIMEOUT_SECONDS = 10.0
+# Signed PlaceOrder calls go to this many customers, each token reused for the run: as an API layer's signed-in
+# customers' tokens are, for their session. Minted before the first call (RS256, ~0.3 ms each).
+TOKENS = 5_000
 
 
 @dataclass
@@ -76,24 +81,30 @@ class Tally:
 
 class Requests:
     """Buy orders of 1 share (or 1 to max_quantity, uniformly): random customer and symbol, client_order_id unique
-    across processes and runs."""
+    across processes and runs; each with its customer's token when `tokens` has them (customer i+1's at i: the
+    customers are then the first len(tokens))."""
 
-    def __init__(self, customers: int, seed: int | None, max_quantity: int = 1) -> None:
-        self._customers = customers
+    def __init__(
+        self, customers: int, seed: int | None, max_quantity: int = 1, tokens: list[str] | None = None
+    ) -> None:
+        self._customers = min(customers, len(tokens)) if tokens else customers
+        self._metadata = [(("authorization", f"Bearer {t}"),) for t in tokens or ()]
         self._max_quantity = max_quantity
         self._random = random.Random(seed)
         self._prefix = f"bench-{uuid.uuid4().hex[:12]}"
         self._count = 0
 
-    def next(self) -> orders_pb2.PlaceOrderRequest:
+    def next(self) -> tuple[orders_pb2.PlaceOrderRequest, tuple[tuple[str, str], ...]]:
         self._count += 1
-        return orders_pb2.PlaceOrderRequest(
-            customer_id=str(self._random.randint(1, self._customers)),
+        customer = self._random.randint(1, self._customers)
+        request = orders_pb2.PlaceOrderRequest(
+            customer_id=str(customer),
             client_order_id=f"{self._prefix}-{self._count}",
             symbol=self._random.choice(SYMBOLS),
             side=common_pb2.SIDE_BUY,
             quantity=self._random.randint(1, self._max_quantity) if self._max_quantity > 1 else 1,
         )
+        return request, self._metadata[customer - 1] if self._metadata else ()
 
 
 def place_outcome(request: orders_pb2.PlaceOrderRequest, response: orders_pb2.Order) -> str:
@@ -125,9 +136,9 @@ async def call_once(
     started: float,
 ) -> None:
     """One call with a deadline, recorded from `started` (now, or when an open loop had it due)."""
-    request = requests.next()
+    request, metadata = requests.next()
     try:
-        outcome = outcome_of(request, await call(request, timeout=deadline))
+        outcome = outcome_of(request, await call(request, timeout=deadline, metadata=metadata))
     except aio.AioRpcError as error:
         outcome = error.code().name
     tally.record(started, time.monotonic(), outcome)
@@ -173,7 +184,7 @@ async def run(args: argparse.Namespace) -> Tally:
     """Opens the channel, waits until it is ready, and drives `concurrency` callers (or, with --rate, an open loop)
     until the window ends."""
     tally = Tally(args.measure_from, args.measure_until)
-    requests = Requests(args.customers, args.seed, args.max_quantity)
+    requests = Requests(args.customers, args.seed, args.max_quantity, _tokens(args))
     async with aio.insecure_channel(args.target) as channel:
         await asyncio.wait_for(channel.channel_ready(), READY_TIMEOUT_SECONDS)
         call, outcome_of = callable_for(channel, args.kind)
@@ -183,6 +194,15 @@ async def run(args: argparse.Namespace) -> Tally:
             callers = (caller(call, outcome_of, requests, tally, args.deadline) for _ in range(args.concurrency))
             await asyncio.gather(*callers)
     return tally
+
+
+def _tokens(args: argparse.Namespace) -> list[str] | None:
+    """With --identity-dir (PlaceOrder): tokens of the first --tokens customers, minted before the first call, as
+    an API layer holds its signed-in customers' tokens for their session."""
+    if args.kind != "place" or args.identity_dir is None:
+        return None
+    identity = DevIdentity(args.identity_dir)
+    return [identity.customer_token(str(c)) for c in range(1, min(args.customers, args.tokens) + 1)]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -199,6 +219,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--customers", type=int, default=1_000_000, help="customers are '1'..N")
     parser.add_argument("--seed", type=int, default=None, help="random seed of customers and symbols")
     parser.add_argument("--max-quantity", type=int, default=1, help="shares per order: 1 to this many, uniformly")
+    parser.add_argument("--identity-dir", type=Path, help="development keys to sign PlaceOrder calls with")
+    parser.add_argument("--tokens", type=int, default=TOKENS, help="customers with a token (the customers called)")
     return parser.parse_args(argv)
 
 

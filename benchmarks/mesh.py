@@ -85,6 +85,7 @@ class RunningMesh:
     exchange: Served
     order_service: Served
     workers: list[Served]
+    identity_dir: Path  # the development keys the run's calls are signed with
     callback: Served | None = None  # CallbackService, when the mesh settles
 
     @property
@@ -116,7 +117,8 @@ def start_mesh(
     for attempt in range(1, START_ATTEMPTS + 1):
         plan = plan_mesh(iter(free_port, None), shard_count=shard_count, exchange_env=exchange_env)
         order = plan.services if settlement else (plan.exchange, plan.order_service, *plan.workers)
-        envs = [(service, service_env(service, database_url, nats_url, base, settings or {})) for service in order]
+        identity = {**stack.identity.settings_env(), **(settings or {})}  # the run's development issuers
+        envs = [(service, service_env(service, database_url, nats_url, base, identity)) for service in order]
         try:
             started = start_in_turn(stack, envs)
         except PortTaken as taken:
@@ -129,6 +131,7 @@ def start_mesh(
             order_service=started[plan.order_service.name],
             workers=[started[worker.name] for worker in plan.workers],
             callback=started.get(plan.callback_service.name),
+            identity_dir=stack.identity.directory,
         )
     raise AssertionError("unreachable")
 

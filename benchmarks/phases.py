@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 
 import psycopg
@@ -36,11 +37,13 @@ def start_loadgen(
     deadline: float,
     customers: int,
     seed: int | None,
+    identity_dir: Path,
     max_quantity: int = 1,
 ) -> subprocess.Popen[bytes]:
     """The load generator of a phase (benchmarks.loadgen): an open loop at `rate` orders/s (at most
     OPEN_LOOP_MAX_IN_FLIGHT unanswered), or with rate None `in_flight` PlaceOrder calls back to back; its load stops
-    when the window (time.monotonic()) closes. Each order buys 1 to max_quantity shares."""
+    when the window (time.monotonic()) closes. Each order buys 1 to max_quantity shares, signed with the keys in
+    identity_dir."""
     if rate is not None:
         load = ["--rate", str(rate), "--concurrency", str(OPEN_LOOP_MAX_IN_FLIGHT)]
     else:
@@ -50,6 +53,7 @@ def start_loadgen(
         *("--measure-from", repr(window[0]), "--measure-until", repr(window[1])),
         *("--deadline", str(deadline), "--customers", str(customers), "--max-quantity", str(max_quantity)),
         *(("--seed", str(seed)) if seed is not None else ()),
+        *("--identity-dir", str(identity_dir)),
     ]
     return spawn(
         [sys.executable, "-m", "benchmarks.loadgen", *args],

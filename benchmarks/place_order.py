@@ -52,6 +52,7 @@ from benchmarks.stats import Measurement, measurement
 from brokerage.storage import migrate
 from brokerage.storage.seed import seed
 from devtools.stack import NatsServer, PostgresCluster, free_port, port_open, spawn, stop_processes, wait_until
+from devtools.token import DevIdentity
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "benchmarks" / "results"
@@ -99,6 +100,7 @@ class Target:
     counters: dict[str, CounterSource] = field(default_factory=dict)
     database_url: str | None = None  # set for PlaceOrder: its backends are sampled during the window
     application_name: str = ""  # the server's PostgreSQL application_name, which tells its backends apart
+    identity_dir: Path | None = None  # PlaceOrder: the development keys its load generators sign calls with
 
     def wait_sampler(self) -> WaitSampler | None:
         return WaitSampler(self.database_url, self.application_name) if self.database_url else None
@@ -131,6 +133,14 @@ class Stack:
         self._exit = ExitStack()
         self.work_dir = Path(tempfile.mkdtemp(prefix=prefix))
         self._exit.callback(_remove_tree, self.work_dir)
+        self._identity: DevIdentity | None = None
+
+    @property
+    def identity(self) -> DevIdentity:
+        """The run's development issuers, whose keys sign its load generators' calls."""
+        if self._identity is None:
+            self._identity = DevIdentity(self.work_dir / "identity").ensure()
+        return self._identity
 
     def postgres(self) -> PostgresCluster:
         cluster = PostgresCluster(self.work_dir / "pg", free_port())
@@ -209,6 +219,7 @@ def start_order_service(stack: Stack, database_url: str, nats_url: str, log_leve
     port, metrics_port = free_port(), free_port()
     name = f"order-service-{log_level.lower()}"
     env = order_service_env(database_url, nats_url, (port, metrics_port), log_level, application_name=name)
+    env.update(stack.identity.settings_env())
     child = stack.process(name, ["-m", "order_service"], env)
     served = Served(child, f"127.0.0.1:{port}", name, metrics_port)
     try:
@@ -275,6 +286,8 @@ def start_loadgens(
             "--customers",
             str(options.customers),
         ]
+        if target.identity_dir is not None:
+            args += ["--identity-dir", str(target.identity_dir)]
         if options.seed is not None:
             args += ["--seed", str(options.seed * 1_000_003 + rep * 10_007 + concurrency * 101 + index)]
         children.append(
@@ -376,7 +389,9 @@ def server_groups(child: subprocess.Popen[bytes]) -> dict[str, CpuSource]:
     }
 
 
-def place_target(order_service: Served, cluster: PostgresCluster, nats: NatsServer, kind: str = "place") -> Target:
+def place_target(
+    order_service: Served, cluster: PostgresCluster, nats: NatsServer, identity_dir: Path, kind: str = "place"
+) -> Target:
     """PlaceOrder on the OrderService; CPU of the service, PostgreSQL (all of it, and the service's own
     connections) and NATS."""
     url = cluster.url(DATABASE)
@@ -389,7 +404,7 @@ def place_target(order_service: Served, cluster: PostgresCluster, nats: NatsServ
     counters = {"postgres": postgres_counters(url)}
     if order_service.metrics_port:
         counters["relay"] = relay_counters(order_service.metrics_port)
-    return Target(kind, order_service.address, groups, counters, url, order_service.name)
+    return Target(kind, order_service.address, groups, counters, url, order_service.name, identity_dir)
 
 
 def run_levels(targets: Sequence[Target], options: Options) -> list[Measurement]:
@@ -426,10 +441,11 @@ def benchmark(stack: Stack, options: Options) -> Run:
     database_url, run.seed_seconds = prepare_database(cluster, options.customers)
     log(f"VACUUM ANALYZE and CHECKPOINT took {settle_database(database_url):.1f} s")
     urls = (database_url, nats.url)
-    targets = [place_target(start_order_service(stack, *urls, log_level="WARNING"), cluster, nats)]
+    identity_dir = stack.identity.directory
+    targets = [place_target(start_order_service(stack, *urls, log_level="WARNING"), cluster, nats, identity_dir)]
     if options.info_level in options.levels:
         info = start_order_service(stack, *urls, log_level="INFO")
-        targets.append(place_target(info, cluster, nats, kind="place-info"))
+        targets.append(place_target(info, cluster, nats, identity_dir, kind="place-info"))
     echo = start_echo_server(stack)
     targets.append(Target("echo", echo.address, server_groups(echo.process)))
     if options.db_warmup:

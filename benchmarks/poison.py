@@ -47,6 +47,7 @@ from brokerage.domain.sharding import shard_for
 from brokerage.proto import common_pb2, execution_pb2, execution_pb2_grpc, orders_pb2, orders_pb2_grpc
 from devtools.mesh import SHARD_COUNT
 from devtools.stack import wait_until
+from devtools.token import DevIdentity, bearer, customer_tokens
 
 NAME = "poison"
 WITHOUT, WITH = "without the failing customer", "with the failing customer"
@@ -104,11 +105,12 @@ def run_once(kind: str, options: Options) -> ShardRun:
         mesh = start_mesh(stack, database_url, nats.url, SHARD_COUNT, settlement=True, settings=settings)
         shard = shard_for(options.failing_customer, SHARD_COUNT)
         lever = mesh.workers[0].address
-        _shard_lever(lever, "PauseShard", execution_pb2.PauseShardRequest(shard=shard, reason="bench-poison"))
-        asyncio.run(_place(mesh.order_service.address, _orders(options, shard)))
+        operator = bearer(stack.identity.operator_token("bench-poison"))
+        _shard_lever(lever, "PauseShard", execution_pb2.PauseShardRequest(shard=shard, reason="bench-poison"), operator)
+        asyncio.run(_place(mesh.order_service.address, _orders(options, shard), stack.identity))
         log(f"{kind}: placed; the other shards draining")
         _wait_ended(database_url, f"shard <> {shard}")
-        _shard_lever(lever, "ResumeShard", execution_pb2.ResumeShardRequest(shard=shard))
+        _shard_lever(lever, "ResumeShard", execution_pb2.ResumeShardRequest(shard=shard), operator)
         log(f"{kind}: shard {shard} resumed")
         held = options.failing_customer if kind == WITH else ""  # its orders never reach the venue
         _wait_reached(database_url, shard, held)
@@ -138,8 +140,8 @@ def _orders(options: Options, shard: int) -> list[orders_pb2.PlaceOrderRequest]:
     ]
 
 
-async def _place(target: str, requests: Sequence[orders_pb2.PlaceOrderRequest]) -> None:
-    async with grpc.aio.insecure_channel(target) as channel:
+async def _place(target: str, requests: Sequence[orders_pb2.PlaceOrderRequest], identity: DevIdentity) -> None:
+    async with grpc.aio.insecure_channel(target, interceptors=customer_tokens(identity).interceptors()) as channel:
         stub = orders_pb2_grpc.OrderServiceStub(channel)
         slots = asyncio.Semaphore(IN_FLIGHT)
 
@@ -153,9 +155,10 @@ async def _place(target: str, requests: Sequence[orders_pb2.PlaceOrderRequest]) 
         raise RuntimeError(f"not every order was PLACED: {sorted(refused)[:5]}")
 
 
-def _shard_lever(target: str, method: str, request: object) -> None:
+def _shard_lever(target: str, method: str, request: object, operator: tuple[tuple[str, str]]) -> None:
     with grpc.insecure_channel(target) as channel:
-        getattr(execution_pb2_grpc.ExecutionServiceStub(channel), method)(request, timeout=DEADLINE_SECONDS)
+        stub = execution_pb2_grpc.ExecutionServiceStub(channel)
+        getattr(stub, method)(request, timeout=DEADLINE_SECONDS, metadata=operator)
 
 
 def _count(database_url: str, sql: str, *params: object) -> int:

@@ -296,6 +296,7 @@ def run_phase(bench: Bench, rate: float | None, index: int, options: Options) ->
         deadline=options.deadline,
         customers=options.customers,
         seed=seed,
+        identity_dir=bench.mesh.identity_dir,
         max_quantity=options.max_quantity,
     )
     try:

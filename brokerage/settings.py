@@ -116,8 +116,18 @@ class Settings(BaseSettings):
     # the same one) per process. More lanes give settlement more of a busy machine: benchmarks.settlement at 300/s,
     # one session, placed to settled p50/p99 365/948 ms with four against 660/1,742 ms with two.
     callback_token: SecretStr = SecretStr("")
-    # The operations service: the secret operators present (`authorization: Bearer <token>`), required by it.
-    operator_token: SecretStr = SecretStr("")
+    # During a rotation, the token being replaced, accepted beside callback_token (empty: only that one).
+    callback_token_previous: SecretStr = SecretStr("")
+    # The identity providers (brokerage.rpc.identity): the customers' (OrderService) and the operators'
+    # (ExecutionService, the operations service): the `iss` and `aud` their tokens carry for us and their public
+    # keys (an https:// URL of their JWKS, a JWKS file, or the JWKS's JSON itself). No defaults: a service that needs
+    # one refuses to start without it.
+    customer_issuer: str = ""
+    customer_audience: str = ""
+    customer_jwks: str = ""
+    operator_issuer: str = ""
+    operator_audience: str = ""
+    operator_jwks: str = ""
     settlement_batch_max: int = Field(default=64, ge=1, le=1000)
     settlement_flushers: int = Field(default=4, ge=1)
 

@@ -47,12 +47,13 @@ async def start(settings: Settings) -> CallbackApp:
     token = settings.callback_token.get_secret_value()
     if not token:
         raise ValueError("BROKER_CALLBACK_TOKEN is required: without it anyone could report executions")
+    tokens = [token, settings.callback_token_previous.get_secret_value()]  # the second during a rotation
     pool = await open_pool(settings)
     link = JetStreamLink(settings.nats_url, "callback-service")
     store = SettlementStore(pool, batch_max=settings.settlement_batch_max, flushers=settings.settlement_flushers)
     service = Service(SERVICE_NAME, CallbackServicer(store, Doorbell(link)), add_to_server)
     running = await create_server(
-        f"{settings.grpc_host}:{settings.grpc_port}", [service], [RequireBearerToken(token, [SERVICE_NAME])]
+        f"{settings.grpc_host}:{settings.grpc_port}", [service], [RequireBearerToken(tokens, [SERVICE_NAME])]
     )
     return CallbackApp(settings, pool, link, running)
 

@@ -3,7 +3,8 @@ bought; every order is followed until the exchange has filled it and settlement 
 customer's orders, cash and positions are shown. The first customer's order events stream live as they happen.
 
 `python -m devtools.demo [--target 127.0.0.1:15051] [--customers 3]`. Each run places new orders, for the first
-customers (of those `make run` funds) with cash enough left: each run spends some, and so does any load test.
+customers (of those `make run` funds) with cash enough left: each run spends some, and so does any load test. Every
+call carries its customer's token, signed with `make run`'s development keys (.local/identity).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import grpc
 from brokerage.proto import common_pb2, orders_pb2, orders_pb2_grpc
 from devtools.mesh import local_ports, plan_mesh
 from devtools.run import SEED_CUSTOMERS
+from devtools.token import DevIdentity, customer_tokens
 
 BUYS = (("AAPL", 10), ("MSFT", 5), ("NVDA", 20))
 SELL_FRACTION = 2  # each customer sells 1/2 of what it bought
@@ -39,7 +41,8 @@ class NoCustomers(Exception):
 
 
 async def pick_and_demo(target: str, count: int) -> bool:
-    async with grpc.aio.insecure_channel(target) as channel:
+    # Each call signed as the customer it is for, with make run's development keys.
+    async with grpc.aio.insecure_channel(target, interceptors=customer_tokens(DevIdentity()).interceptors()) as channel:
         stub = orders_pb2_grpc.OrderServiceStub(channel)
         customers = await pick_customers(stub, count)
         print(f"demo customers: {', '.join(customers)} (the first with {BUDGET:,.2f} or more available)")

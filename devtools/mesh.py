@@ -17,10 +17,8 @@ from brokerage.domain.sharding import format_shard_set
 SHARD_COUNT = 16
 CLUSTER_COUNT = 2
 REPLICAS_PER_CLUSTER = 2
-# The secret the simulator presents to CallbackService on this machine, and the operators' (brokerctl's) to the
-# operations service; a deployment's come from Secrets.
+# The secret the simulator presents to CallbackService on this machine; a deployment's comes from a Secret.
 LOCAL_CALLBACK_TOKEN = "local-callback-secret"
-LOCAL_OPERATOR_TOKEN = "local-operator-secret"
 
 
 @dataclass(frozen=True)
@@ -89,7 +87,6 @@ def plan_mesh(
         "operations_service",
         next(ports),
         next(ports),
-        BROKER_OPERATOR_TOKEN=LOCAL_OPERATOR_TOKEN,
         BROKER_EXCHANGE_TARGET=exchange.target,
         **count,
     )

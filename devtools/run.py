@@ -29,7 +29,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from brokerage.proto import common_pb2, orders_pb2, orders_pb2_grpc
 from brokerage.storage.seed import fund_customers
-from devtools.mesh import LOCAL_OPERATOR_TOKEN, MeshPlan, ServicePlan, local_ports, plan_mesh
+from devtools.mesh import MeshPlan, ServicePlan, local_ports, plan_mesh
 from devtools.stack import (
     NatsServer,
     PostgresCluster,
@@ -39,11 +39,13 @@ from devtools.stack import (
     stop_processes,
     wait_until,
 )
+from devtools.token import CUSTOMER_TTL, DevIdentity, bearer
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL = ROOT / ".local"
 EXCHANGE_JOURNALS = LOCAL / "exchange" / "journals"  # the venue remembers what the kept database recorded
-OPERATOR_TOKEN_FILE = LOCAL / "operator-token"  # where brokerctl finds the operators' secret of this mesh
+OPERATOR_TOKEN_FILE = LOCAL / "identity" / "operator.token"  # where brokerctl finds an operator's token of this mesh
+OPERATOR_TOKEN_REFRESH_SECONDS = 3600.0  # a fresh one (8 hours) every hour, so brokerctl never meets an expired one
 PG_PORT = 15432
 NATS_PORT = 14222
 DATABASE = "brokerage"
@@ -68,10 +70,13 @@ class Shutdown(Exception):
 
 
 def grpcurl_examples(plan: MeshPlan) -> str:
-    """Ready-to-paste grpcurl commands against the running mesh."""
+    """Ready-to-paste grpcurl commands against the running mesh, each minting the token it presents."""
     grpcurl = _shown(Path(sys.prefix) / "bin" / "grpcurl")
     brokerctl = _shown(Path(sys.prefix) / "bin" / "brokerctl")
-    call = f"{grpcurl} -plaintext"
+    python = _shown(Path(sys.prefix) / "bin" / "python")
+    plain = f"{grpcurl} -plaintext"
+    call = f'{plain} -H "authorization: Bearer $({python} -m devtools.token --customer 1)"'
+    ops = f'{plain} -H "authorization: Bearer $({python} -m devtools.token --operator)"'
     orders, worker, exchange = plan.order_service.target, plan.workers[0].target, plan.exchange.target
     svc = "broker.v1.OrderService"
 
@@ -89,8 +94,9 @@ def grpcurl_examples(plan: MeshPlan) -> str:
             f"OrderService on {orders}; CallbackService on {plan.callback_service.target}; "
             f"the exchange simulator on {exchange}; {workers}; the operations service on {plan.operations.target}.",
             "Try (Ctrl-C stops everything; `make demo` places and settles a few orders):",
-            f"  {call} {orders} list",
-            f"  {call} {orders} describe {svc}",
+            f"  {plain} {orders} list",
+            f"  {plain} {orders} describe {svc}",
+            "  # every OrderService call carries a customer's token (python -m devtools.token --customer N mints one)",
             "  # in another terminal, follow customer 1's orders as they change",
             f"  {call} -d {customer} {orders} {svc}/WatchOrders",
             "  # buy 10 AAPL for customer 1: PLACED, cash reserved; taken to the exchange, filled and settled",
@@ -104,14 +110,14 @@ def grpcurl_examples(plan: MeshPlan) -> str:
             f"  {call} -d {customer} {orders} {svc}/ListPositions",
             "  # malformed (quantity 0): INVALID_ARGUMENT",
             f"  {place('demo-3', 'AAPL', 0)}",
-            "  # the worker clusters: shards, their backlog and order in flight; pause and resume one",
-            f"  {call} {worker} broker.v1.ExecutionService/ListShards",
-            f'  {call} -d \'{{"shard":3,"reason":"maintenance"}}\' {worker} broker.v1.ExecutionService/PauseShard',
-            f"  {call} -d '{{\"shard\":3}}' {worker} broker.v1.ExecutionService/ResumeShard",
+            "  # the worker clusters (an operator's token): shards, their backlog and order in flight; pause, resume",
+            f"  {ops} {worker} broker.v1.ExecutionService/ListShards",
+            f'  {ops} -d \'{{"shard":3,"reason":"maintenance"}}\' {worker} broker.v1.ExecutionService/PauseShard',
+            f"  {ops} -d '{{\"shard\":3}}' {worker} broker.v1.ExecutionService/ResumeShard",
             "  # the exchange: its quotes, and every execution of the day with each order's arrival sequence",
-            f"  {call} {exchange} broker.v1.ExchangeService/GetQuotes",
-            f"  {call} {exchange} broker.v1.ExchangeService/GetDropCopy",
-            f"  {call} {orders} grpc.health.v1.Health/Check",
+            f"  {plain} {exchange} broker.v1.ExchangeService/GetQuotes",
+            f"  {plain} {exchange} broker.v1.ExchangeService/GetDropCopy",
+            f"  {plain} {orders} grpc.health.v1.Health/Check",
             "  # the operator's levers (brokerctl --help): breaks, repairs, and the books proven against the exchange",
             f"  {brokerctl} breaks list",
             f"  {brokerctl} reconcile",
@@ -180,28 +186,34 @@ class Mesh:
         except TimeoutError as exc:
             raise LaunchError(str(exc)) from exc
 
-    def wait_tradable(self, order_service: str) -> str:
+    def wait_tradable(self, order_service: str, identity: DevIdentity) -> str:
         """Places probe orders until one is PLACED, then waits until it is FILLED: what a customer's order placed now
         would do (a simulator still replaying its journal, quotes not yet fresh, reject it). Returns what to say."""
         deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        signed = bearer(identity.customer_token(PROBE_CUSTOMER, CUSTOMER_TTL))
         with grpc.insecure_channel(order_service) as channel:
             stub = orders_pb2_grpc.OrderServiceStub(channel)
             for attempt in range(1, 1_000_000):
                 self.check_alive()
                 if time.monotonic() > deadline:
                     raise LaunchError("no probe order was placed and filled in time")
-                order = stub.PlaceOrder(_probe(attempt), timeout=5)
+                order = stub.PlaceOrder(_probe(attempt), timeout=5, metadata=signed)
                 if order.status == common_pb2.ORDER_STATUS_PLACED:
-                    return _wait_filled(stub, order, deadline)
+                    return _wait_filled(stub, order, deadline, signed)
                 if order.status_reason == "market closed":
                     return "The mesh is up, but the market is closed: orders are REJECTED until it opens."
                 time.sleep(0.5)  # a quote not yet fresh, say: try again
         raise AssertionError("unreachable")
 
-    def supervise(self) -> NoReturn:
-        """Returns never: raises LaunchError when a part dies, or is interrupted by a signal."""
+    def supervise(self, identity: DevIdentity) -> NoReturn:
+        """Returns never: raises LaunchError when a part dies, or is interrupted by a signal. Meanwhile keeps an
+        operator's token fresh where brokerctl looks for one."""
+        refreshed = -OPERATOR_TOKEN_REFRESH_SECONDS
         while True:
             self.check_alive()
+            if time.monotonic() - refreshed >= OPERATOR_TOKEN_REFRESH_SECONDS:
+                _write_secret(OPERATOR_TOKEN_FILE, identity.operator_token(os.environ.get("USER") or "dev-operator"))
+                refreshed = time.monotonic()
             time.sleep(0.5)
 
     def close(self) -> None:
@@ -230,14 +242,14 @@ def main() -> int:
             fund_customers(conn, [PROBE_CUSTOMER], PROBE_FUNDING, funded_by="devtools.run")
         plan = plan_mesh(local_ports(), exchange_env={"EXCHANGE_JOURNAL_DIR": str(EXCHANGE_JOURNALS)})
         _wait_ports_free([port for s in plan.services for port in (s.port, s.metrics_port)])
-        OPERATOR_TOKEN_FILE.write_text(LOCAL_OPERATOR_TOKEN + "\n")
-        OPERATOR_TOKEN_FILE.chmod(0o600)
+        identity = DevIdentity().ensure()  # the dev issuers' keys, kept under .local/identity
+        env.update(identity.settings_env())
         for service in plan.services:
             mesh.start(service, env)
         mesh.wait_ready([s.target for s in plan.services])
-        print(mesh.wait_tradable(plan.order_service.target), flush=True)
+        print(mesh.wait_tradable(plan.order_service.target, identity), flush=True)
         print(grpcurl_examples(plan), flush=True)
-        mesh.supervise()
+        mesh.supervise(identity)
     except (KeyboardInterrupt, Shutdown):
         _log("stopping")
         return 0
@@ -279,11 +291,13 @@ def _probe(attempt: int) -> orders_pb2.PlaceOrderRequest:
     )
 
 
-def _wait_filled(stub: orders_pb2_grpc.OrderServiceStub, order: orders_pb2.Order, deadline: float) -> str:
+def _wait_filled(
+    stub: orders_pb2_grpc.OrderServiceStub, order: orders_pb2.Order, deadline: float, signed: tuple[tuple[str, str]]
+) -> str:
     started = time.monotonic()
     request = orders_pb2.GetOrderRequest(customer_id=PROBE_CUSTOMER, order_id=order.order_id)
     while time.monotonic() < deadline:
-        now = stub.GetOrder(request, timeout=5)
+        now = stub.GetOrder(request, timeout=5, metadata=signed)
         if now.status == common_pb2.ORDER_STATUS_FILLED:
             waited = round((time.monotonic() - started) * 1000)
             return f"The mesh is up: probe order {order.order_id} was placed and filled ({waited} ms)."
@@ -301,6 +315,15 @@ def _serving(target: str) -> bool:
         except grpc.RpcError:
             return False
     return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+def _write_secret(path: Path, text: str) -> None:
+    """Written whole, readable by its owner alone."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    partial.write_text(text + "\n")
+    partial.chmod(0o600)
+    partial.replace(path)
 
 
 def _request_shutdown(signum: int, frame: FrameType | None) -> None:

@@ -22,6 +22,7 @@ from brokerage.messaging.connection import JetStreamLink
 from brokerage.messaging.doorbell import Doorbell
 from brokerage.messaging.streams import ensure_orders_stream
 from brokerage.proto import execution_pb2_grpc
+from brokerage.rpc.identity import IdentityBoundary, Kind, verifier_for
 from brokerage.rpc.process import run_service
 from brokerage.rpc.server import RunningServer, Service, create_server
 from brokerage.settings import Settings, load_settings
@@ -31,13 +32,11 @@ from brokerage.storage.shards import ShardStore
 from brokerage.storage.submissions import SubmissionStore
 from brokerage.storage.sweeps import SweepStore
 from execution_service.quote_feed import QuoteFeed
-from execution_service.servicer import ExecutionServicer
+from execution_service.servicer import POLICY, SERVICE_NAME, ExecutionServicer
 from execution_service.shard_worker import ShardWorker
 from execution_service.shards import ShardBoard
 from execution_service.submitter import Submitter
 from execution_service.sweeper import Sweeper, SweepPolicy
-
-SERVICE_NAME = "broker.v1.ExecutionService"
 
 
 @dataclass
@@ -81,6 +80,8 @@ class ExecutionApp:
 async def start(settings: Settings) -> ExecutionApp:
     """Opens the dependencies and starts serving; the caller runs `background()` and closes the app."""
     shards = settings.owned_shards
+    verifier = verifier_for(settings, Kind.OPERATOR)
+    await verifier.load()
     pool = await open_pool(settings)
     await check_shard_count(pool, settings.shard_count)
     link = JetStreamLink(
@@ -115,7 +116,9 @@ async def start(settings: Settings) -> ExecutionApp:
         ExecutionServicer(board, settings.shard_count),
         execution_pb2_grpc.add_ExecutionServiceServicer_to_server,
     )
-    running = await create_server(f"{settings.grpc_host}:{settings.grpc_port}", [service])
+    running = await create_server(
+        f"{settings.grpc_host}:{settings.grpc_port}", [service], [IdentityBoundary(verifier, POLICY)]
+    )
     return ExecutionApp(settings, pool, link, exchange, board, workers, sweeper, quote_feed, running)
 
 

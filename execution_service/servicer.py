@@ -7,10 +7,19 @@ from grpc import aio
 from brokerage.domain.errors import FieldViolation, InvalidRequest
 from brokerage.domain.sharding import format_shard_set
 from brokerage.proto import execution_pb2, execution_pb2_grpc
+from brokerage.rpc.identity import Kind, Policy, Rule, operator
 from brokerage.wire import timestamp
 from execution_service.shards import ShardBoard, ShardView
 
 DEFAULT_PAUSE_REASON = "paused by an operator"
+SERVICE_NAME = execution_pb2.DESCRIPTOR.services_by_name["ExecutionService"].full_name
+READ, WRITE = Rule(Kind.OPERATOR, "ops:read"), Rule(Kind.OPERATOR, "ops:write")
+POLICY = Policy(
+    {
+        f"/{SERVICE_NAME}/{method}": rule
+        for method, rule in {"ListShards": READ, "GetShard": READ, "PauseShard": WRITE, "ResumeShard": WRITE}.items()
+    }
+)
 
 
 class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
@@ -33,14 +42,14 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
         self, request: execution_pb2.PauseShardRequest, context: aio.ServicerContext
     ) -> execution_pb2.Shard:
         shard = self._valid_shard(request.shard)
-        await self._board.pause(shard, request.reason.strip() or DEFAULT_PAUSE_REASON)
+        await self._board.pause(shard, request.reason.strip() or DEFAULT_PAUSE_REASON, operator())
         return await self._view(shard)
 
     async def ResumeShard(
         self, request: execution_pb2.ResumeShardRequest, context: aio.ServicerContext
     ) -> execution_pb2.Shard:
         shard = self._valid_shard(request.shard)
-        await self._board.resume(shard)
+        await self._board.resume(shard, operator())
         return await self._view(shard)
 
     async def _view(self, shard: int) -> execution_pb2.Shard:

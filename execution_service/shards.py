@@ -67,15 +67,15 @@ class ShardBoard:
         backlogs = await self._backlogs()
         return [ShardView(record, None if backlogs is None else backlogs.get(record.shard, 0)) for record in records]
 
-    async def pause(self, shard: int, reason: str) -> None:
-        await self._store.pause(shard, reason)
+    async def pause(self, shard: int, reason: str, operator: str) -> None:
+        await self._store.pause(shard, reason, operator)
         self._paused = self._paused | {shard}
-        log.warning("shard paused", shard=shard, reason=reason)
+        log.warning("shard paused", shard=shard, reason=reason, operator=operator)
 
-    async def resume(self, shard: int) -> None:
+    async def resume(self, shard: int, operator: str) -> None:
         await self._store.resume(shard)
         self._paused = self._paused - {shard}
-        log.warning("shard resumed", shard=shard)
+        log.warning("shard resumed", shard=shard, operator=operator)
 
     async def _backlogs(self) -> dict[int, int] | None:
         """Every shard's backlog, or None while NATS cannot say (a shard with no consumer yet has none)."""

@@ -14,7 +14,7 @@ from psycopg_pool import AsyncConnectionPool
 from brokerage.exchange_client import ExchangeClient
 from brokerage.proto import operations_pb2_grpc
 from brokerage.reconcile import CheckResult, reconcile
-from brokerage.rpc.auth import RequireBearerToken
+from brokerage.rpc.identity import IdentityBoundary, Kind, verifier_for
 from brokerage.rpc.process import run_service
 from brokerage.rpc.server import RunningServer, Service, create_server
 from brokerage.settings import Settings, load_settings
@@ -22,7 +22,7 @@ from brokerage.storage.pool import open_pool, ping
 from brokerage.storage.repairs import RepairStore
 from brokerage.storage.settlements import SettlementStore
 from operations_service.desk import RepairDesk
-from operations_service.servicer import SERVICE_NAME, OperationsServicer
+from operations_service.servicer import POLICY, SERVICE_NAME, OperationsServicer
 
 STUCK_AFTER = timedelta(minutes=5)
 
@@ -48,16 +48,15 @@ class OperationsApp:
 
 async def start(settings: Settings) -> OperationsApp:
     """Opens the dependencies and starts serving; the caller runs `background()` and closes the app."""
-    token = settings.operator_token.get_secret_value()
-    if not token:
-        raise ValueError("BROKER_OPERATOR_TOKEN is required: without it anyone could repair the books")
+    verifier = verifier_for(settings, Kind.OPERATOR)
+    await verifier.load()
     pool = await open_pool(settings)
     exchange = ExchangeClient.connect(settings.exchange_target, settings.exchange_deadline_seconds)
     desk = RepairDesk(RepairStore(pool), SettlementStore(pool, batch_max=64, flushers=1), exchange)
     servicer = OperationsServicer(desk, partial(_reconcile, settings, exchange))
     service = Service(SERVICE_NAME, servicer, operations_pb2_grpc.add_OperationsServiceServicer_to_server)
     running = await create_server(
-        f"{settings.grpc_host}:{settings.grpc_port}", [service], [RequireBearerToken(token, [SERVICE_NAME])]
+        f"{settings.grpc_host}:{settings.grpc_port}", [service], [IdentityBoundary(verifier, POLICY)]
     )
     return OperationsApp(settings, pool, exchange, running)
 

@@ -1,6 +1,6 @@
 """broker.v1.OperationsService over gRPC: translates each call for the repair desk (and reconciliation) and the
-answer back. Only operators get here (RequireBearerToken refuses anyone else); each names itself in `x-operator`,
-which every audit row keeps."""
+answer back. Only operators get here (the IdentityBoundary admits their tokens alone, by POLICY); every audit row
+keeps who, as their token names them and its issuer."""
 
 from __future__ import annotations
 
@@ -15,11 +15,24 @@ from brokerage.domain.market_hours import trading_day
 from brokerage.domain.repairs import Break, Resolution
 from brokerage.proto import operations_pb2, operations_pb2_grpc
 from brokerage.reconcile import CheckResult, render
+from brokerage.rpc.identity import Kind, Policy, Rule, operator
 from brokerage.wire import STATUS_TO_PROTO, timestamp
 from operations_service.desk import RepairDesk
 
-SERVICE_NAME = "broker.v1.OperationsService"
-OPERATOR_HEADER = "x-operator"
+SERVICE_NAME = operations_pb2.DESCRIPTOR.services_by_name["OperationsService"].full_name
+READ, WRITE = Rule(Kind.OPERATOR, "ops:read"), Rule(Kind.OPERATOR, "ops:write")
+POLICY = Policy(
+    {
+        f"/{SERVICE_NAME}/{method}": rule
+        for method, rule in {
+            "ListBreaks": READ,
+            "Reconcile": READ,
+            "ResolveBreak": WRITE,
+            "ResolveBreaks": WRITE,
+            "RedriveOrder": WRITE,
+        }.items()
+    }
+)
 DEFAULT_PAGE, MAX_PAGE = 100, 1_000
 RESOLUTIONS = {
     operations_pb2.BREAK_RESOLUTION_ACCEPT_VENUE: Resolution.ACCEPT_VENUE,
@@ -56,7 +69,7 @@ class OperationsServicer(operations_pb2_grpc.OperationsServiceServicer):
         brk, outcome = await self._desk.resolve(
             request.break_id,
             _resolution(request.resolution),
-            _operator(context),
+            operator(),
             _note(request.note),
             exec_id=request.exec_id or None,
         )
@@ -67,7 +80,7 @@ class OperationsServicer(operations_pb2_grpc.OperationsServiceServicer):
     ) -> operations_pb2.ResolveBreaksResponse:
         _check_id("kind", request.kind)
         resolved = await self._desk.resolve_kind(
-            request.kind, _resolution(request.resolution), _operator(context), _note(request.note)
+            request.kind, _resolution(request.resolution), operator(), _note(request.note)
         )
         return operations_pb2.ResolveBreaksResponse(
             resolved=[operations_pb2.ResolveBreakResponse(**{"break": _break(b)}, outcome=o) for b, o in resolved]
@@ -77,7 +90,7 @@ class OperationsServicer(operations_pb2_grpc.OperationsServiceServicer):
         self, request: operations_pb2.RedriveOrderRequest, context: aio.ServicerContext
     ) -> operations_pb2.RedriveOrderResponse:
         _check_id("order_id", request.order_id)
-        order, outcome = await self._desk.redrive(request.order_id, _operator(context), _note(request.note, "redrive"))
+        order, outcome = await self._desk.redrive(request.order_id, operator(), _note(request.note, "redrive"))
         return operations_pb2.RedriveOrderResponse(
             order_id=order.order_id, status=STATUS_TO_PROTO[order.status], outcome=outcome
         )
@@ -117,13 +130,6 @@ def _resolution(value: int) -> Resolution:
     if value not in RESOLUTIONS:
         raise InvalidRequest([FieldViolation("resolution", "must be ACCEPT_VENUE or WRITE_OFF")])
     return RESOLUTIONS[value]  # type: ignore[index]
-
-
-def _operator(context: aio.ServicerContext) -> str:
-    named = dict(context.invocation_metadata() or ()).get(OPERATOR_HEADER, "")
-    name = named.decode() if isinstance(named, bytes) else named
-    _check_id(OPERATOR_HEADER, name)
-    return f"operator:{name}"
 
 
 def _note(text: str, default: str = "") -> str:

@@ -15,6 +15,7 @@ from brokerage.messaging.doorbell import Doorbell
 from brokerage.messaging.relay import OutboxRelay
 from brokerage.messaging.streams import ensure_orders_stream
 from brokerage.proto import orders_pb2_grpc
+from brokerage.rpc.identity import IdentityBoundary, Kind, verifier_for
 from brokerage.rpc.process import run_service
 from brokerage.rpc.server import RunningServer, Service, create_server
 from brokerage.settings import Settings, load_settings
@@ -25,11 +26,10 @@ from brokerage.storage.reference import ReferenceData
 from brokerage.storage.shard_config import check_shard_count
 from brokerage.telemetry import get_logger
 from order_service.desk import OrderDesk
-from order_service.servicer import OrderServicer
+from order_service.servicer import POLICY, SERVICE_NAME, OrderServicer
 from order_service.watch import OrderWatch
 
 log = get_logger(__name__)
-SERVICE_NAME = "broker.v1.OrderService"
 
 
 @dataclass
@@ -59,6 +59,8 @@ class OrderServiceApp:
 
 async def start(settings: Settings) -> OrderServiceApp:
     """Opens the dependencies and starts serving; the caller runs `background()` and closes the app."""
+    verifier = verifier_for(settings, Kind.CUSTOMER)
+    await verifier.load()
     pool = await open_pool(settings)
     await check_shard_count(pool, settings.shard_count)
     reference = ReferenceData(pool, settings.reference_refresh_seconds)
@@ -86,7 +88,9 @@ async def start(settings: Settings) -> OrderServiceApp:
     service = Service(
         SERVICE_NAME, OrderServicer(desk, store, watch), orders_pb2_grpc.add_OrderServiceServicer_to_server
     )
-    running = await create_server(f"{settings.grpc_host}:{settings.grpc_port}", [service])
+    running = await create_server(
+        f"{settings.grpc_host}:{settings.grpc_port}", [service], [IdentityBoundary(verifier, POLICY)]
+    )
     return OrderServiceApp(settings, pool, link, relay, reference, running)
 
 

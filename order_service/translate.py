@@ -20,9 +20,9 @@ DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 
 
-def order_request(request: orders_pb2.PlaceOrderRequest) -> OrderRequest:
+def order_request(customer_id: str, request: orders_pb2.PlaceOrderRequest) -> OrderRequest:
     return OrderRequest(
-        customer_id=request.customer_id,
+        customer_id=customer_id,
         client_order_id=request.client_order_id,
         symbol=request.symbol.strip().upper(),
         side=SIDE_FROM_PROTO.get(request.side),

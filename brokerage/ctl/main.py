@@ -6,15 +6,16 @@
     brokerctl orders redrive ORDER_ID [--note TEXT]
     brokerctl reconcile [--day YYYY-MM-DD]
 
-Against `make run` it needs no flags: the target defaults to 127.0.0.1:15080 (BROKER_OPERATIONS_TARGET) and the
-operators' secret to BROKER_TOKEN, else the file `make run` writes (.local/operator-token). Exit status: 0 done, 1 a
-reconciliation that is not clean, 2 a refusal or an error (said on stderr).
+It presents an operator's token (a JWT from the operators' identity provider, with ops:read, and ops:write for
+changes): BROKER_TOKEN, else --token-file. Against `make run` it needs no flags: the target defaults to
+127.0.0.1:15080 (BROKER_OPERATIONS_TARGET) and the token to the one `make run` keeps fresh in
+.local/identity/operator.token. Exit status: 0 done, 1 a reconciliation that is not clean, 2 a refusal or an error
+(said on stderr).
 """
 
 from __future__ import annotations
 
 import argparse
-import getpass
 import os
 import sys
 from collections.abc import Sequence
@@ -25,7 +26,7 @@ import grpc
 from brokerage.proto import operations_pb2, operations_pb2_grpc
 
 DEFAULT_TARGET = "127.0.0.1:15080"
-LOCAL_TOKEN_FILE = Path(__file__).resolve().parents[2] / ".local" / "operator-token"
+LOCAL_TOKEN_FILE = Path(__file__).resolve().parents[2] / ".local" / "identity" / "operator.token"
 DEADLINE_SECONDS = 30.0
 RECONCILE_DEADLINE_SECONDS = 300.0
 LIST_PAGE = 1_000  # breaks asked for at a time
@@ -36,8 +37,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         token = _token(args.token_file)
     except OSError as error:
-        _fail(f"no operators' secret: set BROKER_TOKEN or --token-file ({error})")
-    metadata = (("authorization", f"Bearer {token}"), ("x-operator", args.operator))
+        _fail(f"no operator's token: set BROKER_TOKEN or --token-file ({error})")
+    metadata = (("authorization", f"Bearer {token}"),)
     with grpc.insecure_channel(args.target) as channel:
         stub = operations_pb2_grpc.OperationsServiceStub(channel)
         try:
@@ -108,8 +109,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="brokerctl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--target", default=os.environ.get("BROKER_OPERATIONS_TARGET", DEFAULT_TARGET))
-    parser.add_argument("--token-file", type=Path, help="the operators' secret (default: BROKER_TOKEN, or make run's)")
-    parser.add_argument("--operator", default=getpass.getuser(), help="who you are, for the audit (default: $USER)")
+    parser.add_argument("--token-file", type=Path, help="an operator's token (default: BROKER_TOKEN, or make run's)")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     breaks = commands.add_parser("breaks", help="list and resolve breaks").add_subparsers(

@@ -54,5 +54,17 @@ class FailedPrecondition(DomainError):
         super().__init__(description)
 
 
+class Unauthenticated(DomainError):
+    """The call proves no identity: no token, or one that is malformed, expired or not signed by a known issuer."""
+
+
+class PermissionDenied(DomainError):
+    """The caller is known, and may not do this: another customer's account, a scope it lacks, a peer not admitted."""
+
+    def __init__(self, subject: str, description: str) -> None:
+        self.subject = subject
+        super().__init__(f"{subject}: {description}")
+
+
 class Unavailable(DomainError):
     """A dependency (the database) cannot answer now; the caller may retry."""

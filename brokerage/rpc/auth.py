@@ -1,6 +1,7 @@
 """Who may call: a service that only one peer may reach (CallbackService: the exchange) takes a bearer secret
-in the `authorization` metadata. Anything else is UNAUTHENTICATED before the servicer runs, so it changes
-nothing. Health and reflection stay open for probes and grpcurl. (Production adds mTLS in its overlay.)"""
+in the `authorization` metadata: the current one, or during a rotation the one it replaces. Anything else is
+UNAUTHENTICATED before the servicer runs, so it changes nothing. Health and reflection stay open for probes and
+grpcurl."""
 
 from __future__ import annotations
 
@@ -17,10 +18,10 @@ log = get_logger(__name__)
 
 
 class RequireBearerToken(aio.ServerInterceptor):
-    def __init__(self, token: str, services: Collection[str]) -> None:
-        if not token:
+    def __init__(self, tokens: Collection[str], services: Collection[str]) -> None:
+        if not any(tokens):
             raise ValueError("a bearer token is required")
-        self._expected = f"Bearer {token}".encode()
+        self._expected = [f"Bearer {token}".encode() for token in tokens if token]
         self._services = frozenset(services)
 
     async def intercept_service(
@@ -42,7 +43,8 @@ class RequireBearerToken(aio.ServerInterceptor):
         metadata = dict(details.invocation_metadata or ())  # type: ignore[attr-defined]
         presented = metadata.get("authorization", "")
         presented = presented.encode() if isinstance(presented, str) else presented
-        return hmac.compare_digest(presented, self._expected)  # constant time: no guessing by timing
+        # Constant time, and every token compared: no guessing by timing.
+        return sum(hmac.compare_digest(presented, expected) for expected in self._expected) > 0
 
 
 async def _refuse(request: Any, context: aio.ServicerContext) -> None:

@@ -14,6 +14,8 @@ from brokerage.domain.errors import (
     IdempotencyConflict,
     InvalidRequest,
     NotFound,
+    PermissionDenied,
+    Unauthenticated,
     Unavailable,
 )
 
@@ -49,4 +51,10 @@ def _code_and_detail(error: DomainError) -> tuple[int, Message | None]:
             )
         case Unavailable():
             return code_pb2.UNAVAILABLE, error_details_pb2.RetryInfo()
+        case Unauthenticated():
+            return code_pb2.UNAUTHENTICATED, None
+        case PermissionDenied(subject=subject):
+            return code_pb2.PERMISSION_DENIED, error_details_pb2.ErrorInfo(
+                reason="PERMISSION_DENIED", domain="brokerage", metadata={"subject": subject}
+            )
     return code_pb2.INTERNAL, None

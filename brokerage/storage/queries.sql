@@ -85,8 +85,8 @@ SELECT s.shard, p.shard IS NOT NULL AS paused, coalesce(p.reason, '') AS pause_r
 SELECT shard FROM paused_shards;
 
 -- name: pause_shard
-INSERT INTO paused_shards (shard, reason) VALUES (%(shard)s, %(reason)s)
-ON CONFLICT (shard) DO UPDATE SET reason = excluded.reason;
+INSERT INTO paused_shards (shard, reason, paused_by) VALUES (%(shard)s, %(reason)s, %(paused_by)s)
+ON CONFLICT (shard) DO UPDATE SET reason = excluded.reason, paused_by = excluded.paused_by;
 
 -- name: resume_shard
 DELETE FROM paused_shards WHERE shard = %(shard)s;

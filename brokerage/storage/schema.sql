@@ -164,7 +164,8 @@ INSERT INTO order_transitions (from_status, to_status) VALUES
 CREATE TABLE paused_shards (
     shard     integer PRIMARY KEY CHECK (shard >= 0),
     reason    text NOT NULL,
-    paused_at timestamptz NOT NULL DEFAULT now()
+    paused_at timestamptz NOT NULL DEFAULT now(),
+    paused_by text  -- the operator, as their token names them (0016); none for a pause from before
 );
 
 -- ------------------------------------------------------------------------------------------- settlement's records

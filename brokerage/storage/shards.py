@@ -30,8 +30,8 @@ class ShardStore:
     async def paused(self) -> frozenset[int]:
         return frozenset(row["shard"] for row in await fetch_all(self._pool, "paused_shards"))
 
-    async def pause(self, shard: int, reason: str) -> None:
-        await fetch_all(self._pool, "pause_shard", {"shard": shard, "reason": reason})
+    async def pause(self, shard: int, reason: str, paused_by: str) -> None:
+        await fetch_all(self._pool, "pause_shard", {"shard": shard, "reason": reason, "paused_by": paused_by})
 
     async def resume(self, shard: int) -> None:
         await fetch_all(self._pool, "resume_shard", {"shard": shard})

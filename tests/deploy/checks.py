@@ -21,6 +21,7 @@ from pydantic_settings import BaseSettings
 
 from brokerage.domain.sharding import parse_shard_set
 from brokerage.rpc.health import LIVENESS, READINESS
+from brokerage.rpc.identity import Kind, verifier_for
 from brokerage.settings import Settings
 from exchange_simulator.settings import SimulatorSettings
 from tests.deploy.manifests import (
@@ -71,7 +72,13 @@ API_MODULES = {"order_service", CALLBACK_MODULE}  # stateless servers: 3 or more
 DATABASE_SECRET_KEY = "uri"  # CloudNativePG's <cluster>-app Secret: the connection URI
 # Secrets the operator makes before the first release (docs/operations.md), which an overlay may therefore not
 # hold: the callback token in prod (dev generates its own).
-OPERATOR_SECRETS = {"brokerage-callback", "brokerage-operator"}
+OPERATOR_SECRETS = {"brokerage-callback"}
+# Whose tokens each server admits: it refuses to start without those issuers' settings.
+IDENTITIES = {
+    "order_service": (Kind.CUSTOMER,),
+    "execution_service": (Kind.OPERATOR,),
+    "operations_service": (Kind.OPERATOR,),
+}
 # The group commit of each server: the setting of its transactions in flight, each holding a pooled connection,
 # and how many more it may have in flight (CallbackService's lane for reports whose customer was busy).
 FLUSHERS = {"order_service": ("placement_flushers", 0), CALLBACK_MODULE: ("settlement_flushers", 1)}
@@ -202,6 +209,21 @@ def settings_problems(docs: list[Manifest]) -> Problems:
                 problems.append(f"{workload} {container['name']}: {e['loc']}: {e['msg']}")
         if entry.settings is Settings and not isinstance(env.get("BROKER_DATABASE_URL"), SecretValue):
             problems.append(f"{workload} {container['name']}: BROKER_DATABASE_URL does not come from a Secret")
+    return problems
+
+
+def identity_problems(docs: list[Manifest]) -> Problems:
+    """Every server that admits tokens is told whose (issuer, audience, JWKS): without them it refuses to start."""
+    problems = []
+    for workload, container in containers(docs):
+        entry = entry_point_of(container)
+        if entry is None or entry.module not in IDENTITIES:
+            continue
+        settings = load(entry, settings_env(docs, container))
+        try:
+            verifier_for(settings, *IDENTITIES[entry.module])  # type: ignore[arg-type]
+        except ValueError as error:
+            problems.append(f"{workload} {container['name']}: {error}")
     return problems
 
 

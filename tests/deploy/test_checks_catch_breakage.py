@@ -15,6 +15,7 @@ from tests.deploy.checks import (
     connection_problems,
     entry_point_problems,
     high_availability_problems,
+    identity_problems,
     pool_problems,
     probe_problems,
     reconcile_problems,
@@ -86,6 +87,12 @@ def test_a_misspelt_or_invalid_setting_fails(dev: list[Manifest]) -> None:
     set_env(dev, "execution-service-a", "BROKER_MARKET_HOURS", "lse")
 
     assert len(settings_problems(dev)) == 2
+
+
+def test_a_server_without_its_identity_provider_fails(prod: list[Manifest]) -> None:
+    set_env(prod, "order-service", "BROKER_CUSTOMER_JWKS", "")
+
+    assert identity_problems(prod)
 
 
 def test_liveness_on_the_readiness_name_fails(prod: list[Manifest]) -> None:

@@ -16,6 +16,7 @@ from tests.deploy.checks import (
     ENTRY_POINTS,
     entry_point_of,
     entry_point_problems,
+    identity_problems,
     module_main,
     settings_env,
     settings_problems,
@@ -31,6 +32,10 @@ def test_every_container_runs_an_entry_point_of_the_one_image(overlay: list[Mani
 
 def test_every_setting_is_known_to_its_process_and_valid(overlay: list[Manifest]) -> None:
     assert settings_problems(overlay) == []
+
+
+def test_every_server_that_admits_tokens_knows_whose(overlay: list[Manifest]) -> None:
+    assert identity_problems(overlay) == []
 
 
 @pytest.mark.parametrize("module", sorted(ENTRY_POINTS))

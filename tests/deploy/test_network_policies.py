@@ -53,6 +53,16 @@ def venue(docs: list[Manifest], pods: dict[str, Endpoint]) -> tuple[Endpoint, in
     return address("venue", str(next(ipaddress.ip_network(block).hosts()))), int(port)
 
 
+def identity_provider(docs: list[Manifest]) -> Endpoint | None:
+    """Where the identity providers' JWKS are read from, when the overlay reads them over the network: the first
+    address of the identity-provider policy's ipBlock."""
+    policy = named(docs, "NetworkPolicy", "identity-provider")
+    if policy is None:
+        return None
+    (block,) = [p["ipBlock"]["cidr"] for r in policy["spec"]["egress"] for p in r.get("to", []) if "ipBlock" in p]
+    return address("identity-provider", str(next(ipaddress.ip_network(block).hosts())))
+
+
 def exchange_side(docs: list[Manifest], pods: dict[str, Endpoint]) -> Endpoint:
     """Who reports executions to CallbackService: the simulator's pod in dev, the venue's address in prod (the
     one the workers trade with)."""
@@ -90,6 +100,12 @@ def test_the_order_flow_is_open(overlay: list[Manifest]) -> None:
         (pods["reconcile"], pods["postgres"], 5432),
         (pods["reconcile"], exchange, exchange_port),
     ]
+
+    identity = identity_provider(overlay)
+    if identity is not None:  # prod: the JWKS over HTTPS (dev has its keys inline)
+        paths += [
+            (pods[name], identity, 443) for name in ("order-service", "execution-service-a", "operations-service")
+        ]
 
     assert [(s.name, d.name, port) for s, d, port in paths if not allowed(policies, s, d, port)] == []
     in_namespace = [p for p in pods.values() if p.namespace == pods["postgres"].namespace]

@@ -17,6 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from brokerage.storage.seed import seed
 from devtools.mesh import ServicePlan, broker_service
 from devtools.stack import PostgresCluster, free_port, spawn, stop_processes, wait_until
+from tests.identity import TEST_IDENTITY
 
 GRPCURL = str(Path(sys.prefix) / "bin" / "grpcurl")
 
@@ -60,6 +61,7 @@ def base_env(database_url: str, nats_url: str, **env: str) -> dict[str, str]:
         "BROKER_NATS_URL": nats_url,
         "BROKER_SHUTDOWN_READINESS_DELAY_SECONDS": "0",
         "BROKER_READINESS_INTERVAL_SECONDS": "0.25",
+        **TEST_IDENTITY.settings_env(),
         **env,
     }
 
@@ -99,8 +101,13 @@ def order_service(e2e_database: str, fresh_nats: str, tmp_path: Path) -> Iterato
         stop_processes([service.process], timeout=10)
 
 
-def grpcurl(target: str, *args: str, data: dict[str, object] | None = None) -> subprocess.CompletedProcess[str]:
+def grpcurl(
+    target: str, *args: str, data: dict[str, object] | None = None, token: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """grpcurl as an engineer runs it, presenting the token if given (-H "authorization: Bearer ...")."""
     command = [GRPCURL, "-plaintext", "-max-time", "10"]
+    if token is not None:
+        command += ["-H", f"authorization: Bearer {token}"]
     if data is not None:
         command += ["-d", json.dumps(data)]
     return subprocess.run([*command, target, *args], capture_output=True, text=True, timeout=30, check=False)

@@ -24,6 +24,7 @@ from brokerage.storage.seed import seed
 from devtools.mesh import MeshPlan, ServicePlan, plan_mesh
 from devtools.stack import NatsServer, PostgresCluster, free_port, stop_processes, wait_until
 from tests.e2e.conftest import ServiceProcess, base_env, start_service, wait_serving
+from tests.identity import customer_channel
 
 # Seconds, short so a dead replica's shards move within a test's patience: AckWait is the takeover time.
 TIMINGS = {
@@ -109,7 +110,7 @@ async def place_all(
     target: str, requests: list[orders_pb2.PlaceOrderRequest], in_flight: int = 48
 ) -> list[orders_pb2.Order]:
     """Places every order over gRPC, in_flight at a time; all are PLACED (customers are well funded)."""
-    async with grpc.aio.insecure_channel(target) as channel:
+    async with customer_channel(target) as channel:
         stub = orders_pb2_grpc.OrderServiceStub(channel)
         slots = asyncio.Semaphore(in_flight)
 

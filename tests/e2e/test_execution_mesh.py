@@ -27,7 +27,9 @@ from tests.e2e.mesh import (
     running_mesh,
     wait_all_at_exchange,
 )
+from tests.identity import TEST_IDENTITY
 
+OPERATOR = TEST_IDENTITY.operator_token
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 CUSTOMERS = 100
@@ -134,12 +136,18 @@ def test_operators_see_and_pause_shards_with_grpcurl(mesh: Mesh) -> None:
     described = grpcurl(worker, "describe", "broker.v1.ExecutionService.PauseShard")
     assert described.returncode == 0 and "PauseShardRequest" in described.stdout
 
-    shards = grpcurl(worker, "broker.v1.ExecutionService/ListShards")
+    shards = grpcurl(worker, "broker.v1.ExecutionService/ListShards", token=OPERATOR())
     assert shards.returncode == 0 and '"shardCount": 16' in shards.stdout.replace("shard_count", "shardCount")
     customer = next(c for c in range(1, CUSTOMERS + 1) if shard_for(str(c), SHARD_COUNT) >= 8)
     shard = shard_for(str(customer), SHARD_COUNT)
 
-    paused = grpcurl(worker, "broker.v1.ExecutionService/PauseShard", data={"shard": shard, "reason": "e2e"})
+    as_customer = grpcurl(
+        worker, "broker.v1.ExecutionService/PauseShard", data={"shard": shard}, token=TEST_IDENTITY.customer_token("1")
+    )
+    assert "Code: Unauthenticated" in as_customer.stdout + as_customer.stderr  # no customer pulls a lever
+    paused = grpcurl(
+        worker, "broker.v1.ExecutionService/PauseShard", data={"shard": shard, "reason": "e2e"}, token=OPERATOR()
+    )
     assert paused.returncode == 0 and '"paused": true' in paused.stdout, paused.stderr
     try:
         (order,) = asyncio.run(
@@ -149,16 +157,16 @@ def test_operators_see_and_pause_shards_with_grpcurl(mesh: Mesh) -> None:
         with psycopg.connect(mesh.database_url) as conn:
             status = conn.execute("SELECT status FROM orders WHERE order_id = %s", (order.order_id,)).fetchone()
         assert status == ("PLACED",)
-        looked_at = grpcurl(worker, "broker.v1.ExecutionService/GetShard", data={"shard": shard})
+        looked_at = grpcurl(worker, "broker.v1.ExecutionService/GetShard", data={"shard": shard}, token=OPERATOR())
         assert order.order_id not in looked_at.stdout and '"oldestPlacedAt"' in looked_at.stdout.replace(
             "oldest_placed_at", "oldestPlacedAt"
         )
     finally:
-        resumed = grpcurl(worker, "broker.v1.ExecutionService/ResumeShard", data={"shard": shard})
+        resumed = grpcurl(worker, "broker.v1.ExecutionService/ResumeShard", data={"shard": shard}, token=OPERATOR())
         assert resumed.returncode == 0, resumed.stderr
     wait_all_at_exchange(mesh.database_url, [order], timeout=30)
 
-    refused = grpcurl(worker, "broker.v1.ExecutionService/GetShard", data={"shard": 99})
+    refused = grpcurl(worker, "broker.v1.ExecutionService/GetShard", data={"shard": 99}, token=OPERATOR())
     assert refused.returncode != 0 and "InvalidArgument" in refused.stderr
 
 

@@ -14,11 +14,39 @@ import pytest
 from brokerage.proto import common_pb2, orders_pb2, orders_pb2_grpc
 from devtools.stack import PostgresCluster, wait_until
 from tests.e2e.conftest import ServiceProcess, grpcurl, start_order_service, wait_serving
+from tests.identity import TEST_IDENTITY, customer_channel
 
 pytestmark = pytest.mark.e2e
 
 ORDER_SERVICE = "broker.v1.OrderService"
 BUY_10_AAPL = {"customer_id": "1", "client_order_id": "demo-1", "symbol": "AAPL", "side": "SIDE_BUY", "quantity": 10}
+
+
+def customer(customer_id: str) -> str:
+    return TEST_IDENTITY.customer_token(customer_id)
+
+
+def test_grpcurl_without_a_token_another_customers_or_an_operators_is_refused_and_stores_nothing(
+    order_service: ServiceProcess, e2e_database: str
+) -> None:
+    """As a new user tries it: no token, customer 7's token for customer 8, an operator's token; then 7's own."""
+    buy = {**BUY_10_AAPL, "customer_id": "8", "client_order_id": "trust-1"}
+    anonymous = grpcurl(order_service.target, f"{ORDER_SERVICE}/PlaceOrder", data=buy)
+    someone_else = grpcurl(order_service.target, f"{ORDER_SERVICE}/PlaceOrder", data=buy, token=customer("7"))
+    operator = grpcurl(
+        order_service.target, f"{ORDER_SERVICE}/PlaceOrder", data=buy, token=TEST_IDENTITY.operator_token()
+    )
+    with psycopg.connect(e2e_database) as conn:
+        stored = conn.execute("SELECT count(*) FROM orders WHERE client_order_id = 'trust-1'").fetchone()
+    own = grpcurl(
+        order_service.target, f"{ORDER_SERVICE}/PlaceOrder", data={**buy, "customer_id": "7"}, token=customer("7")
+    )
+
+    assert "Code: Unauthenticated" in anonymous.stdout + anonymous.stderr
+    assert "Code: PermissionDenied" in someone_else.stdout + someone_else.stderr
+    assert "Code: Unauthenticated" in operator.stdout + operator.stderr
+    assert stored == (0,)
+    assert json.loads(own.stdout)["status"] == "ORDER_STATUS_PLACED", own.stderr
 
 
 def test_reflection_lists_and_describes_the_services(order_service: ServiceProcess) -> None:
@@ -31,14 +59,17 @@ def test_reflection_lists_and_describes_the_services(order_service: ServiceProce
 
 
 def test_grpcurl_places_an_order_idempotently_and_shows_the_reservation(order_service: ServiceProcess) -> None:
-    first = grpcurl(order_service.target, f"{ORDER_SERVICE}/PlaceOrder", data=BUY_10_AAPL)
-    again = grpcurl(order_service.target, f"{ORDER_SERVICE}/PlaceOrder", data=BUY_10_AAPL)
+    first = grpcurl(order_service.target, f"{ORDER_SERVICE}/PlaceOrder", data=BUY_10_AAPL, token=customer("1"))
+    again = grpcurl(order_service.target, f"{ORDER_SERVICE}/PlaceOrder", data=BUY_10_AAPL, token=customer("1"))
     too_big = grpcurl(
         order_service.target,
         f"{ORDER_SERVICE}/PlaceOrder",
         data={**BUY_10_AAPL, "client_order_id": "big", "quantity": 100000},
+        token=customer("1"),
     )
-    account = grpcurl(order_service.target, f"{ORDER_SERVICE}/GetAccount", data={"customer_id": "1"})
+    account = grpcurl(
+        order_service.target, f"{ORDER_SERVICE}/GetAccount", data={"customer_id": "1"}, token=customer("1")
+    )
 
     placed = json.loads(first.stdout)
     assert placed["status"] == "ORDER_STATUS_PLACED"
@@ -50,7 +81,9 @@ def test_grpcurl_places_an_order_idempotently_and_shows_the_reservation(order_se
 
 
 def test_grpcurl_shows_a_clear_error_for_a_malformed_request(order_service: ServiceProcess) -> None:
-    result = grpcurl(order_service.target, f"{ORDER_SERVICE}/PlaceOrder", data={**BUY_10_AAPL, "quantity": 0})
+    result = grpcurl(
+        order_service.target, f"{ORDER_SERVICE}/PlaceOrder", data={**BUY_10_AAPL, "quantity": 0}, token=customer("1")
+    )
 
     assert result.returncode != 0
     assert "Code: InvalidArgument" in result.stdout + result.stderr
@@ -58,7 +91,9 @@ def test_grpcurl_shows_a_clear_error_for_a_malformed_request(order_service: Serv
 
 
 def test_logs_are_json_lines_carrying_order_and_customer_ids(order_service: ServiceProcess) -> None:
-    placed = json.loads(grpcurl(order_service.target, f"{ORDER_SERVICE}/PlaceOrder", data=BUY_10_AAPL).stdout)
+    placed = json.loads(
+        grpcurl(order_service.target, f"{ORDER_SERVICE}/PlaceOrder", data=BUY_10_AAPL, token=customer("1")).stdout
+    )
 
     placed_logs = [line for line in order_service.logs() if line.get("event") == "order placed"]
     assert placed_logs and placed_logs[-1]["order_id"] == placed["order_id"]
@@ -73,19 +108,21 @@ def test_readiness_follows_the_database_and_liveness_does_not(
         wait_until(lambda: order_service.health("readiness") == "NOT_SERVING", 10, "readiness NOT_SERVING")
         assert order_service.health(ORDER_SERVICE) == "NOT_SERVING"
         assert order_service.health("") == "SERVING"  # a database failover restarts nothing
-        refused = grpcurl(order_service.target, f"{ORDER_SERVICE}/GetAccount", data={"customer_id": "1"})
+        refused = grpcurl(
+            order_service.target, f"{ORDER_SERVICE}/GetAccount", data={"customer_id": "1"}, token=customer("1")
+        )
         assert "Code: Unavailable" in refused.stdout + refused.stderr
     finally:
         postgres_cluster.start()
     wait_serving(order_service)
-    placed = grpcurl(order_service.target, f"{ORDER_SERVICE}/PlaceOrder", data=BUY_10_AAPL)
+    placed = grpcurl(order_service.target, f"{ORDER_SERVICE}/PlaceOrder", data=BUY_10_AAPL, token=customer("1"))
     assert json.loads(placed.stdout)["status"] == "ORDER_STATUS_PLACED"
 
 
 def test_metrics_count_calls_and_orders(order_service: ServiceProcess) -> None:
     import urllib.request
 
-    grpcurl(order_service.target, f"{ORDER_SERVICE}/PlaceOrder", data=BUY_10_AAPL)
+    grpcurl(order_service.target, f"{ORDER_SERVICE}/PlaceOrder", data=BUY_10_AAPL, token=customer("1"))
     with urllib.request.urlopen(f"http://127.0.0.1:{order_service.metrics_port}/metrics", timeout=5) as response:
         text = response.read().decode()
 
@@ -102,7 +139,7 @@ async def test_sigterm_stops_serving_drains_and_loses_no_accepted_order(
     )
     wait_serving(service)
     accepted: list[orders_pb2.Order] = []
-    async with grpc.aio.insecure_channel(service.target) as channel:
+    async with customer_channel(service.target) as channel:
         stub = orders_pb2_grpc.OrderServiceStub(channel)
 
         async def keep_placing(customer: int) -> None:

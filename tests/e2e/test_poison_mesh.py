@@ -25,9 +25,9 @@ import psycopg
 import pytest
 
 from brokerage.proto import common_pb2, orders_pb2
-from devtools.mesh import LOCAL_OPERATOR_TOKEN
 from devtools.stack import NatsServer, PostgresCluster, wait_until
 from tests.e2e.mesh import Mesh, drop_copy, place_all, reconcile, running_mesh, wait_all_settled
+from tests.identity import TEST_IDENTITY
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -116,7 +116,7 @@ def _brokerctl(mesh: Mesh, *args: str) -> str:
     env: Mapping[str, str] = {
         **mesh.env,
         "BROKER_OPERATIONS_TARGET": mesh.plan.operations.target,
-        "BROKER_TOKEN": LOCAL_OPERATOR_TOKEN,
+        "BROKER_TOKEN": TEST_IDENTITY.operator_token("e2e-operator"),
     }
     done = subprocess.run([BROKERCTL, *args], env=env, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stdout + done.stderr

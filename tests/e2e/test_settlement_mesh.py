@@ -22,6 +22,7 @@ from brokerage.proto import common_pb2, orders_pb2, orders_pb2_grpc
 from brokerage.storage.seed import DEFAULT_FUNDING
 from devtools.stack import NatsServer, PostgresCluster
 from tests.e2e.mesh import Mesh, drop_copy, place_all, reconcile, running_mesh, wait_all_settled
+from tests.identity import customer_channel
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -93,7 +94,7 @@ def test_cancels_racing_fills_at_the_exchange_end_every_order_and_keep_the_books
     cancel_after = [rng.uniform(0, 1.2) for _ in requests]
 
     async def place_and_cancel() -> list[Raced]:
-        async with grpc.aio.insecure_channel(target) as channel:
+        async with customer_channel(target) as channel:
             stub = orders_pb2_grpc.OrderServiceStub(channel)
             slots = asyncio.Semaphore(48)
 
@@ -134,7 +135,7 @@ def _request(customer: int, key: str, symbol: str, side: int, quantity: int) -> 
 
 async def _sells_of_what_was_bought(target: str, rng: random.Random) -> list[orders_pb2.PlaceOrderRequest]:
     """Each customer sells parts of what it holds: never more than it has, so every sell is PLACED."""
-    async with grpc.aio.insecure_channel(target) as channel:
+    async with customer_channel(target) as channel:
         stub = orders_pb2_grpc.OrderServiceStub(channel)
         sells = []
         for customer in range(1, CUSTOMERS + 1):

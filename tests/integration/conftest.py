@@ -24,6 +24,7 @@ from callback_service.main import start as start_callback
 from execution_service.main import ExecutionApp
 from execution_service.main import start as start_execution
 from order_service.main import OrderServiceApp, start
+from tests.identity import customer_channel, identity_settings
 from tests.integration.fake_exchange import FakeExchange, serve_fake_exchange
 
 CUSTOMERS = 20
@@ -57,6 +58,7 @@ def make_settings(database_url: str, nats_url: str, **overrides: object) -> Sett
         "shutdown_readiness_delay_seconds": 0,
         "shutdown_grace_seconds": 1,
         "database_pool_max": 8,
+        **identity_settings(),
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
@@ -93,7 +95,8 @@ def running_app(settings: Settings) -> AbstractAsyncContextManager[OrderServiceA
 
 @pytest.fixture
 async def stub(app: OrderServiceApp) -> AsyncIterator[orders_pb2_grpc.OrderServiceStub]:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.running.port}") as channel:
+    """A client signing each call as the customer its request names."""
+    async with customer_channel(f"127.0.0.1:{app.running.port}") as channel:
         yield orders_pb2_grpc.OrderServiceStub(channel)
 
 

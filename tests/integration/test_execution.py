@@ -32,6 +32,7 @@ from devtools.stack import NatsServer
 from execution_service.main import ExecutionApp
 from execution_service.main import start as start_execution
 from order_service.main import OrderServiceApp
+from tests.identity import operator_channel
 from tests.integration.conftest import SHARD_COUNT, available, make_settings, running_service, transfers_of
 from tests.integration.fake_exchange import FakeExchange
 from tests.integration.test_place_order import place
@@ -549,7 +550,7 @@ def test_the_databases_shard_rule_is_the_same_as_the_services(db: psycopg.Connec
 @asynccontextmanager
 async def operator(worker: ExecutionApp) -> AsyncIterator[execution_pb2_grpc.ExecutionServiceStub]:
     """ExecutionService on the worker, as an operator calls it."""
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{worker.running.port}") as channel:
+    async with operator_channel(f"127.0.0.1:{worker.running.port}") as channel:
         yield execution_pb2_grpc.ExecutionServiceStub(channel)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import grpc
 import nats
 import psycopg
 import pytest
@@ -17,6 +16,7 @@ from brokerage.proto import common_pb2, orders_pb2_grpc
 from brokerage.settings import Settings
 from devtools.stack import NatsServer
 from order_service.main import OrderServiceApp, start
+from tests.identity import customer_channel
 from tests.integration.conftest import make_settings, running_app
 from tests.integration.test_place_order import place
 
@@ -103,7 +103,7 @@ async def test_orders_keep_being_placed_while_nats_is_down_and_go_out_once_when_
 async def test_two_relays_publish_every_message_exactly_once(settings: Settings, db: psycopg.Connection) -> None:
     published_before = relay_module.PUBLISHED._value.get()
     async with running_app(settings) as first, running_app(settings) as second:
-        channels = [grpc.aio.insecure_channel(f"127.0.0.1:{a.running.port}") for a in (first, second)]
+        channels = [customer_channel(f"127.0.0.1:{a.running.port}") for a in (first, second)]
         stubs = [orders_pb2_grpc.OrderServiceStub(c) for c in channels]
         orders = await asyncio.gather(
             *(
@@ -179,7 +179,7 @@ async def test_the_service_starts_and_takes_orders_while_nats_has_never_been_rea
     from devtools.stack import free_port
 
     settings = make_settings(seeded_database, f"nats://127.0.0.1:{free_port()}")  # nothing listens there
-    async with running_app(settings) as app, grpc.aio.insecure_channel(f"127.0.0.1:{app.running.port}") as channel:
+    async with running_app(settings) as app, customer_channel(f"127.0.0.1:{app.running.port}") as channel:
         order = await orders_pb2_grpc.OrderServiceStub(channel).PlaceOrder(place(), timeout=5)
 
     assert order.status == common_pb2.ORDER_STATUS_PLACED

@@ -130,14 +130,13 @@ async def test_a_sell_reserves_shares_or_is_rejected_for_insufficient_shares(
 @pytest.mark.parametrize(
     ("request_", "fields"),
     [
-        (place(customer=""), {"customer_id"}),
         (place(key=""), {"client_order_id"}),
         (place(symbol="NOPE"), {"symbol"}),
         (place(side=common_pb2.SIDE_UNSPECIFIED), {"side"}),
         (place(quantity=0), {"quantity"}),
         (place(quantity=-1), {"quantity"}),
         (place(quantity=1_000_001), {"quantity"}),
-        (place(customer="", key="", quantity=0), {"customer_id", "client_order_id", "quantity"}),
+        (place(key="", quantity=0), {"client_order_id", "quantity"}),
     ],
 )
 async def test_malformed_input_is_invalid_argument_with_field_violations_and_stores_nothing(

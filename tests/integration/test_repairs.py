@@ -15,7 +15,6 @@ from pathlib import Path
 import grpc
 import psycopg
 import pytest
-from pydantic import SecretStr
 
 from brokerage.proto import (
     callback_pb2,
@@ -29,6 +28,7 @@ from brokerage.proto import (
 from brokerage.settings import Settings
 from operations_service.main import OperationsApp
 from operations_service.main import start as start_operations
+from tests.identity import TEST_IDENTITY, as_operator
 from tests.integration.conftest import running_service, transfers_of
 from tests.integration.fake_exchange import FakeExchange
 from tests.integration.test_place_order import place
@@ -37,16 +37,14 @@ from tests.integration.test_settlement import FILL, NEW, PARTIAL, at_exchange, r
 
 pytestmark = pytest.mark.integration
 
-OPERATOR_TOKEN = "test-operator-secret"
-AS_OPERATOR = (("authorization", f"Bearer {OPERATOR_TOKEN}"), ("x-operator", "ada"))
+AS_OPERATOR = as_operator("ada")
+ADA = f"ada ({TEST_IDENTITY.operators.issuer})"  # as the audit rows name her: her token's subject and issuer
 ACCEPT, WRITE_OFF = operations_pb2.BREAK_RESOLUTION_ACCEPT_VENUE, operations_pb2.BREAK_RESOLUTION_WRITE_OFF
 
 
 @pytest.fixture
 async def operations(settings: Settings, fake_exchange: FakeExchange) -> AsyncIterator[OperationsApp]:
-    configured = settings.model_copy(
-        update={"operator_token": SecretStr(OPERATOR_TOKEN), "exchange_target": fake_exchange.target}
-    )
+    configured = settings.model_copy(update={"exchange_target": fake_exchange.target})
     async with running_service(start_operations, configured) as app:
         yield app
 
@@ -96,10 +94,10 @@ async def test_a_malformed_fill_is_listed_and_accepting_the_venue_books_its_drop
     again = await resolve(operator, listed.break_id, ACCEPT, "asked twice")
 
     assert "booked the drop copy's execution" in answer.outcome and "booked to the customer" in answer.outcome
-    assert again.outcome.startswith("already resolved: accepted_venue, by operator:ada")
+    assert again.outcome.startswith(f"already resolved: accepted_venue, by {ADA}")
     assert db.execute("SELECT status FROM orders WHERE order_id = %s", (order.order_id,)).fetchone() == ("FILLED",)
     repairs = db.execute("SELECT action, break_id, operator, note FROM repairs").fetchall()
-    assert repairs == [("accepted_venue", listed.break_id, "operator:ada", "the drop copy has the fill")]
+    assert repairs == [("accepted_venue", listed.break_id, ADA, "the drop copy has the fill")]
     assert await findings(seeded_database, fake_exchange) == {}
 
 
@@ -181,7 +179,7 @@ async def test_a_parked_order_is_not_resolved_by_hand_but_redriven_and_sent_agai
         "SELECT parked_at IS NULL, retry_at <= now(), held_by FROM orders WHERE order_id = %s", (order.order_id,)
     ).fetchone()
     assert row == (True, True, order.order_id)  # its retry due: the sweeper's wake-up lifts the hold and sends it
-    assert db.execute("SELECT resolution, resolved_by FROM breaks").fetchone() == ("redriven", "operator:ada")
+    assert db.execute("SELECT resolution, resolved_by FROM breaks").fetchone() == ("redriven", ADA)
     assert await open_breaks(operator) == []
 
 
@@ -256,7 +254,7 @@ class Ran:
 
 async def brokerctl(operations: OperationsApp, tmp_path: Path, *args: str) -> Ran:
     """The console script, run beside the in-process service (whose event loop must go on answering meanwhile)."""
-    (tmp_path / "token").write_text(OPERATOR_TOKEN)
+    (tmp_path / "token").write_text(TEST_IDENTITY.operator_token("ada"))
     process = await asyncio.create_subprocess_exec(
         str(Path(sys.executable).parent / "brokerctl"),
         *("--target", f"127.0.0.1:{operations.running.port}", "--token-file", str(tmp_path / "token"), *args),

@@ -12,6 +12,7 @@ from brokerage.proto import callback_pb2_grpc, common_pb2, orders_pb2, orders_pb
 from brokerage.settings import Settings
 from callback_service.main import CallbackApp
 from order_service.main import OrderServiceApp
+from tests.identity import customer_channel
 from tests.integration.conftest import running_app
 from tests.integration.test_place_order import place
 from tests.integration.test_settlement import AUTH, FILL, report
@@ -61,7 +62,7 @@ async def test_settlements_reach_a_watcher_by_the_doorbell_long_before_its_poll(
     slow_poll = settings.model_copy(update={"watch_poll_seconds": 60})
     async with (
         running_app(slow_poll) as app,
-        grpc.aio.insecure_channel(f"127.0.0.1:{app.running.port}") as orders_channel,
+        customer_channel(f"127.0.0.1:{app.running.port}") as orders_channel,
         grpc.aio.insecure_channel(f"127.0.0.1:{callback.running.port}") as callback_channel,
     ):
         stub = orders_pb2_grpc.OrderServiceStub(orders_channel)
@@ -80,13 +81,13 @@ async def test_settlements_reach_a_watcher_by_the_doorbell_long_before_its_poll(
     assert (filled.order.filled_quantity, filled.order.average_fill_price) == (2, "230.00")
 
 
-async def test_a_watch_of_an_unknown_customer_or_with_a_forged_token_is_refused(
+async def test_a_watch_of_an_unknown_customer_or_with_a_forged_resume_token_is_refused(
     stub: orders_pb2_grpc.OrderServiceStub,
 ) -> None:
     for request, code in (
         (orders_pb2.WatchOrdersRequest(customer_id="nobody"), grpc.StatusCode.NOT_FOUND),
         (orders_pb2.WatchOrdersRequest(customer_id="1", resume_token="bm9wZQ=="), grpc.StatusCode.INVALID_ARGUMENT),
-        (orders_pb2.WatchOrdersRequest(), grpc.StatusCode.INVALID_ARGUMENT),
+        (orders_pb2.WatchOrdersRequest(), grpc.StatusCode.UNAUTHENTICATED),  # names no customer, so carries no token
     ):
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await stub.WatchOrders(request).read()
