@@ -7,6 +7,7 @@ from contextlib import aclosing
 
 from grpc import aio
 
+from brokerage.domain.identifiers import required_id
 from brokerage.proto import orders_pb2, orders_pb2_grpc
 from brokerage.rpc.identity import Kind, Policy, Rule, customer_for
 from brokerage.storage.orders import OrderStore
@@ -49,14 +50,14 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
 
     async def GetOrder(self, request: orders_pb2.GetOrderRequest, context: aio.ServicerContext) -> orders_pb2.Order:
         customer_id = customer_for(request.customer_id)
-        order_id = translate.required_id("order_id", request.order_id)
+        order_id = required_id("order_id", request.order_id)
         return translate.order(await self._desk.get(customer_id, order_id))
 
     async def CancelOrder(
         self, request: orders_pb2.CancelOrderRequest, context: aio.ServicerContext
     ) -> orders_pb2.Order:
         customer_id = customer_for(request.customer_id)
-        order_id = translate.required_id("order_id", request.order_id)
+        order_id = required_id("order_id", request.order_id)
         with log_context(customer_id=customer_id, order_id=order_id):
             return translate.order(await self._desk.cancel(customer_id, order_id))
 

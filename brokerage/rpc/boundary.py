@@ -1,5 +1,6 @@
-"""What every call crosses on its way in: timing and counting (the metric names dashboards expect),
-domain errors turned into status codes, and unexpected errors logged and hidden behind INTERNAL."""
+"""What every call crosses on its way in: timing and counting (the metric names dashboards expect), requests checked
+before a servicer sees them (brokerage.rpc.requests), domain errors turned into status codes, and unexpected errors
+logged and hidden behind INTERNAL."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from prometheus_client import Counter, Histogram
 
 from brokerage.domain.errors import DomainError
 from brokerage.rpc.errors import to_status
+from brokerage.rpc.requests import Malformed, checked
 from brokerage.telemetry import get_logger, log_context
 
 log = get_logger(__name__)
@@ -55,19 +57,19 @@ def _wrap(handler: grpc.RpcMethodHandler, full_method: str) -> grpc.RpcMethodHan
     if handler.unary_unary:
         return grpc.unary_unary_rpc_method_handler(
             _unary(handler.unary_unary, ("unary", service, method)),
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=checked(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
     if handler.unary_stream:
         return grpc.unary_stream_rpc_method_handler(
             _server_stream(handler.unary_stream, ("server_stream", service, method)),
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=checked(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
     if handler.stream_stream:
         return grpc.stream_stream_rpc_method_handler(
             _server_stream(handler.stream_stream, ("bidi_stream", service, method)),
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=checked(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
     return handler  # client streams: none are served
@@ -80,6 +82,8 @@ def _unary(behavior: Callable[..., Awaitable[Any]], labels: tuple[str, str, str]
         started = meter.start()
         try:
             with log_context(rpc=labels[2]):
+                if isinstance(request, Malformed):
+                    raise request.error
                 return await behavior(request, context)
         except (aio.AbortError, grpc.RpcError):
             raise
@@ -100,7 +104,10 @@ def _server_stream(
         started = meter.start()
         try:
             with log_context(rpc=labels[2]):
-                async with aclosing(behavior(request, context)) as responses:  # closed also when the client goes
+                if isinstance(request, Malformed):
+                    raise request.error
+                # closed also when the client goes
+                async with aclosing(behavior(_well_formed(request), context)) as responses:
                     async for response in responses:
                         yield response
         except (aio.AbortError, grpc.RpcError):
@@ -111,6 +118,20 @@ def _server_stream(
             meter.finish(context, started)
 
     return call
+
+
+def _well_formed(requests: Any) -> Any:
+    """A stream's requests, ending the call with the first malformed one's error; a unary request as it is."""
+    if not hasattr(requests, "__aiter__"):
+        return requests
+
+    async def each() -> AsyncIterator[Any]:
+        async for request in requests:
+            if isinstance(request, Malformed):
+                raise request.error
+            yield request
+
+    return each()
 
 
 async def _abort(context: aio.ServicerContext, error: Exception, method: str) -> None:
