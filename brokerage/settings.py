@@ -55,6 +55,13 @@ class Settings(BaseSettings):
     shutdown_readiness_delay_seconds: float = Field(default=5.0, ge=0)
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
     readiness_interval_seconds: float = Field(default=2.0, gt=0)
+    # What one server holds for its callers at once (brokerage.rpc.limits): past a bound a call is RESOURCE_EXHAUSTED.
+    grpc_max_unary_calls: int = Field(default=2_000, ge=1)
+    grpc_max_streams: int = Field(default=2_000, ge=1)
+    grpc_max_unauthenticated_streams: int = Field(default=32, ge=1)  # health Watch and reflection
+    # Connections are closed (gracefully) at this age, so new replicas get their share behind an L4 load balancer.
+    grpc_max_connection_age_seconds: float = Field(default=600.0, ge=1)
+    watches_per_customer: int = Field(default=10, ge=1)  # WatchOrders streams of one customer on one replica
 
     price_collar: Decimal = Field(default=Decimal("0.05"), gt=0, lt=1)
     max_order_quantity: int = Field(default=1_000_000, ge=1)

@@ -15,10 +15,12 @@ from brokerage.domain.executions import DropCopyEntry, Tombstone
 from brokerage.domain.market_hours import AlwaysOpen, trading_day
 from brokerage.listings import DEMO_LISTINGS
 from brokerage.proto import exchange_pb2_grpc
+from brokerage.rpc.limits import ServerLimits
 from brokerage.rpc.process import run_service
 from brokerage.rpc.server import RunningServer, Service, create_server
 from brokerage.settings import load_settings
 from brokerage.telemetry import get_logger
+from brokerage.wire import SUBMIT_BATCH_MAX_BYTES
 from exchange_simulator.callback_client import CallbackClient
 from exchange_simulator.chaos import Chaos
 from exchange_simulator.delivery import KeptOnly, ReportDelivery, ReportSink
@@ -198,7 +200,8 @@ async def start(settings: SimulatorSettings) -> SimulatorApp:
         ExchangeServicer(exchange, settings.failing_customers),
         exchange_pb2_grpc.add_ExchangeServiceServicer_to_server,
     )
-    running = await create_server(f"{settings.grpc_host}:{settings.grpc_port}", [service])
+    limits = ServerLimits(max_receive_bytes=SUBMIT_BATCH_MAX_BYTES)
+    running = await create_server(f"{settings.grpc_host}:{settings.grpc_port}", [service], limits=limits)
     log.info("exchange simulator listening", port=running.port, session_id=exchange.venue.session_id)
     return SimulatorApp(settings, exchange, running, callback)
 

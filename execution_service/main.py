@@ -23,6 +23,7 @@ from brokerage.messaging.doorbell import Doorbell
 from brokerage.messaging.streams import ensure_orders_stream
 from brokerage.proto import execution_pb2_grpc
 from brokerage.rpc.identity import IdentityBoundary, Kind, verifier_for
+from brokerage.rpc.limits import limits_for
 from brokerage.rpc.process import run_service
 from brokerage.rpc.server import RunningServer, Service, create_server
 from brokerage.settings import Settings, load_settings
@@ -117,7 +118,10 @@ async def start(settings: Settings) -> ExecutionApp:
         execution_pb2_grpc.add_ExecutionServiceServicer_to_server,
     )
     running = await create_server(
-        f"{settings.grpc_host}:{settings.grpc_port}", [service], [IdentityBoundary(verifier, POLICY)]
+        f"{settings.grpc_host}:{settings.grpc_port}",
+        [service],
+        [IdentityBoundary(verifier, POLICY)],
+        limits_for(settings),
     )
     return ExecutionApp(settings, pool, link, exchange, board, workers, sweeper, quote_feed, running)
 

@@ -15,6 +15,7 @@ from brokerage.exchange_client import ExchangeClient
 from brokerage.proto import operations_pb2_grpc
 from brokerage.reconcile import CheckResult, reconcile
 from brokerage.rpc.identity import IdentityBoundary, Kind, verifier_for
+from brokerage.rpc.limits import limits_for
 from brokerage.rpc.process import run_service
 from brokerage.rpc.server import RunningServer, Service, create_server
 from brokerage.settings import Settings, load_settings
@@ -56,7 +57,10 @@ async def start(settings: Settings) -> OperationsApp:
     servicer = OperationsServicer(desk, partial(_reconcile, settings, exchange))
     service = Service(SERVICE_NAME, servicer, operations_pb2_grpc.add_OperationsServiceServicer_to_server)
     running = await create_server(
-        f"{settings.grpc_host}:{settings.grpc_port}", [service], [IdentityBoundary(verifier, POLICY)]
+        f"{settings.grpc_host}:{settings.grpc_port}",
+        [service],
+        [IdentityBoundary(verifier, POLICY)],
+        limits_for(settings),
     )
     return OperationsApp(settings, pool, exchange, running)
 

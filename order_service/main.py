@@ -16,6 +16,7 @@ from brokerage.messaging.relay import OutboxRelay
 from brokerage.messaging.streams import ensure_orders_stream
 from brokerage.proto import orders_pb2_grpc
 from brokerage.rpc.identity import IdentityBoundary, Kind, verifier_for
+from brokerage.rpc.limits import limits_for
 from brokerage.rpc.process import run_service
 from brokerage.rpc.server import RunningServer, Service, create_server
 from brokerage.settings import Settings, load_settings
@@ -84,12 +85,15 @@ async def start(settings: Settings) -> OrderServiceApp:
     )
     doorbell = Doorbell(link)
     desk = OrderDesk(store, reference, policy, settings.shard_count, doorbell, on_placed=relay.wake)
-    watch = OrderWatch(store, doorbell, settings.watch_poll_seconds)
+    watch = OrderWatch(store, doorbell, settings.watch_poll_seconds, settings.watches_per_customer)
     service = Service(
         SERVICE_NAME, OrderServicer(desk, store, watch), orders_pb2_grpc.add_OrderServiceServicer_to_server
     )
     running = await create_server(
-        f"{settings.grpc_host}:{settings.grpc_port}", [service], [IdentityBoundary(verifier, POLICY)]
+        f"{settings.grpc_host}:{settings.grpc_port}",
+        [service],
+        [IdentityBoundary(verifier, POLICY)],
+        limits_for(settings),
     )
     return OrderServiceApp(settings, pool, link, relay, reference, running)
 

@@ -97,6 +97,8 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
         customer_id = customer_for(request.customer_id)
         after = translate.decode_resume_token(request.resume_token)
         await self._store.account(customer_id)  # an unknown customer is NOT_FOUND, not a silent stream
-        async with aclosing(self._watch.follow(customer_id, after)) as events:  # its subscription ends with us
-            async for event in events:
-                yield translate.order_event(event)
+        with self._watch.admitted(customer_id):
+            await context.send_initial_metadata(())  # the client knows at once that its stream is open
+            async with aclosing(self._watch.follow(customer_id, after)) as events:  # its subscription ends with us
+                async for event in events:
+                    yield translate.order_event(event)

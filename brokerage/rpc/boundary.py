@@ -4,6 +4,7 @@ logged and hidden behind INTERNAL."""
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
@@ -13,8 +14,9 @@ import grpc
 from grpc import aio
 from prometheus_client import Counter, Histogram
 
-from brokerage.domain.errors import DomainError
+from brokerage.domain.errors import DomainError, LimitReached
 from brokerage.rpc.errors import to_status
+from brokerage.rpc.limits import LIMITED, UNAUTHENTICATED_STREAMS, Places, ServerLimits
 from brokerage.rpc.requests import Malformed, checked
 from brokerage.telemetry import get_logger, log_context
 
@@ -32,7 +34,9 @@ HANDLING_SECONDS = Histogram(
 
 
 class CallBoundary(aio.ServerInterceptor):
-    def __init__(self) -> None:
+    def __init__(self, limits: ServerLimits) -> None:
+        self._places = limits.places()
+        self._max_bytes = limits.max_receive_bytes
         # A method's handler wrapped once, not on every call: handlers are equal by value (a refusal built anew
         # for each call included), so this holds one entry per method and kind of handler.
         self._wrapped: dict[tuple[str, grpc.RpcMethodHandler], grpc.RpcMethodHandler] = {}
@@ -48,40 +52,43 @@ class CallBoundary(aio.ServerInterceptor):
         key = (details.method, handler)  # type: ignore[attr-defined]
         wrapped = self._wrapped.get(key)
         if wrapped is None:
-            wrapped = self._wrapped[key] = _wrap(handler, details.method)  # type: ignore[attr-defined]
+            wrapped = self._wrapped[key] = _wrap(handler, details.method, self._places, self._max_bytes)  # type: ignore[attr-defined]
         return wrapped
 
 
-def _wrap(handler: grpc.RpcMethodHandler, full_method: str) -> grpc.RpcMethodHandler:
+def _wrap(handler: grpc.RpcMethodHandler, full_method: str, places: Places, max_bytes: int) -> grpc.RpcMethodHandler:
     service, _, method = full_method.lstrip("/").partition("/")
+    streams = "unauthenticated_streams" if full_method in UNAUTHENTICATED_STREAMS else "streams"
     if handler.unary_unary:
         return grpc.unary_unary_rpc_method_handler(
-            _unary(handler.unary_unary, ("unary", service, method)),
-            request_deserializer=checked(handler.request_deserializer),
+            _unary(handler.unary_unary, ("unary", service, method), places),
+            request_deserializer=checked(handler.request_deserializer, max_bytes),
             response_serializer=handler.response_serializer,
         )
     if handler.unary_stream:
         return grpc.unary_stream_rpc_method_handler(
-            _server_stream(handler.unary_stream, ("server_stream", service, method)),
-            request_deserializer=checked(handler.request_deserializer),
+            _server_stream(handler.unary_stream, ("server_stream", service, method), places, streams),
+            request_deserializer=checked(handler.request_deserializer, max_bytes),
             response_serializer=handler.response_serializer,
         )
     if handler.stream_stream:
         return grpc.stream_stream_rpc_method_handler(
-            _server_stream(handler.stream_stream, ("bidi_stream", service, method)),
-            request_deserializer=checked(handler.request_deserializer),
+            _server_stream(handler.stream_stream, ("bidi_stream", service, method), places, streams),
+            request_deserializer=checked(handler.request_deserializer, max_bytes),
             response_serializer=handler.response_serializer,
         )
     return handler  # client streams: none are served
 
 
-def _unary(behavior: Callable[..., Awaitable[Any]], labels: tuple[str, str, str]) -> Callable[..., Awaitable[Any]]:
+def _unary(
+    behavior: Callable[..., Awaitable[Any]], labels: tuple[str, str, str], places: Places
+) -> Callable[..., Awaitable[Any]]:
     meter = _Meter(labels)
 
     async def call(request: Any, context: aio.ServicerContext) -> Any:
         started = meter.start()
         try:
-            with log_context(rpc=labels[2]):
+            with log_context(rpc=labels[2]), places.holding("unary_calls"):
                 if isinstance(request, Malformed):
                     raise request.error
                 return await behavior(request, context)
@@ -96,18 +103,21 @@ def _unary(behavior: Callable[..., Awaitable[Any]], labels: tuple[str, str, str]
 
 
 def _server_stream(
-    behavior: Callable[..., AsyncGenerator[Any, None]], labels: tuple[str, str, str]
+    behavior: Callable[..., AsyncGenerator[Any, None]], labels: tuple[str, str, str], places: Places, kind: str
 ) -> Callable[..., AsyncIterator[Any]]:
     meter = _Meter(labels)
 
     async def call(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
         started = meter.start()
         try:
-            with log_context(rpc=labels[2]):
+            with log_context(rpc=labels[2]), places.holding(kind):
                 if isinstance(request, Malformed):
                     raise request.error
-                # closed also when the client goes
-                async with aclosing(behavior(_well_formed(request), context)) as responses:
+                responses = behavior(_well_formed(request), context)
+                if inspect.isawaitable(responses):  # a handler that writes its answers (grpc's health Watch)
+                    await responses
+                    return
+                async with aclosing(responses):  # closed also when the client goes
                     async for response in responses:
                         yield response
         except (aio.AbortError, grpc.RpcError):
@@ -136,6 +146,8 @@ def _well_formed(requests: Any) -> Any:
 
 async def _abort(context: aio.ServicerContext, error: Exception, method: str) -> None:
     """A domain error becomes its status code; anything else is logged and hidden behind INTERNAL."""
+    if isinstance(error, LimitReached):
+        LIMITED.labels(error.limit).inc()
     if isinstance(error, DomainError):
         await context.abort_with_status(to_status(error))
     log.exception("unhandled error", rpc=method)

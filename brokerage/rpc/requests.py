@@ -1,10 +1,11 @@
-"""What every request is before any servicer sees it: a message of its type, its text without control characters
-and its times real.
+"""What every request is before any servicer sees it: within the server's size, a message of its type, its text
+without control characters and its times real.
 
 Bytes that are no message, a string carrying NUL, a newline or another control character (which PostgreSQL's text
 refuses, logs mangle and no id, symbol or reason needs), or a Timestamp outside years 1 to 9999 (which no datetime
 holds) are malformed input: INVALID_ARGUMENT naming the field, decided here once for every service instead of
-surfacing as UNKNOWN or INTERNAL from wherever they first hurt.
+surfacing as UNKNOWN or INTERNAL from wherever they first hurt. A request past the size is RESOURCE_EXHAUSTED,
+counted with the other limits (gRPC's own bound, further out, only stops what would not fit in memory).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from google.protobuf import timestamp_pb2
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 
-from brokerage.domain.errors import FieldViolation, InvalidRequest
+from brokerage.domain.errors import DomainError, FieldViolation, InvalidRequest, LimitReached
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _TIMESTAMP = timestamp_pb2.Timestamp.DESCRIPTOR.full_name
@@ -29,16 +30,19 @@ _SECONDS = (-62_135_596_800, 253_402_300_799)  # 0001-01-01 to 9999-12-31, as th
 class Malformed:
     """Stands for a request that failed its checks; the call boundary answers it with its error."""
 
-    error: InvalidRequest
+    error: DomainError
 
 
-def checked(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+def checked(deserialize: Callable[[bytes], Any] | None, max_bytes: int) -> Callable[[bytes], Any] | None:
     """The method's deserializer, returning Malformed instead of raising (which gRPC would answer with UNKNOWN) or
     passing on a field it may not hold."""
     if deserialize is None:
         return None
+    too_large = Malformed(LimitReached("max_receive_bytes", f"a request may be at most {max_bytes:,} bytes"))
 
     def parse(data: bytes) -> Any:
+        if len(data) > max_bytes:
+            return too_large
         try:
             request = deserialize(data)
         except (DecodeError, ValueError, UnicodeDecodeError) as error:

@@ -16,6 +16,7 @@ from grpc_reflection.v1alpha import reflection
 
 from brokerage.rpc.boundary import CallBoundary
 from brokerage.rpc.health import Health
+from brokerage.rpc.limits import DEFAULT_LIMITS, ServerLimits
 from brokerage.telemetry import get_logger
 
 log = get_logger(__name__)
@@ -39,11 +40,17 @@ class RunningServer:
 
 
 async def create_server(
-    address: str, services: Sequence[Service], interceptors: Sequence[aio.ServerInterceptor] = ()
+    address: str,
+    services: Sequence[Service],
+    interceptors: Sequence[aio.ServerInterceptor] = (),
+    limits: ServerLimits = DEFAULT_LIMITS,
 ) -> RunningServer:
     """Starts serving on address (port 0 picks a free one): for tests and for main alike. The call boundary
-    (metrics, error mapping) is outermost, so it also counts calls the other interceptors refuse."""
-    server = aio.server(interceptors=[CallBoundary(), *interceptors], options=[("grpc.so_reuseport", 0)])
+    (metrics, limits, error mapping) is outermost, so it also counts calls the other interceptors refuse."""
+    server = aio.server(
+        interceptors=[CallBoundary(limits), *interceptors],
+        options=[("grpc.so_reuseport", 0), *limits.channel_options()],
+    )
     health = Health([s.name for s in services])
     for service in services:
         service.add_to_server(service.servicer, server)

@@ -16,8 +16,8 @@ from brokerage.proto import callback_pb2, exchange_pb2, orders_pb2
 from brokerage.rpc.requests import Malformed, checked, field_violations
 from order_service import translate
 
-parse_place = checked(orders_pb2.PlaceOrderRequest.FromString)
-parse_batch = checked(exchange_pb2.SubmitOrderBatch.FromString)
+parse_place = checked(orders_pb2.PlaceOrderRequest.FromString, 64 * 1024)
+parse_batch = checked(exchange_pb2.SubmitOrderBatch.FromString, 1 << 20)
 
 
 def test_a_well_formed_request_passes_as_its_message() -> None:
