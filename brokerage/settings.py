@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     grpc_max_unauthenticated_streams: int = Field(default=32, ge=1)  # health Watch and reflection
     # Connections are closed (gracefully) at this age, so new replicas get their share behind an L4 load balancer.
     grpc_max_connection_age_seconds: float = Field(default=600.0, ge=1)
+    # Server reflection, for grpcurl with no proto files at hand; production turns it off on the services outside
+    # callers reach (the contract then comes from `python -m brokerage.rpc.protoset`).
+    grpc_reflection: bool = True
     watches_per_customer: int = Field(default=10, ge=1)  # WatchOrders streams of one customer on one replica
 
     price_collar: Decimal = Field(default=Decimal("0.05"), gt=0, lt=1)

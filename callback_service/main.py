@@ -59,6 +59,7 @@ async def start(settings: Settings) -> CallbackApp:
         [service],
         [RequireBearerToken(tokens, [SERVICE_NAME])],
         limits_for(settings, max_receive_bytes=REPORT_BATCH_MAX_BYTES),
+        reflection=settings.grpc_reflection,
     )
     return CallbackApp(settings, pool, link, running)
 

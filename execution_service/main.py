@@ -122,6 +122,7 @@ async def start(settings: Settings) -> ExecutionApp:
         [service],
         [IdentityBoundary(verifier, POLICY)],
         limits_for(settings),
+        reflection=settings.grpc_reflection,
     )
     return ExecutionApp(settings, pool, link, exchange, board, workers, sweeper, quote_feed, running)
 

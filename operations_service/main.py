@@ -61,6 +61,7 @@ async def start(settings: Settings) -> OperationsApp:
         [service],
         [IdentityBoundary(verifier, POLICY)],
         limits_for(settings),
+        reflection=settings.grpc_reflection,
     )
     return OperationsApp(settings, pool, exchange, running)
 

@@ -94,6 +94,7 @@ async def start(settings: Settings) -> OrderServiceApp:
         [service],
         [IdentityBoundary(verifier, POLICY)],
         limits_for(settings),
+        reflection=settings.grpc_reflection,
     )
     return OrderServiceApp(settings, pool, link, relay, reference, running)
 

@@ -12,7 +12,7 @@ from typing import Any
 from google.protobuf import descriptor_pool
 from grpc import aio
 from grpc_health.v1 import health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection as grpc_reflection
 
 from brokerage.rpc.boundary import CallBoundary
 from brokerage.rpc.health import Health
@@ -44,6 +44,7 @@ async def create_server(
     services: Sequence[Service],
     interceptors: Sequence[aio.ServerInterceptor] = (),
     limits: ServerLimits = DEFAULT_LIMITS,
+    reflection: bool = True,
 ) -> RunningServer:
     """Starts serving on address (port 0 picks a free one): for tests and for main alike. The call boundary
     (metrics, limits, error mapping) is outermost, so it also counts calls the other interceptors refuse."""
@@ -55,10 +56,11 @@ async def create_server(
     for service in services:
         service.add_to_server(service.servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
-    names = [s.name for s in services]
-    reflection.enable_server_reflection(
-        [*names, "grpc.health.v1.Health", reflection.SERVICE_NAME], server, pool=MethodResolvingPool()
-    )
+    if reflection:  # off where the contract is not to be browsed (brokerage.rpc.protoset serves grpcurl there)
+        names = [s.name for s in services]
+        grpc_reflection.enable_server_reflection(
+            [*names, "grpc.health.v1.Health", grpc_reflection.SERVICE_NAME], server, pool=MethodResolvingPool()
+        )
     port = server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"cannot listen on {address}")

@@ -102,10 +102,17 @@ def order_service(e2e_database: str, fresh_nats: str, tmp_path: Path) -> Iterato
 
 
 def grpcurl(
-    target: str, *args: str, data: dict[str, object] | None = None, token: str | None = None
+    target: str,
+    *args: str,
+    data: dict[str, object] | None = None,
+    token: str | None = None,
+    protoset: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """grpcurl as an engineer runs it, presenting the token if given (-H "authorization: Bearer ...")."""
+    """grpcurl as an engineer runs it, presenting the token if given (-H "authorization: Bearer ..."), taking the
+    contract from a descriptor set if given (-protoset), else from reflection."""
     command = [GRPCURL, "-plaintext", "-max-time", "10"]
+    if protoset is not None:
+        command += ["-protoset", str(protoset)]
     if token is not None:
         command += ["-H", f"authorization: Bearer {token}"]
     if data is not None:
