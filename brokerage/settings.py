@@ -61,6 +61,16 @@ class Settings(BaseSettings):
     grpc_max_unauthenticated_streams: int = Field(default=32, ge=1)  # health Watch and reflection
     # Connections are closed (gracefully) at this age, so new replicas get their share behind an L4 load balancer.
     grpc_max_connection_age_seconds: float = Field(default=600.0, ge=1)
+    # Mutual TLS (brokerage.rpc.tls): this process's certificate and key, the CA bundle its callers' certificates
+    # must chain to, and the identities (certificate URI SANs, comma-separated) its server admits; with them, health
+    # is also served in plaintext on probe_port, for kubelet. All empty: plaintext (make run on loopback).
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_ca_file: str = ""
+    tls_peers: str = ""
+    probe_port: int = Field(default=0, ge=0, le=65535)
+    # The CA bundle that signs the venue's server certificate (a CA of its own); empty: tls_ca_file.
+    exchange_tls_ca_file: str = ""
     # Server reflection, for grpcurl with no proto files at hand; production turns it off on the services outside
     # callers reach (the contract then comes from `python -m brokerage.rpc.protoset`).
     grpc_reflection: bool = True
@@ -152,6 +162,15 @@ class Settings(BaseSettings):
     def _grace_outlasts_a_send(self) -> Settings:
         if self.expiry_grace_seconds < self.exchange_deadline_seconds:
             raise ValueError("expiry_grace_seconds must be at least exchange_deadline_seconds: a send may still arrive")
+        return self
+
+    @model_validator(mode="after")
+    def _tls_whole(self) -> Settings:
+        files = (self.tls_cert_file, self.tls_key_file, self.tls_ca_file)
+        if any(files) and not all(files):
+            raise ValueError("tls_cert_file, tls_key_file and tls_ca_file go together: all three, or none")
+        if any(files) and not self.tls_peers.strip():
+            raise ValueError("tls_peers is required with TLS: the certificate identities this server admits")
         return self
 
     @field_validator("shards")

@@ -15,6 +15,7 @@ from brokerage.rpc.auth import RequireBearerToken
 from brokerage.rpc.limits import limits_for
 from brokerage.rpc.process import run_service
 from brokerage.rpc.server import RunningServer, Service, create_server
+from brokerage.rpc.tls import server_tls
 from brokerage.settings import Settings, load_settings
 from brokerage.storage.pool import open_pool, ping
 from brokerage.storage.settlements import SettlementStore
@@ -60,6 +61,7 @@ async def start(settings: Settings) -> CallbackApp:
         [RequireBearerToken(tokens, [SERVICE_NAME])],
         limits_for(settings, max_receive_bytes=REPORT_BATCH_MAX_BYTES),
         reflection=settings.grpc_reflection,
+        tls=server_tls(settings),
     )
     return CallbackApp(settings, pool, link, running)
 

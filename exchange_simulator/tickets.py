@@ -57,7 +57,6 @@ def order_ticket(
     return OrderTicket(order_id, customer_id, symbol.strip().upper(), side, quantity, price, expires_at)
 
 
-
 def _positive_price(text: str, violations: list[FieldViolation]) -> Decimal | None:
     try:
         price = parse_decimal(text.strip())

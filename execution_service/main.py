@@ -26,6 +26,7 @@ from brokerage.rpc.identity import IdentityBoundary, Kind, verifier_for
 from brokerage.rpc.limits import limits_for
 from brokerage.rpc.process import run_service
 from brokerage.rpc.server import RunningServer, Service, create_server
+from brokerage.rpc.tls import client_tls, server_tls
 from brokerage.settings import Settings, load_settings
 from brokerage.storage.pool import open_pool, ping
 from brokerage.storage.shard_config import check_shard_count
@@ -90,7 +91,11 @@ async def start(settings: Settings) -> ExecutionApp:
         f"execution-{format_shard_set(shards)}",
         on_connected=lambda js: ensure_orders_stream(js, settings),
     )
-    exchange = ExchangeClient.connect(settings.exchange_target, settings.exchange_deadline_seconds)
+    exchange = ExchangeClient.connect(
+        settings.exchange_target,
+        settings.exchange_deadline_seconds,
+        client_tls(settings, settings.exchange_tls_ca_file),
+    )
     board = ShardBoard(ShardStore(pool), link, shards, settings.shard_refresh_seconds)
     submissions = SubmissionStore(pool, claim_batch_max=settings.claim_batch_max)
     submitter = Submitter(submissions, exchange, _retry_policy(settings), _circuit_breaker(settings))
@@ -123,6 +128,7 @@ async def start(settings: Settings) -> ExecutionApp:
         [IdentityBoundary(verifier, POLICY)],
         limits_for(settings),
         reflection=settings.grpc_reflection,
+        tls=server_tls(settings),
     )
     return ExecutionApp(settings, pool, link, exchange, board, workers, sweeper, quote_feed, running)
 

@@ -19,6 +19,7 @@ from brokerage.rpc.identity import IdentityBoundary, Kind, verifier_for
 from brokerage.rpc.limits import limits_for
 from brokerage.rpc.process import run_service
 from brokerage.rpc.server import RunningServer, Service, create_server
+from brokerage.rpc.tls import server_tls
 from brokerage.settings import Settings, load_settings
 from brokerage.storage.orders import OrderStore
 from brokerage.storage.outbox import Outbox
@@ -95,6 +96,7 @@ async def start(settings: Settings) -> OrderServiceApp:
         [IdentityBoundary(verifier, POLICY)],
         limits_for(settings),
         reflection=settings.grpc_reflection,
+        tls=server_tls(settings),
     )
     return OrderServiceApp(settings, pool, link, relay, reference, running)
 

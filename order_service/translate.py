@@ -126,7 +126,6 @@ def _decode_position(kind: str, token: str, field: str) -> int:
     raise InvalidRequest([FieldViolation(field, "not a token this service issued")])
 
 
-
 def _known(mapping: Mapping[Any, T], value: int, field: str) -> T:
     if value not in mapping:
         raise InvalidRequest([FieldViolation(field, f"unknown value {value}")])
