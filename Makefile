@@ -21,8 +21,9 @@ $(STAMP): pyproject.toml
 proto: venv
 	$(BIN)/python -m devtools.protogen
 
+# TLS=1: mutual TLS on every link, with dev certificates made under .local/tls.
 run: venv
-	$(BIN)/python -m devtools.run
+	$(BIN)/python -m devtools.run $(if $(filter 1,$(TLS)),--tls)
 
 # Against a running `make run`: a few customers buy, then sell part of it; shows them filled and settled.
 demo: venv
