@@ -169,8 +169,6 @@ class Settings(BaseSettings):
         files = (self.tls_cert_file, self.tls_key_file, self.tls_ca_file)
         if any(files) and not all(files):
             raise ValueError("tls_cert_file, tls_key_file and tls_ca_file go together: all three, or none")
-        if any(files) and not self.tls_peers.strip():
-            raise ValueError("tls_peers is required with TLS: the certificate identities this server admits")
         return self
 
     @field_validator("shards")

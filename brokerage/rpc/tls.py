@@ -204,7 +204,11 @@ def server_tls(settings: Settings, policy: PeerPolicy | None = None) -> ServerTl
     files = files_from(settings.tls_cert_file, settings.tls_key_file, settings.tls_ca_file, "BROKER_TLS_*")
     if files is None:
         return None
-    return ServerTls(files, policy or PeerPolicy(peers_from(settings.tls_peers)), settings.probe_port)
+    if policy is None:
+        if not (peers := peers_from(settings.tls_peers)):
+            raise ValueError("BROKER_TLS_PEERS is required with TLS: the certificate identities this server admits")
+        policy = PeerPolicy(peers)
+    return ServerTls(files, policy, settings.probe_port)
 
 
 def client_tls(settings: Settings, server_ca: str = "") -> TlsFiles | None:
