@@ -43,6 +43,14 @@ class Settings(BaseSettings):
     statement_timeout_ms: int = Field(default=5_000, ge=100)
 
     nats_url: str = "nats://127.0.0.1:4222"
+    # Production's NATS: a user per service, limited to its subjects and its own inbox prefix (_INBOX_<service>), its
+    # password read from a file; TLS checked against nats_tls_ca_file. All empty: no credentials, plaintext.
+    nats_user: str = ""
+    nats_password_file: str = ""
+    nats_tls_ca_file: str = ""
+    # Whether a service makes the ORDERS stream and its shard's consumer when they are missing (make run, the
+    # tests). Production: false; they are the setup Job's alone, and the services' NATS users may not make them.
+    nats_manage_streams: bool = True
     stream_replicas: int = Field(default=1, ge=1, le=5)
     stream_max_bytes: int = Field(default=1 << 30, ge=1 << 20)
     stream_duplicate_window_seconds: int = Field(default=900, ge=120)

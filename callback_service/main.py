@@ -9,7 +9,7 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
-from brokerage.messaging.connection import JetStreamLink
+from brokerage.messaging.connection import JetStreamLink, NatsAccess
 from brokerage.messaging.doorbell import Doorbell
 from brokerage.rpc.auth import RequireBearerToken
 from brokerage.rpc.limits import limits_for
@@ -52,7 +52,7 @@ async def start(settings: Settings) -> CallbackApp:
         raise ValueError("BROKER_CALLBACK_TOKEN is required: without it anyone could report executions")
     tokens = [token, settings.callback_token_previous.get_secret_value()]  # the second during a rotation
     pool = await open_pool(settings)
-    link = JetStreamLink(settings.nats_url, "callback-service")
+    link = JetStreamLink(NatsAccess.of(settings), "callback-service")
     store = SettlementStore(pool, batch_max=settings.settlement_batch_max, flushers=settings.settlement_flushers)
     service = Service(SERVICE_NAME, CallbackServicer(store, Doorbell(link)), add_to_server)
     running = await create_server(

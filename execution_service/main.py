@@ -18,7 +18,7 @@ from brokerage.background import Backoff
 from brokerage.domain.sharding import format_shard_set
 from brokerage.domain.submission import CircuitBreaker, RetryPolicy
 from brokerage.exchange_client import ExchangeClient
-from brokerage.messaging.connection import JetStreamLink
+from brokerage.messaging.connection import JetStreamLink, NatsAccess
 from brokerage.messaging.doorbell import Doorbell
 from brokerage.messaging.streams import ensure_orders_stream
 from brokerage.proto import execution_pb2_grpc
@@ -87,7 +87,7 @@ async def start(settings: Settings) -> ExecutionApp:
     pool = await open_pool(settings)
     await check_shard_count(pool, settings.shard_count)
     link = JetStreamLink(
-        settings.nats_url,
+        NatsAccess.of(settings),
         f"execution-{format_shard_set(shards)}",
         on_connected=lambda js: ensure_orders_stream(js, settings),
     )
@@ -112,6 +112,7 @@ async def start(settings: Settings) -> ExecutionApp:
             fetch_timeout=settings.fetch_timeout_seconds,
             work_limit=settings.message_work_limit_seconds,
             backoff=Backoff(settings.retry_initial_seconds, settings.retry_max_seconds),
+            manage_consumer=settings.nats_manage_streams,
         )
         for shard in shards
     ]

@@ -10,7 +10,7 @@ from typing import Any
 from psycopg_pool import AsyncConnectionPool
 
 from brokerage.domain.placement import PlacementPolicy
-from brokerage.messaging.connection import JetStreamLink
+from brokerage.messaging.connection import JetStreamLink, NatsAccess
 from brokerage.messaging.doorbell import Doorbell
 from brokerage.messaging.relay import OutboxRelay
 from brokerage.messaging.streams import ensure_orders_stream
@@ -67,7 +67,9 @@ async def start(settings: Settings) -> OrderServiceApp:
     await check_shard_count(pool, settings.shard_count)
     reference = ReferenceData(pool, settings.reference_refresh_seconds)
     await reference.refresh()
-    link = JetStreamLink(settings.nats_url, "order-service", on_connected=lambda js: ensure_orders_stream(js, settings))
+    link = JetStreamLink(
+        NatsAccess.of(settings), "order-service", on_connected=lambda js: ensure_orders_stream(js, settings)
+    )
     relay = OutboxRelay(
         Outbox(pool),
         link,
