@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv proto run demo test fuzz lint bench bench-execution bench-settlement bench-settlement-sql bench-poison clean
+.PHONY: venv proto run demo test fuzz lint bench bench-execution bench-settlement bench-settlement-sql bench-poison bench-watch clean
 
 venv: $(STAMP)
 
@@ -55,6 +55,9 @@ bench-settlement-sql: venv
 
 bench-poison: venv
 	$(BIN)/python -m benchmarks.poison
+
+bench-watch: venv
+	$(BIN)/python -m benchmarks.watch_flood
 
 clean:
 	rm -rf .local .pytest_cache .mypy_cache .ruff_cache
