@@ -12,10 +12,8 @@ from psycopg_pool import AsyncConnectionPool
 from brokerage.messaging.connection import JetStreamLink, NatsAccess
 from brokerage.messaging.doorbell import Doorbell
 from brokerage.rpc.auth import RequireBearerToken
-from brokerage.rpc.limits import limits_for
 from brokerage.rpc.process import run_service
-from brokerage.rpc.server import RunningServer, Service, create_server
-from brokerage.rpc.tls import server_tls
+from brokerage.rpc.server import RunningServer, Service, create_service_server
 from brokerage.settings import Settings, load_settings
 from brokerage.storage.pool import open_pool, ping
 from brokerage.storage.settlements import SettlementStore
@@ -55,13 +53,8 @@ async def start(settings: Settings) -> CallbackApp:
     link = JetStreamLink(NatsAccess.of(settings), "callback-service")
     store = SettlementStore(pool, batch_max=settings.settlement_batch_max, flushers=settings.settlement_flushers)
     service = Service(SERVICE_NAME, CallbackServicer(store, Doorbell(link)), add_to_server)
-    running = await create_server(
-        f"{settings.grpc_host}:{settings.grpc_port}",
-        [service],
-        [RequireBearerToken(tokens, [SERVICE_NAME])],
-        limits_for(settings, max_receive_bytes=REPORT_BATCH_MAX_BYTES),
-        reflection=settings.grpc_reflection,
-        tls=server_tls(settings),
+    running = await create_service_server(
+        settings, [service], [RequireBearerToken(tokens, [SERVICE_NAME])], max_receive_bytes=REPORT_BATCH_MAX_BYTES
     )
     return CallbackApp(settings, pool, link, running)
 

@@ -23,10 +23,9 @@ from brokerage.messaging.doorbell import Doorbell
 from brokerage.messaging.streams import ensure_orders_stream
 from brokerage.proto import execution_pb2_grpc
 from brokerage.rpc.identity import IdentityBoundary, Kind, verifier_for
-from brokerage.rpc.limits import limits_for
 from brokerage.rpc.process import run_service
-from brokerage.rpc.server import RunningServer, Service, create_server
-from brokerage.rpc.tls import client_tls, server_tls
+from brokerage.rpc.server import RunningServer, Service, create_service_server
+from brokerage.rpc.tls import client_tls
 from brokerage.settings import Settings, load_settings
 from brokerage.storage.pool import open_pool, ping
 from brokerage.storage.shard_config import check_shard_count
@@ -123,14 +122,7 @@ async def start(settings: Settings) -> ExecutionApp:
         ExecutionServicer(board, settings.shard_count),
         execution_pb2_grpc.add_ExecutionServiceServicer_to_server,
     )
-    running = await create_server(
-        f"{settings.grpc_host}:{settings.grpc_port}",
-        [service],
-        [IdentityBoundary(verifier, POLICY)],
-        limits_for(settings),
-        reflection=settings.grpc_reflection,
-        tls=server_tls(settings),
-    )
+    running = await create_service_server(settings, [service], [IdentityBoundary(verifier, POLICY)])
     return ExecutionApp(settings, pool, link, exchange, board, workers, sweeper, quote_feed, running)
 
 

@@ -16,10 +16,8 @@ from brokerage.messaging.relay import OutboxRelay
 from brokerage.messaging.streams import ensure_orders_stream
 from brokerage.proto import orders_pb2_grpc
 from brokerage.rpc.identity import IdentityBoundary, Kind, verifier_for
-from brokerage.rpc.limits import limits_for
 from brokerage.rpc.process import run_service
-from brokerage.rpc.server import RunningServer, Service, create_server
-from brokerage.rpc.tls import server_tls
+from brokerage.rpc.server import RunningServer, Service, create_service_server
 from brokerage.settings import Settings, load_settings
 from brokerage.storage.orders import OrderStore
 from brokerage.storage.outbox import Outbox
@@ -92,14 +90,7 @@ async def start(settings: Settings) -> OrderServiceApp:
     service = Service(
         SERVICE_NAME, OrderServicer(desk, store, watch), orders_pb2_grpc.add_OrderServiceServicer_to_server
     )
-    running = await create_server(
-        f"{settings.grpc_host}:{settings.grpc_port}",
-        [service],
-        [IdentityBoundary(verifier, POLICY)],
-        limits_for(settings),
-        reflection=settings.grpc_reflection,
-        tls=server_tls(settings),
-    )
+    running = await create_service_server(settings, [service], [IdentityBoundary(verifier, POLICY)])
     return OrderServiceApp(settings, pool, link, relay, reference, running)
 
 

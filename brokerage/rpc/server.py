@@ -16,8 +16,9 @@ from grpc_reflection.v1alpha import reflection as grpc_reflection
 
 from brokerage.rpc.boundary import CallBoundary
 from brokerage.rpc.health import Health
-from brokerage.rpc.limits import DEFAULT_LIMITS, ServerLimits
-from brokerage.rpc.tls import ServerTls, server_credentials
+from brokerage.rpc.limits import CLIENT_FACING_MAX_RECEIVE_BYTES, DEFAULT_LIMITS, ServerLimits, limits_for
+from brokerage.rpc.tls import ServerTls, server_credentials, server_tls
+from brokerage.settings import Settings
 from brokerage.telemetry import get_logger
 
 log = get_logger(__name__)
@@ -90,6 +91,23 @@ async def _probe_server(address: str, port: int, health: Health) -> tuple[aio.Se
         raise OSError(f"cannot listen on {host}:{port}")
     await probe.start()
     return probe, bound
+
+
+async def create_service_server(
+    settings: Settings,
+    services: Sequence[Service],
+    interceptors: Sequence[aio.ServerInterceptor] = (),
+    max_receive_bytes: int = CLIENT_FACING_MAX_RECEIVE_BYTES,
+) -> RunningServer:
+    """create_server as one of our services' settings configure it: address, limits, reflection and TLS."""
+    return await create_server(
+        f"{settings.grpc_host}:{settings.grpc_port}",
+        services,
+        interceptors,
+        limits_for(settings, max_receive_bytes),
+        reflection=settings.grpc_reflection,
+        tls=server_tls(settings),
+    )
 
 
 class MethodResolvingPool:
