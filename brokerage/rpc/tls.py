@@ -10,6 +10,7 @@ in flight finish on the old one. Files caught half-written are ignored until the
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,9 @@ PEERS_REFUSED = Counter(
     "Calls refused because the peer's certificate names no admitted identity.",
     ["grpc_service"],
 )
-OPEN_SERVICES = frozenset({"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"})
+OPEN_SERVICES = frozenset(
+    {"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection", "grpc.reflection.v1.ServerReflection"}
+)
 
 
 @dataclass(frozen=True)
@@ -154,9 +157,13 @@ class RenewingChannel:
 def peer_identities(context: aio.ServicerContext) -> frozenset[str]:
     """The URI SANs of the certificate the peer presented (none over plaintext)."""
     presented = context.auth_context().get("x509_pem_cert")
-    if not presented:
-        return frozenset()
-    certificate = x509.load_pem_x509_certificate(presented[0])
+    return uri_names(presented[0]) if presented else frozenset()
+
+
+@functools.lru_cache(maxsize=1024)
+def uri_names(pem: bytes) -> frozenset[str]:
+    """A certificate's URI SANs; parsed once per certificate, not once per call."""
+    certificate = x509.load_pem_x509_certificate(pem)
     try:
         names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
