@@ -13,6 +13,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from brokerage.domain.sharding import format_shard_set
+from brokerage.storage.grants import BY_NAME, SERVICE_ROLES
 
 SHARD_COUNT = 16
 CLUSTER_COUNT = 2
@@ -30,10 +31,20 @@ class ServicePlan:
     port: int
     metrics_port: int
     env: Mapping[str, str] = field(default_factory=dict)
+    # The PostgreSQL user it logs in as where the launcher makes the users (brokerage.storage.grants): a member of
+    # its service's role. None: no database, or whichever user BROKER_DATABASE_URL names.
+    database_user: str | None = None
 
     @property
     def target(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    def environment(self, env: Mapping[str, str], *, own_database_user: bool = False) -> dict[str, str]:
+        """env under the plan's own settings; with own_database_user, BROKER_DATABASE_URL names its user."""
+        merged = {**env, **self.env}
+        if own_database_user and self.database_user and "BROKER_DATABASE_URL" in merged:
+            merged["BROKER_DATABASE_URL"] = database_url_as(merged["BROKER_DATABASE_URL"], self.database_user)
+        return merged
 
 
 @dataclass(frozen=True)
@@ -113,7 +124,8 @@ def local_ports() -> Iterator[int]:
 
 
 def broker_service(name: str, module: str, port: int, metrics_port: int, **env: str) -> ServicePlan:
-    """One of our services (BROKER_* settings) listening on 127.0.0.1:port."""
+    """One of our services (BROKER_* settings) listening on 127.0.0.1:port, logging in to PostgreSQL as its role's
+    user."""
     return ServicePlan(
         name,
         module,
@@ -125,4 +137,11 @@ def broker_service(name: str, module: str, port: int, metrics_port: int, **env: 
             "BROKER_METRICS_PORT": str(metrics_port),
             **env,
         },
+        database_user=BY_NAME[SERVICE_ROLES[module]].login,
     )
+
+
+def database_url_as(database_url: str, user: str) -> str:
+    """The same database's URL for another user, without a password (a private cluster trusts local users)."""
+    scheme, rest = database_url.split("://", 1)
+    return f"{scheme}://{user}@{rest.rpartition('@')[2]}"

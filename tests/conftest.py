@@ -47,12 +47,6 @@ def service_logins(postgres_cluster: PostgresCluster, migrated_template: str) ->
     return {role.name: role.login for role in ROLES}
 
 
-def as_user(database_url: str, user: str) -> str:
-    """The same database's URL for another user (the test cluster trusts every local connection)."""
-    scheme, rest = database_url.split("://", 1)
-    return f"{scheme}://{user}@{rest.split('@', 1)[1]}"
-
-
 @pytest.fixture
 def database_url(postgres_cluster: PostgresCluster, migrated_template: str) -> Iterator[str]:
     """The URL of a fresh migrated database for this test, dropped afterwards."""

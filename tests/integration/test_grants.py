@@ -15,7 +15,7 @@ from psycopg import sql
 
 from brokerage.storage.grants import BY_NAME, DEFINER_SEARCH_PATH, ROLES, THE_BOOKS
 from brokerage.storage.queries import fetch_all
-from tests.conftest import as_user
+from devtools.mesh import database_url_as
 from tests.integration import test_migrations
 
 pytestmark = pytest.mark.integration
@@ -191,7 +191,7 @@ async def test_a_member_of_order_service_s_role_places_through_its_function_and_
     refused."""
     from psycopg_pool import AsyncConnectionPool
 
-    url = as_user(seeded_database, service_logins["broker_orders"])
+    url = database_url_as(seeded_database, service_logins["broker_orders"])
     async with AsyncConnectionPool(url, kwargs={"autocommit": True}, open=False) as pool:
         order_id = f"grants-{uuid.uuid4().hex[:8]}"
         [placed] = await fetch_all(
