@@ -35,6 +35,7 @@ from brokerage.domain.submission import (
     venue_error,
 )
 from brokerage.proto import common_pb2, exchange_pb2, exchange_pb2_grpc
+from brokerage.rpc.tls import RenewingChannel, TlsFiles, open_channel
 from brokerage.submit_stream import StreamBroken, SubmitStream
 from brokerage.wire import SIDE_TO_PROTO, STATUS_FROM_PROTO, parse_report, report_from_proto, timestamp
 
@@ -90,20 +91,31 @@ class CancelAnswer:
 
 
 class ExchangeClient:
-    def __init__(self, channel: aio.Channel, deadline: float) -> None:
-        self._channel = channel
-        self._stub = exchange_pb2_grpc.ExchangeServiceStub(channel)
+    def __init__(self, channels: RenewingChannel, deadline: float) -> None:
+        self._channels = channels
+        self._stubs: tuple[aio.Channel, exchange_pb2_grpc.ExchangeServiceStub] | None = None
         self._deadline = deadline
         self._submissions = SubmitStream(lambda: self._stub.SubmitOrders(wait_for_ready=False))
 
     @classmethod
-    def connect(cls, target: str, deadline: float) -> ExchangeClient:
-        options = [("grpc.service_config", _SERVICE_CONFIG), ("grpc.enable_retries", 1)]
-        return cls(aio.insecure_channel(target, options=options), deadline)
+    def connect(cls, target: str, deadline: float, tls: TlsFiles | None = None) -> ExchangeClient:
+        """A client of the venue at target: over mutual TLS with tls (our certificate, the venue's CA), its
+        renewals followed; plaintext without."""
+        options: list[tuple[str, object]] = [("grpc.service_config", _SERVICE_CONFIG), ("grpc.enable_retries", 1)]
+        return cls(RenewingChannel(lambda: open_channel(target, tls, options), tls), deadline)
+
+    @property
+    def _stub(self) -> exchange_pb2_grpc.ExchangeServiceStub:
+        """The stub of the current channel (a renewed certificate makes a new one; the submit stream moves to it when
+        it opens again)."""
+        channel = self._channels.current()
+        if self._stubs is None or self._stubs[0] is not channel:
+            self._stubs = (channel, exchange_pb2_grpc.ExchangeServiceStub(channel))
+        return self._stubs[1]
 
     async def close(self) -> None:
         await self._submissions.close()
-        await self._channel.close()
+        await self._channels.close()
 
     async def submit(self, order: Order) -> SubmissionOutcome:
         """Submits a market order with its protection price (and its expiry, a DAY order's), on the process's

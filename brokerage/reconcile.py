@@ -38,6 +38,7 @@ from brokerage.domain.reconciliation import (
     venue_movements,
 )
 from brokerage.exchange_client import ExchangeClient
+from brokerage.rpc.tls import client_tls
 from brokerage.settings import Settings, load_settings
 from brokerage.storage.queries import query
 from brokerage.telemetry import configure_logging
@@ -189,7 +190,11 @@ def main() -> None:
 async def _run(settings: Settings, day: date, stuck_after: timedelta, *, with_exchange: bool) -> list[CheckResult]:
     if not with_exchange:
         return await reconcile(settings.dsn, None, day, stuck_after)
-    exchange = ExchangeClient.connect(settings.exchange_target, settings.exchange_deadline_seconds)
+    exchange = ExchangeClient.connect(
+        settings.exchange_target,
+        settings.exchange_deadline_seconds,
+        client_tls(settings, settings.exchange_tls_ca_file),
+    )
     try:
         return await reconcile(settings.dsn, exchange, day, stuck_after)
     finally:

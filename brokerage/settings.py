@@ -59,6 +59,14 @@ class Settings(BaseSettings):
     statement_timeout_ms: int = Field(default=5_000, ge=100)
 
     nats_url: str = "nats://127.0.0.1:4222"
+    # Production's NATS: a user per service, limited to its subjects and its own inbox prefix (_INBOX_<service>), its
+    # password read from a file; TLS checked against nats_tls_ca_file. All empty: no credentials, plaintext.
+    nats_user: str = ""
+    nats_password_file: str = ""
+    nats_tls_ca_file: str = ""
+    # Whether a service makes the ORDERS stream and its shard's consumer when they are missing (make run, the
+    # tests). Production: false; they are the setup Job's alone, and the services' NATS users may not make them.
+    nats_manage_streams: bool = True
     stream_replicas: int = Field(default=1, ge=1, le=5)
     stream_max_bytes: int = Field(default=1 << 30, ge=1 << 20)
     stream_duplicate_window_seconds: int = Field(default=900, ge=120)
@@ -71,6 +79,26 @@ class Settings(BaseSettings):
     shutdown_readiness_delay_seconds: float = Field(default=5.0, ge=0)
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
     readiness_interval_seconds: float = Field(default=2.0, gt=0)
+    # What one server holds for its callers at once (brokerage.rpc.limits): past a bound a call is RESOURCE_EXHAUSTED.
+    grpc_max_unary_calls: int = Field(default=2_000, ge=1)
+    grpc_max_streams: int = Field(default=2_000, ge=1)
+    grpc_max_unauthenticated_streams: int = Field(default=32, ge=1)  # health Watch and reflection
+    # Connections are closed (gracefully) at this age, so new replicas get their share behind an L4 load balancer.
+    grpc_max_connection_age_seconds: float = Field(default=600.0, ge=1)
+    # Mutual TLS (brokerage.rpc.tls): this process's certificate and key, the CA bundle its callers' certificates
+    # must chain to, and the identities (certificate URI SANs, comma-separated) its server admits; with them, health
+    # is also served in plaintext on probe_port, for kubelet. All empty: plaintext (make run on loopback).
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_ca_file: str = ""
+    tls_peers: str = ""
+    probe_port: int = Field(default=0, ge=0, le=65535)
+    # The CA bundle that signs the venue's server certificate (a CA of its own); empty: tls_ca_file.
+    exchange_tls_ca_file: str = ""
+    # Server reflection, for grpcurl with no proto files at hand; production turns it off on the services outside
+    # callers reach (the contract then comes from `python -m brokerage.rpc.protoset`).
+    grpc_reflection: bool = True
+    watches_per_customer: int = Field(default=10, ge=1)  # WatchOrders streams of one customer on one replica
 
     price_collar: Decimal = Field(default=Decimal("0.05"), gt=0, lt=1)
     max_order_quantity: int = Field(default=1_000_000, ge=1)
@@ -173,6 +201,13 @@ class Settings(BaseSettings):
         if not password:
             raise ValueError("BROKER_DATABASE_PASSWORD_FILE is empty")
         self._database_password = SecretStr(password)
+        return self
+
+    @model_validator(mode="after")
+    def _tls_whole(self) -> Settings:
+        files = (self.tls_cert_file, self.tls_key_file, self.tls_ca_file)
+        if any(files) and not all(files):
+            raise ValueError("tls_cert_file, tls_key_file and tls_ca_file go together: all three, or none")
         return self
 
     @field_validator("shards")

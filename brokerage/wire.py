@@ -34,6 +34,10 @@ MAX_REASON_LENGTH = 1_000
 MONEY_DECIMALS = 4  # the books' numeric(20,4)
 MAX_AMOUNT = Decimal(10) ** 16
 SUBMIT_BATCH_MAX = 1_000  # orders in one SubmitOrders message (exchange.proto)
+# The receive limits of the two internal streams: their largest legal batch (the most items, each with its longest
+# fields, a reason of four-byte characters included; tests/unit/test_limits.py builds them) with room to spare.
+REPORT_BATCH_MAX_BYTES = 6 * 1024 * 1024
+SUBMIT_BATCH_MAX_BYTES = 1024 * 1024
 
 
 def timestamp(moment: datetime) -> Timestamp:

@@ -9,14 +9,17 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
-from brokerage.messaging.connection import JetStreamLink
+from brokerage.messaging.connection import JetStreamLink, NatsAccess
 from brokerage.messaging.doorbell import Doorbell
 from brokerage.rpc.auth import RequireBearerToken
+from brokerage.rpc.limits import limits_for
 from brokerage.rpc.process import run_service
 from brokerage.rpc.server import RunningServer, Service, create_server
+from brokerage.rpc.tls import server_tls
 from brokerage.settings import Settings, load_settings
 from brokerage.storage.pool import open_pool, ping
 from brokerage.storage.settlements import SettlementStore
+from brokerage.wire import REPORT_BATCH_MAX_BYTES
 from callback_service.servicer import SERVICE_NAME, CallbackServicer, add_to_server
 
 
@@ -49,11 +52,16 @@ async def start(settings: Settings) -> CallbackApp:
         raise ValueError("BROKER_CALLBACK_TOKEN is required: without it anyone could report executions")
     tokens = [token, settings.callback_token_previous.get_secret_value()]  # the second during a rotation
     pool = await open_pool(settings)
-    link = JetStreamLink(settings.nats_url, "callback-service")
+    link = JetStreamLink(NatsAccess.of(settings), "callback-service")
     store = SettlementStore(pool, batch_max=settings.settlement_batch_max, flushers=settings.settlement_flushers)
     service = Service(SERVICE_NAME, CallbackServicer(store, Doorbell(link)), add_to_server)
     running = await create_server(
-        f"{settings.grpc_host}:{settings.grpc_port}", [service], [RequireBearerToken(tokens, [SERVICE_NAME])]
+        f"{settings.grpc_host}:{settings.grpc_port}",
+        [service],
+        [RequireBearerToken(tokens, [SERVICE_NAME])],
+        limits_for(settings, max_receive_bytes=REPORT_BATCH_MAX_BYTES),
+        reflection=settings.grpc_reflection,
+        tls=server_tls(settings),
     )
     return CallbackApp(settings, pool, link, running)
 

@@ -3,17 +3,20 @@
 `make run` lays it out on fixed ports; the end-to-end tests on free ones. Both start exactly these processes, so
 what the tests prove is what a developer runs. Sized for a 2-core machine: one OrderService, one CallbackService,
 the exchange simulator reporting to it, two worker clusters (shards 0-7 and 8-15 of 16) of two replicas each, and
-the operations service (brokerctl's).
+the operations service (brokerctl's). With dev certificates (devtools.tls), every link is mutual TLS: each service
+presents its own certificate and admits only the identities it serves, and answers health in plaintext on a probe
+port of its own, as kubelet asks.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from brokerage.domain.sharding import format_shard_set
 from brokerage.storage.grants import BY_NAME, SERVICE_ROLES
+from devtools.tls import DevCertificates, identity
 
 SHARD_COUNT = 16
 CLUSTER_COUNT = 2
@@ -31,6 +34,7 @@ class ServicePlan:
     port: int
     metrics_port: int
     env: Mapping[str, str] = field(default_factory=dict)
+    probe_port: int = 0  # with TLS: health in plaintext here
     # The PostgreSQL user it logs in as where the launcher makes the users (brokerage.storage.grants): a member of
     # its service's role. None: no database, or whichever user BROKER_DATABASE_URL names.
     database_user: str | None = None
@@ -38,6 +42,11 @@ class ServicePlan:
     @property
     def target(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def health_target(self) -> str:
+        """Where a probe asks for health without a certificate: the probe port under TLS, else the service's."""
+        return f"127.0.0.1:{self.probe_port or self.port}"
 
     def environment(self, env: Mapping[str, str], *, own_database_user: bool = False) -> dict[str, str]:
         """env under the plan's own settings; with own_database_user, BROKER_DATABASE_URL names its user."""
@@ -62,10 +71,65 @@ class MeshPlan:
 
 
 def plan_mesh(
-    ports: Iterator[int], *, shard_count: int = SHARD_COUNT, exchange_env: Mapping[str, str] | None = None
+    ports: Iterator[int],
+    *,
+    shard_count: int = SHARD_COUNT,
+    exchange_env: Mapping[str, str] | None = None,
+    tls: DevCertificates | None = None,
+    probe_ports: Iterator[int] | None = None,
 ) -> MeshPlan:
     """The mesh with its ports taken from `ports` in turn (a gRPC port, then its metrics port); the shards split
-    evenly between the clusters."""
+    evenly between the clusters. With tls, mutual TLS everywhere, each service's probe port from probe_ports."""
+    plan = _plan(ports, shard_count, exchange_env)
+    if tls is None:
+        return plan
+    if probe_ports is None:
+        raise ValueError("TLS needs probe ports: kubelet's and make run's health checks present no certificate")
+    return MeshPlan(
+        _secured(plan.order_service, tls, next(probe_ports)),
+        _secured(plan.callback_service, tls, next(probe_ports)),
+        _secured(plan.exchange, tls, next(probe_ports)),
+        tuple(_secured(w, tls, next(probe_ports)) for w in plan.workers),
+        _secured(plan.operations, tls, next(probe_ports)),
+    )
+
+
+# Whom each of our services admits, by its module: OrderService the API layer, the operators' services brokerctl,
+# CallbackService the venue (by the venue's own CA).
+ADMITTED = {
+    "order_service": ("api",),
+    "execution_service": ("brokerctl",),
+    "operations_service": ("brokerctl",),
+    "callback_service": ("exchange",),
+}
+CERTIFICATE_OF = {
+    "order_service": "order-service",
+    "execution_service": "execution-service",
+    "operations_service": "operations-service",
+    "callback_service": "callback-service",
+}
+
+
+def _secured(service: ServicePlan, tls: DevCertificates, probe_port: int) -> ServicePlan:
+    if service.module == "exchange_simulator":
+        venue = tls.files("exchange")
+        env = {
+            "EXCHANGE_TLS_CERT_FILE": str(venue.cert),
+            "EXCHANGE_TLS_KEY_FILE": str(venue.key),
+            "EXCHANGE_TLS_CA_FILE": str(tls.ca()),  # its clients, and CallbackService, carry our certificates
+            "EXCHANGE_TLS_ORDER_ENTRY_PEERS": identity("execution-service"),
+            "EXCHANGE_TLS_READER_PEERS": f"{identity('operations-service')},{identity('reconcile')}",
+            "EXCHANGE_PROBE_PORT": str(probe_port),
+        }
+    else:
+        env = tls.broker_env(CERTIFICATE_OF[service.module], ADMITTED[service.module])
+        env["BROKER_PROBE_PORT"] = str(probe_port)
+        if service.module == "callback_service":
+            env["BROKER_TLS_CA_FILE"] = str(tls.ca("venue-ca"))  # only the venue's certificates are admitted
+    return replace(service, env={**service.env, **env}, probe_port=probe_port)  # its database user kept
+
+
+def _plan(ports: Iterator[int], shard_count: int, exchange_env: Mapping[str, str] | None) -> MeshPlan:
     count = {"BROKER_SHARD_COUNT": str(shard_count)}
     callback = broker_service(
         "callback-service", "callback_service", next(ports), next(ports), BROKER_CALLBACK_TOKEN=LOCAL_CALLBACK_TOKEN
@@ -121,6 +185,12 @@ def local_ports() -> Iterator[int]:
     for grpc_port, metrics_port in zip(grpc_ports, metrics_ports, strict=True):
         yield grpc_port
         yield metrics_port
+
+
+def local_probe_ports() -> Iterator[int]:
+    """`make run TLS=1`'s plaintext health ports, in plan_mesh's order of services: OrderService 16051, CallbackService
+    16070, the exchange 16060, workers from 16061, the operations service 16080 (each its gRPC port + 1000)."""
+    return iter([16051, 16070, 16060, 16061, 16062, 16063, 16064, 16080])
 
 
 def broker_service(name: str, module: str, port: int, metrics_port: int, **env: str) -> ServicePlan:

@@ -5,7 +5,8 @@ are started under .local/ (their data kept between runs, as are the exchange sim
 applied and demo customers seeded (as the cluster's owner), the services started as child processes, each logged in
 to a private PostgreSQL as its own role's user (their JSON logs pass through), and
 grpcurl examples printed once the mesh can trade: every service ready, and a probe order placed (by a customer of
-its own) and filled.
+its own) and filled. With --tls (`make run TLS=1`) every link is mutual TLS, with dev CAs and certificates made
+under .local/tls (devtools.tls), and the examples present the right certificate for each service.
 Ctrl-C or SIGTERM stops the services (SIGTERM, then SIGKILL after 20 s), then the private servers. A service
 that dies on its own stops everything with a non-zero exit.
 """
@@ -29,9 +30,10 @@ import psycopg
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from brokerage.proto import common_pb2, orders_pb2, orders_pb2_grpc
+from brokerage.rpc.tls import TlsFiles, channel_credentials
 from brokerage.storage.grants import ROLES
 from brokerage.storage.seed import fund_customers
-from devtools.mesh import MeshPlan, ServicePlan, local_ports, plan_mesh
+from devtools.mesh import MeshPlan, ServicePlan, local_ports, local_probe_ports, plan_mesh
 from devtools.stack import (
     NatsServer,
     PostgresCluster,
@@ -41,6 +43,7 @@ from devtools.stack import (
     stop_processes,
     wait_until,
 )
+from devtools.tls import DevCertificates
 from devtools.token import CUSTOMER_TTL, DevIdentity, bearer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,14 +74,23 @@ class Shutdown(Exception):
     """SIGTERM or SIGHUP arrived: stop everything cleanly."""
 
 
-def grpcurl_examples(plan: MeshPlan) -> str:
-    """Ready-to-paste grpcurl commands against the running mesh, each minting the token it presents."""
+def grpcurl_examples(plan: MeshPlan, tls: DevCertificates | None = None) -> str:
+    """Ready-to-paste grpcurl commands against the running mesh, each minting the token it presents (and, under
+    TLS, presenting the certificate of the caller each service admits)."""
     grpcurl = _shown(Path(sys.prefix) / "bin" / "grpcurl")
     brokerctl = _shown(Path(sys.prefix) / "bin" / "brokerctl")
     python = _shown(Path(sys.prefix) / "bin" / "python")
-    plain = f"{grpcurl} -plaintext"
+
+    def as_caller(name: str, ca: str = "ca") -> str:
+        if tls is None:
+            return f"{grpcurl} -plaintext"
+        files = tls.files(name, trusting=ca)
+        return f"{grpcurl} -cacert {_shown(files.ca)} -cert {_shown(files.cert)} -key {_shown(files.key)}"
+
+    plain = as_caller("api")
     call = f'{plain} -H "authorization: Bearer $({python} -m devtools.token --customer 1)"'
-    ops = f'{plain} -H "authorization: Bearer $({python} -m devtools.token --operator)"'
+    ops = f'{as_caller("brokerctl")} -H "authorization: Bearer $({python} -m devtools.token --operator)"'
+    reader = as_caller("operations-service", ca="venue-ca")
     orders, worker, exchange = plan.order_service.target, plan.workers[0].target, plan.exchange.target
     svc = "broker.v1.OrderService"
 
@@ -117,14 +129,25 @@ def grpcurl_examples(plan: MeshPlan) -> str:
             f'  {ops} -d \'{{"shard":3,"reason":"maintenance"}}\' {worker} broker.v1.ExecutionService/PauseShard',
             f"  {ops} -d '{{\"shard\":3}}' {worker} broker.v1.ExecutionService/ResumeShard",
             "  # the exchange: its quotes, and every execution of the day with each order's arrival sequence",
-            f"  {plain} {exchange} broker.v1.ExchangeService/GetQuotes",
-            f"  {plain} {exchange} broker.v1.ExchangeService/GetDropCopy",
+            f"  {reader} {exchange} broker.v1.ExchangeService/GetQuotes",
+            f"  {reader} {exchange} broker.v1.ExchangeService/GetDropCopy",
             f"  {plain} {orders} grpc.health.v1.Health/Check",
             "  # the operator's levers (brokerctl --help): breaks, repairs, and the books proven against the exchange",
+            *_brokerctl_tls(tls),
             f"  {brokerctl} breaks list",
             f"  {brokerctl} reconcile",
         ]
     )
+
+
+def _brokerctl_tls(tls: DevCertificates | None) -> list[str]:
+    if tls is None:
+        return []
+    files = tls.files("brokerctl")
+    return [
+        f"  export BROKER_TLS_CERT_FILE={_shown(files.cert)} BROKER_TLS_KEY_FILE={_shown(files.key)}"
+        f" BROKER_TLS_CA_FILE={_shown(files.ca)}"
+    ]
 
 
 class Mesh:
@@ -204,12 +227,12 @@ class Mesh:
         except TimeoutError as exc:
             raise LaunchError(str(exc)) from exc
 
-    def wait_tradable(self, order_service: str, identity: DevIdentity) -> str:
+    def wait_tradable(self, order_service: str, identity: DevIdentity, tls: DevCertificates | None) -> str:
         """Places probe orders until one is PLACED, then waits until it is FILLED: what a customer's order placed now
         would do (a simulator still replaying its journal, quotes not yet fresh, reject it). Returns what to say."""
         deadline = time.monotonic() + READY_TIMEOUT_SECONDS
         signed = bearer(identity.customer_token(PROBE_CUSTOMER, CUSTOMER_TTL))
-        with grpc.insecure_channel(order_service) as channel:
+        with _channel(order_service, tls.files("api") if tls else None) as channel:
             stub = orders_pb2_grpc.OrderServiceStub(channel)
             for attempt in range(1, 1_000_000):
                 self.check_alive()
@@ -244,6 +267,7 @@ class Mesh:
 
 def main() -> int:
     """Runs the mesh until Ctrl-C/SIGTERM (exit 0) or a failure (exit 1)."""
+    tls = DevCertificates(LOCAL / "tls").ensure() if "--tls" in sys.argv[1:] else None
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _request_shutdown)
     mesh = Mesh()
@@ -259,15 +283,22 @@ def main() -> int:
         with psycopg.connect(env["BROKER_DATABASE_URL"], autocommit=True) as conn:
             fund_customers(conn, [PROBE_CUSTOMER], PROBE_FUNDING, funded_by="devtools.run")
         mesh.create_service_users()
-        plan = plan_mesh(local_ports(), exchange_env={"EXCHANGE_JOURNAL_DIR": str(EXCHANGE_JOURNALS)})
-        _wait_ports_free([port for s in plan.services for port in (s.port, s.metrics_port)])
+        plan = plan_mesh(
+            local_ports(),
+            exchange_env={"EXCHANGE_JOURNAL_DIR": str(EXCHANGE_JOURNALS)},
+            tls=tls,
+            probe_ports=local_probe_ports(),
+        )
+        _wait_ports_free([port for s in plan.services for port in (s.port, s.metrics_port, s.probe_port) if port])
+        if tls is not None:
+            _log(f"mutual TLS on every link, certificates in {_shown(tls.directory)}")
         identity = DevIdentity().ensure()  # the dev issuers' keys, kept under .local/identity
         env.update(identity.settings_env())
         for service in plan.services:
             mesh.start(service, env)
-        mesh.wait_ready([s.target for s in plan.services])
-        print(mesh.wait_tradable(plan.order_service.target, identity), flush=True)
-        print(grpcurl_examples(plan), flush=True)
+        mesh.wait_ready([s.health_target for s in plan.services])
+        print(mesh.wait_tradable(plan.order_service.target, identity, tls), flush=True)
+        print(grpcurl_examples(plan, tls), flush=True)
         mesh.supervise(identity)
     except (KeyboardInterrupt, Shutdown):
         _log("stopping")
@@ -324,6 +355,12 @@ def _wait_filled(
             raise LaunchError(f"probe order {order.order_id} ended {now.status_reason!r}")
         time.sleep(0.1)
     raise LaunchError(f"probe order {order.order_id} was not filled in time")
+
+
+def _channel(target: str, tls: TlsFiles | None) -> grpc.Channel:
+    if tls is None:
+        return grpc.insecure_channel(target)
+    return grpc.secure_channel(target, channel_credentials(tls))
 
 
 def _serving(target: str) -> bool:

@@ -327,9 +327,10 @@ class NatsServer(_Server):
     The server log is store_dir/nats-server.log.
     """
 
-    def __init__(self, store_dir: Path, port: int) -> None:
+    def __init__(self, store_dir: Path, port: int, config: Path | None = None) -> None:
         self.store_dir = Path(store_dir).absolute()
         self.port = port
+        self.config = config  # a configuration file (users, TLS), beside the flags
         self.log_file = self.store_dir / "nats-server.log"
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -361,6 +362,7 @@ class NatsServer(_Server):
             str(self.store_dir),
             "-l",
             str(self.log_file),
+            *(["-c", str(self.config)] if self.config else []),
         ]
         self._process = process = spawn(cmd, stdin=subprocess.DEVNULL)
         try:

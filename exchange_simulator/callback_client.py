@@ -16,6 +16,7 @@ from grpc import aio
 from brokerage.background import Backoff
 from brokerage.domain.executions import ExecutionReport
 from brokerage.proto import callback_pb2, callback_pb2_grpc
+from brokerage.rpc.tls import RenewingChannel, TlsFiles, open_channel
 from brokerage.wire import report_to_proto, reports_batch
 from exchange_simulator.delivery import DeliveryFailed
 from exchange_simulator.stream_delivery import ENDED
@@ -38,38 +39,50 @@ class CallbackClient:
         deadline_seconds: float,
         reconnect: Backoff | None = None,
         encode: Encode = encode_report,
+        tls: TlsFiles | None = None,
     ) -> None:
         # The channel's own reconnection backoff (up to 2 minutes by default) follows the delivery's, so a
         # CallbackService that is back is reached within the delivery's backoff, not minutes later.
-        options = []
+        options: list[tuple[str, object]] = []
         if reconnect is not None:
             options = [
                 ("grpc.initial_reconnect_backoff_ms", max(1, round(reconnect.initial * 1000))),
                 ("grpc.max_reconnect_backoff_ms", max(1, round(reconnect.maximum * 1000))),
             ]
-        self._channel = aio.insecure_channel(target, options=options)
-        self._stub = callback_pb2_grpc.CallbackServiceStub(self._channel)
-        self._report_execution = self._channel.unary_unary(
-            REPORT_EXECUTION,
-            request_serializer=None,  # the report's bytes, as encode made them
-            response_deserializer=callback_pb2.ReportExecutionResponse.FromString,
+        self._channels = RenewingChannel(lambda: open_channel(target, tls, options), tls)
+        self._calls: tuple[aio.Channel, callback_pb2_grpc.CallbackServiceStub, aio.UnaryUnaryMultiCallable] | None = (
+            None
         )
         self._metadata = (("authorization", f"Bearer {token}"),)
         self._deadline = deadline_seconds
         self._encode = encode
 
+    def _current(self) -> tuple[callback_pb2_grpc.CallbackServiceStub, aio.UnaryUnaryMultiCallable]:
+        """The stub and the raw ReportExecution of the current channel (a renewed certificate makes a new one)."""
+        channel = self._channels.current()
+        if self._calls is None or self._calls[0] is not channel:
+            report_execution = channel.unary_unary(
+                REPORT_EXECUTION,
+                request_serializer=None,  # the report's bytes, as encode made them
+                response_deserializer=callback_pb2.ReportExecutionResponse.FromString,
+            )
+            self._calls = (channel, callback_pb2_grpc.CallbackServiceStub(channel), report_execution)
+        return self._calls[1], self._calls[2]
+
     async def send(self, report: ExecutionReport) -> None:
+        _, report_execution = self._current()
         try:
-            await self._report_execution(self._encode(report), metadata=self._metadata, timeout=self._deadline)
+            await report_execution(self._encode(report), metadata=self._metadata, timeout=self._deadline)
         except aio.AioRpcError as error:
             raise DeliveryFailed(error.code().name, error.details() or "") from error
 
     def open_stream(self) -> ExecutionStream:
         """A new StreamExecutions call (no deadline: it lasts until it breaks or is cancelled)."""
-        return ExecutionStream(self._stub.StreamExecutions(metadata=self._metadata), self._encode)
+        stub, _ = self._current()
+        return ExecutionStream(stub.StreamExecutions(metadata=self._metadata), self._encode)
 
     async def close(self) -> None:
-        await self._channel.close()
+        await self._channels.close()
 
 
 class ExecutionStream:

@@ -8,6 +8,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from brokerage.background import Backoff
@@ -15,10 +16,13 @@ from brokerage.domain.executions import DropCopyEntry, Tombstone
 from brokerage.domain.market_hours import AlwaysOpen, trading_day
 from brokerage.listings import DEMO_LISTINGS
 from brokerage.proto import exchange_pb2_grpc
+from brokerage.rpc.limits import ServerLimits
 from brokerage.rpc.process import run_service
 from brokerage.rpc.server import RunningServer, Service, create_server
+from brokerage.rpc.tls import PeerPolicy, ServerTls, TlsFiles, files_from, peers_from
 from brokerage.settings import load_settings
 from brokerage.telemetry import get_logger
+from brokerage.wire import SUBMIT_BATCH_MAX_BYTES
 from exchange_simulator.callback_client import CallbackClient
 from exchange_simulator.chaos import Chaos
 from exchange_simulator.delivery import KeptOnly, ReportDelivery, ReportSink
@@ -191,6 +195,7 @@ async def start(settings: SimulatorSettings) -> SimulatorApp:
             settings.callback_deadline_seconds,
             redelivery_backoff(settings),
             encode=chaos.encode,
+            tls=callback_tls(settings),
         )
     exchange = build_exchange(settings, callback, chaos=chaos)
     service = Service(
@@ -198,9 +203,35 @@ async def start(settings: SimulatorSettings) -> SimulatorApp:
         ExchangeServicer(exchange, settings.failing_customers),
         exchange_pb2_grpc.add_ExchangeServiceServicer_to_server,
     )
-    running = await create_server(f"{settings.grpc_host}:{settings.grpc_port}", [service])
+    limits = ServerLimits(max_receive_bytes=SUBMIT_BATCH_MAX_BYTES)
+    running = await create_server(
+        f"{settings.grpc_host}:{settings.grpc_port}", [service], limits=limits, tls=server_tls(settings)
+    )
     log.info("exchange simulator listening", port=running.port, session_id=exchange.venue.session_id)
     return SimulatorApp(settings, exchange, running, callback)
+
+
+ORDER_ENTRY = tuple(f"/{SERVICE_NAME}/{m}" for m in ("SubmitOrder", "SubmitOrders", "CancelOrder"))
+
+
+def server_tls(settings: SimulatorSettings) -> ServerTls | None:
+    """Only the workers hold order entry; readers may also ask for status, quotes and the drop copy."""
+    files = files_from(settings.tls_cert_file, settings.tls_key_file, settings.tls_ca_file, "EXCHANGE_TLS_*")
+    if files is None:
+        return None
+    entry = peers_from(settings.tls_order_entry_peers)
+    if not entry:
+        raise ValueError("EXCHANGE_TLS_ORDER_ENTRY_PEERS is required with TLS: who may send orders")
+    policy = PeerPolicy(entry | peers_from(settings.tls_reader_peers), {method: entry for method in ORDER_ENTRY})
+    return ServerTls(files, policy, settings.probe_port)
+
+
+def callback_tls(settings: SimulatorSettings) -> TlsFiles | None:
+    """The venue's certificate, presented to CallbackService, whose own is checked against our CA."""
+    files = files_from(settings.tls_cert_file, settings.tls_key_file, settings.tls_ca_file, "EXCHANGE_TLS_*")
+    if files is None or not settings.callback_tls_ca_file:
+        return files
+    return TlsFiles(files.cert, files.key, Path(settings.callback_tls_ca_file))
 
 
 def main() -> None:

@@ -10,13 +10,13 @@ import grpc
 from grpc import aio
 
 from brokerage.domain.errors import FieldViolation, InvalidRequest
+from brokerage.domain.identifiers import required_id
 from brokerage.proto import exchange_pb2, exchange_pb2_grpc
 from brokerage.rpc.streams import RequestContext, answer_as_ready, status_of
 from brokerage.telemetry import get_logger, log_context
 from brokerage.wire import SUBMIT_BATCH_MAX
 from exchange_simulator import translate
 from exchange_simulator.exchange import Exchange
-from exchange_simulator.tickets import required_id
 from exchange_simulator.venue import parse_trading_day
 
 log = get_logger(__name__)

@@ -81,6 +81,18 @@ class SimulatorSettings(BaseSettings):
 
     shutdown_readiness_delay_seconds: float = Field(default=0.0, ge=0)
     shutdown_grace_seconds: float = Field(default=5.0, ge=0)
+    # Mutual TLS: the venue's certificate and key (from a CA of its own), the CA bundle its clients' certificates
+    # chain to (ours), who may enter and cancel orders (the workers), and who may also read order status, quotes and
+    # the drop copy (the operations service, reconcile); health in plaintext on probe_port. All empty: plaintext.
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_ca_file: str = ""
+    tls_order_entry_peers: str = ""
+    tls_reader_peers: str = ""
+    probe_port: int = Field(default=0, ge=0, le=65535)
+    # The CA bundle of CallbackService's certificate (ours); empty: tls_ca_file.
+    callback_tls_ca_file: str = ""
+
     log_level: str = "INFO"
 
     @field_validator("halted", mode="before")

@@ -11,6 +11,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from brokerage.domain.errors import FieldViolation, InvalidRequest
+from brokerage.domain.identifiers import id_violations
 from brokerage.domain.money import MoneyFormatError, parse_decimal
 from brokerage.domain.orders import Side
 
@@ -45,11 +46,7 @@ def order_ticket(
     expires_at: datetime | None = None,
 ) -> OrderTicket:
     """The ticket, or InvalidRequest naming every malformed field at once."""
-    violations: list[FieldViolation] = []
-    if not order_id.strip():
-        violations.append(FieldViolation("order_id", "required"))
-    if not customer_id.strip():
-        violations.append(FieldViolation("customer_id", "required"))
+    violations = [*id_violations("order_id", order_id), *id_violations("customer_id", customer_id)]
     if side is None:
         violations.append(FieldViolation("side", "must be SIDE_BUY or SIDE_SELL"))
     if quantity <= 0:
@@ -58,13 +55,6 @@ def order_ticket(
     if violations or side is None or price is None:
         raise InvalidRequest(violations)
     return OrderTicket(order_id, customer_id, symbol.strip().upper(), side, quantity, price, expires_at)
-
-
-def required_id(name: str, value: str) -> str:
-    """An id the request cannot do without (an order id to cancel or look up)."""
-    if not value.strip():
-        raise InvalidRequest([FieldViolation(name, "required")])
-    return value
 
 
 def _positive_price(text: str, violations: list[FieldViolation]) -> Decimal | None:

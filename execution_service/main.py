@@ -18,13 +18,15 @@ from brokerage.background import Backoff
 from brokerage.domain.sharding import format_shard_set
 from brokerage.domain.submission import CircuitBreaker, RetryPolicy
 from brokerage.exchange_client import ExchangeClient
-from brokerage.messaging.connection import JetStreamLink
+from brokerage.messaging.connection import JetStreamLink, NatsAccess
 from brokerage.messaging.doorbell import Doorbell
 from brokerage.messaging.streams import ensure_orders_stream
 from brokerage.proto import execution_pb2_grpc
 from brokerage.rpc.identity import IdentityBoundary, Kind, verifier_for
+from brokerage.rpc.limits import limits_for
 from brokerage.rpc.process import run_service
 from brokerage.rpc.server import RunningServer, Service, create_server
+from brokerage.rpc.tls import client_tls, server_tls
 from brokerage.settings import Settings, load_settings
 from brokerage.storage.pool import open_pool, ping
 from brokerage.storage.shard_config import check_shard_count
@@ -85,11 +87,15 @@ async def start(settings: Settings) -> ExecutionApp:
     pool = await open_pool(settings)
     await check_shard_count(pool, settings.shard_count)
     link = JetStreamLink(
-        settings.nats_url,
+        NatsAccess.of(settings),
         f"execution-{format_shard_set(shards)}",
         on_connected=lambda js: ensure_orders_stream(js, settings),
     )
-    exchange = ExchangeClient.connect(settings.exchange_target, settings.exchange_deadline_seconds)
+    exchange = ExchangeClient.connect(
+        settings.exchange_target,
+        settings.exchange_deadline_seconds,
+        client_tls(settings, settings.exchange_tls_ca_file),
+    )
     board = ShardBoard(ShardStore(pool), link, shards, settings.shard_refresh_seconds)
     submissions = SubmissionStore(pool, claim_batch_max=settings.claim_batch_max)
     submitter = Submitter(submissions, exchange, _retry_policy(settings), _circuit_breaker(settings))
@@ -106,6 +112,7 @@ async def start(settings: Settings) -> ExecutionApp:
             fetch_timeout=settings.fetch_timeout_seconds,
             work_limit=settings.message_work_limit_seconds,
             backoff=Backoff(settings.retry_initial_seconds, settings.retry_max_seconds),
+            manage_consumer=settings.nats_manage_streams,
         )
         for shard in shards
     ]
@@ -117,7 +124,12 @@ async def start(settings: Settings) -> ExecutionApp:
         execution_pb2_grpc.add_ExecutionServiceServicer_to_server,
     )
     running = await create_server(
-        f"{settings.grpc_host}:{settings.grpc_port}", [service], [IdentityBoundary(verifier, POLICY)]
+        f"{settings.grpc_host}:{settings.grpc_port}",
+        [service],
+        [IdentityBoundary(verifier, POLICY)],
+        limits_for(settings),
+        reflection=settings.grpc_reflection,
+        tls=server_tls(settings),
     )
     return ExecutionApp(settings, pool, link, exchange, board, workers, sweeper, quote_feed, running)
 

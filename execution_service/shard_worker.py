@@ -78,6 +78,7 @@ class ShardWorker:
         fetch_timeout: float,
         work_limit: float,
         backoff: Backoff,
+        manage_consumer: bool = True,
     ) -> None:
         self.shard = shard
         self._shard_count = shard_count
@@ -89,6 +90,7 @@ class ShardWorker:
         self._fetch_timeout = fetch_timeout
         self._work_limit = work_limit
         self._backoff = backoff
+        self._manage_consumer = manage_consumer  # else the consumer is the setup Job's to make: bind to it alone
         self._subscription: JetStreamContext.PullSubscription | None = None
 
     async def run(self) -> None:
@@ -121,7 +123,8 @@ class ShardWorker:
     async def _next_message(self) -> Msg | None:
         if self._subscription is None:
             js = await self._link.jetstream()
-            await ensure_shard_consumer(js, self.shard, self._ack_wait)
+            if self._manage_consumer:
+                await ensure_shard_consumer(js, self.shard, self._ack_wait)
             self._subscription = await js.pull_subscribe_bind(
                 consumer=shard_consumer_name(self.shard), stream=ORDERS_STREAM
             )

@@ -15,8 +15,10 @@ from brokerage.exchange_client import ExchangeClient
 from brokerage.proto import operations_pb2_grpc
 from brokerage.reconcile import CheckResult, reconcile
 from brokerage.rpc.identity import IdentityBoundary, Kind, verifier_for
+from brokerage.rpc.limits import limits_for
 from brokerage.rpc.process import run_service
 from brokerage.rpc.server import RunningServer, Service, create_server
+from brokerage.rpc.tls import client_tls, server_tls
 from brokerage.settings import Settings, load_settings
 from brokerage.storage.pool import open_pool, ping
 from brokerage.storage.repairs import RepairStore
@@ -51,12 +53,21 @@ async def start(settings: Settings) -> OperationsApp:
     verifier = verifier_for(settings, Kind.OPERATOR)
     await verifier.load()
     pool = await open_pool(settings)
-    exchange = ExchangeClient.connect(settings.exchange_target, settings.exchange_deadline_seconds)
+    exchange = ExchangeClient.connect(
+        settings.exchange_target,
+        settings.exchange_deadline_seconds,
+        client_tls(settings, settings.exchange_tls_ca_file),
+    )
     desk = RepairDesk(RepairStore(pool), SettlementStore(pool, batch_max=64, flushers=1), exchange)
     servicer = OperationsServicer(desk, partial(_reconcile, settings, exchange))
     service = Service(SERVICE_NAME, servicer, operations_pb2_grpc.add_OperationsServiceServicer_to_server)
     running = await create_server(
-        f"{settings.grpc_host}:{settings.grpc_port}", [service], [IdentityBoundary(verifier, POLICY)]
+        f"{settings.grpc_host}:{settings.grpc_port}",
+        [service],
+        [IdentityBoundary(verifier, POLICY)],
+        limits_for(settings),
+        reflection=settings.grpc_reflection,
+        tls=server_tls(settings),
     )
     return OperationsApp(settings, pool, exchange, running)
 

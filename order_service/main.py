@@ -10,14 +10,16 @@ from typing import Any
 from psycopg_pool import AsyncConnectionPool
 
 from brokerage.domain.placement import PlacementPolicy
-from brokerage.messaging.connection import JetStreamLink
+from brokerage.messaging.connection import JetStreamLink, NatsAccess
 from brokerage.messaging.doorbell import Doorbell
 from brokerage.messaging.relay import OutboxRelay
 from brokerage.messaging.streams import ensure_orders_stream
 from brokerage.proto import orders_pb2_grpc
 from brokerage.rpc.identity import IdentityBoundary, Kind, verifier_for
+from brokerage.rpc.limits import limits_for
 from brokerage.rpc.process import run_service
 from brokerage.rpc.server import RunningServer, Service, create_server
+from brokerage.rpc.tls import server_tls
 from brokerage.settings import Settings, load_settings
 from brokerage.storage.orders import OrderStore
 from brokerage.storage.outbox import Outbox
@@ -65,7 +67,9 @@ async def start(settings: Settings) -> OrderServiceApp:
     await check_shard_count(pool, settings.shard_count)
     reference = ReferenceData(pool, settings.reference_refresh_seconds)
     await reference.refresh()
-    link = JetStreamLink(settings.nats_url, "order-service", on_connected=lambda js: ensure_orders_stream(js, settings))
+    link = JetStreamLink(
+        NatsAccess.of(settings), "order-service", on_connected=lambda js: ensure_orders_stream(js, settings)
+    )
     relay = OutboxRelay(
         Outbox(pool),
         link,
@@ -84,12 +88,17 @@ async def start(settings: Settings) -> OrderServiceApp:
     )
     doorbell = Doorbell(link)
     desk = OrderDesk(store, reference, policy, settings.shard_count, doorbell, on_placed=relay.wake)
-    watch = OrderWatch(store, doorbell, settings.watch_poll_seconds)
+    watch = OrderWatch(store, doorbell, settings.watch_poll_seconds, settings.watches_per_customer)
     service = Service(
         SERVICE_NAME, OrderServicer(desk, store, watch), orders_pb2_grpc.add_OrderServiceServicer_to_server
     )
     running = await create_server(
-        f"{settings.grpc_host}:{settings.grpc_port}", [service], [IdentityBoundary(verifier, POLICY)]
+        f"{settings.grpc_host}:{settings.grpc_port}",
+        [service],
+        [IdentityBoundary(verifier, POLICY)],
+        limits_for(settings),
+        reflection=settings.grpc_reflection,
+        tls=server_tls(settings),
     )
     return OrderServiceApp(settings, pool, link, relay, reference, running)
 

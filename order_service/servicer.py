@@ -7,6 +7,7 @@ from contextlib import aclosing
 
 from grpc import aio
 
+from brokerage.domain.identifiers import required_id
 from brokerage.proto import orders_pb2, orders_pb2_grpc
 from brokerage.rpc.identity import Kind, Policy, Rule, customer_for
 from brokerage.storage.orders import OrderStore
@@ -49,14 +50,14 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
 
     async def GetOrder(self, request: orders_pb2.GetOrderRequest, context: aio.ServicerContext) -> orders_pb2.Order:
         customer_id = customer_for(request.customer_id)
-        order_id = translate.required_id("order_id", request.order_id)
+        order_id = required_id("order_id", request.order_id)
         return translate.order(await self._desk.get(customer_id, order_id))
 
     async def CancelOrder(
         self, request: orders_pb2.CancelOrderRequest, context: aio.ServicerContext
     ) -> orders_pb2.Order:
         customer_id = customer_for(request.customer_id)
-        order_id = translate.required_id("order_id", request.order_id)
+        order_id = required_id("order_id", request.order_id)
         with log_context(customer_id=customer_id, order_id=order_id):
             return translate.order(await self._desk.cancel(customer_id, order_id))
 
@@ -96,6 +97,8 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
         customer_id = customer_for(request.customer_id)
         after = translate.decode_resume_token(request.resume_token)
         await self._store.account(customer_id)  # an unknown customer is NOT_FOUND, not a silent stream
-        async with aclosing(self._watch.follow(customer_id, after)) as events:  # its subscription ends with us
-            async for event in events:
-                yield translate.order_event(event)
+        with self._watch.admitted(customer_id):
+            await context.send_initial_metadata(())  # the client knows at once that its stream is open
+            async with aclosing(self._watch.follow(customer_id, after)) as events:  # its subscription ends with us
+                async for event in events:
+                    yield translate.order_event(event)

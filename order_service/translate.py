@@ -18,6 +18,7 @@ PAGE_TOKEN = "v1"  # a ListOrders page token: the last order sequence seen
 RESUME_TOKEN = "events-v1"  # a WatchOrders resume token: the last event sequence seen
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
+MAX_POSITION = 2**63 - 1  # sequences are PostgreSQL bigints: a token past one names no position
 
 
 def order_request(customer_id: str, request: orders_pb2.PlaceOrderRequest) -> OrderRequest:
@@ -118,17 +119,11 @@ def _encode_position(kind: str, number: int) -> str:
 def _decode_position(kind: str, token: str, field: str) -> int:
     try:
         found, _, number = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
-        if found == kind and number.isdigit():
+        if found == kind and number.isascii() and number.isdigit() and int(number) <= MAX_POSITION:
             return int(number)
     except (binascii.Error, UnicodeDecodeError, ValueError):
         pass
     raise InvalidRequest([FieldViolation(field, "not a token this service issued")])
-
-
-def required_id(field: str, value: str) -> str:
-    if not value:
-        raise InvalidRequest([FieldViolation(field, "must not be empty")])
-    return value
 
 
 def _known(mapping: Mapping[Any, T], value: int, field: str) -> T:

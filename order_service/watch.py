@@ -1,26 +1,30 @@
 """WatchOrders: a customer's order events replayed from PostgreSQL after the client's resume point, then followed
 as they are committed. The doorbell wakes the watch at once; a poll covers a ring that never came. PostgreSQL is
 the only source, read in sequence, so a client that reconnects with its last resume token misses nothing and sees
-nothing twice."""
+nothing twice. A customer holds at most `watches_per_customer` of a replica's streams (RESOURCE_EXHAUSTED past it),
+so one client opening streams in a loop cannot take a replica from the other customers."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator
+from contextlib import AbstractContextManager
 
 from brokerage.background import stop_requested
 from brokerage.domain.orders import OrderEvent
 from brokerage.messaging.doorbell import Doorbell
+from brokerage.rpc.limits import Places
 from brokerage.storage.orders import OrderStore
 
 PAGE = 200
 
 
 class OrderWatch:
-    def __init__(self, store: OrderStore, doorbell: Doorbell, poll_seconds: float) -> None:
+    def __init__(self, store: OrderStore, doorbell: Doorbell, poll_seconds: float, per_customer: int) -> None:
         self._store = store
         self._doorbell = doorbell
         self._poll_seconds = poll_seconds
+        self._watchers = Places(per_customer, "watches_per_customer", "WatchOrders streams per customer")
 
     async def follow(self, customer_id: str, after: int) -> AsyncGenerator[OrderEvent, None]:
         """The customer's events after sequence `after`, for as long as the caller keeps reading."""
@@ -33,6 +37,11 @@ class OrderWatch:
                     after = event.sequence
                 if len(events) < PAGE:
                     await _rung_or_polled(rung, self._poll_seconds)
+
+    def admitted(self, customer_id: str) -> AbstractContextManager[None]:
+        """A place among the customer's watches on this replica, for as long as the stream is open; LimitReached
+        when they hold them all."""
+        return self._watchers.holding(customer_id)
 
 
 async def _rung_or_polled(rung: asyncio.Event, poll_seconds: float) -> None:

@@ -9,8 +9,9 @@
 It presents an operator's token (a JWT from the operators' identity provider, with ops:read, and ops:write for
 changes): BROKER_TOKEN, else --token-file. Against `make run` it needs no flags: the target defaults to
 127.0.0.1:15080 (BROKER_OPERATIONS_TARGET) and the token to the one `make run` keeps fresh in
-.local/identity/operator.token. Exit status: 0 done, 1 a reconciliation that is not clean, 2 a refusal or an error
-(said on stderr).
+.local/identity/operator.token. Under mutual TLS it presents the certificate BROKER_TLS_CERT_FILE and
+BROKER_TLS_KEY_FILE name, and checks the service's against BROKER_TLS_CA_FILE. Exit status: 0 done, 1 a
+reconciliation that is not clean, 2 a refusal or an error (said on stderr).
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 import grpc
 
 from brokerage.proto import operations_pb2, operations_pb2_grpc
+from brokerage.rpc.tls import channel_credentials, files_from
 
 DEFAULT_TARGET = "127.0.0.1:15080"
 LOCAL_TOKEN_FILE = Path(__file__).resolve().parents[2] / ".local" / "identity" / "operator.token"
@@ -39,12 +42,26 @@ def main(argv: Sequence[str] | None = None) -> None:
     except OSError as error:
         _fail(f"no operator's token: set BROKER_TOKEN or --token-file ({error})")
     metadata = (("authorization", f"Bearer {token}"),)
-    with grpc.insecure_channel(args.target) as channel:
+    with _channel(args.target) as channel:
         stub = operations_pb2_grpc.OperationsServiceStub(channel)
         try:
             sys.exit(args.run(stub, args, metadata))
         except grpc.RpcError as error:
             _fail(f"{error.code().name}: {error.details()}")  # type: ignore[attr-defined]
+
+
+def _channel(target: str) -> grpc.Channel:
+    try:
+        cert, key, ca = (os.environ.get(f"BROKER_TLS_{name}_FILE", "") for name in ("CERT", "KEY", "CA"))
+        tls = files_from(cert, key, ca, "BROKER_TLS_*")
+    except ValueError as error:
+        _fail(str(error))
+    if tls is None:
+        return grpc.insecure_channel(target)
+    try:
+        return grpc.secure_channel(target, channel_credentials(tls))
+    except OSError as error:
+        _fail(f"cannot read the TLS files: {error}")
 
 
 def list_breaks(stub: operations_pb2_grpc.OperationsServiceStub, args: argparse.Namespace, metadata: object) -> int:
@@ -148,6 +165,6 @@ def _token(token_file: Path | None) -> str:
     return (token_file or LOCAL_TOKEN_FILE).read_text().strip()
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     print(f"brokerctl: {message}", file=sys.stderr)
     sys.exit(2)

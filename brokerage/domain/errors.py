@@ -68,3 +68,13 @@ class PermissionDenied(DomainError):
 
 class Unavailable(DomainError):
     """A dependency (the database) cannot answer now; the caller may retry."""
+
+
+class LimitReached(DomainError):
+    """A bound on what one caller may hold or do was reached: nothing was done; the same request may succeed later
+    (after `retry_after`, where one is known)."""
+
+    def __init__(self, limit: str, description: str, retry_after_seconds: float | None = None) -> None:
+        self.limit = limit
+        self.retry_after_seconds = retry_after_seconds
+        super().__init__(description)

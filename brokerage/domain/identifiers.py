@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from brokerage.domain.errors import FieldViolation
+from brokerage.domain.errors import FieldViolation, InvalidRequest
 
 MAX_ID_LENGTH = 64
 _VISIBLE_ASCII = re.compile(r"[\x21-\x7e]+")
@@ -24,3 +24,10 @@ def id_violations(field: str, value: str) -> list[FieldViolation]:
     if not is_id(value):
         return [FieldViolation(field, "must be visible ASCII characters without spaces")]
     return []
+
+
+def required_id(field: str, value: str) -> str:
+    """The value, when it is an id; InvalidRequest naming the field when it is not."""
+    if violations := id_violations(field, value):
+        raise InvalidRequest(violations)
+    return value

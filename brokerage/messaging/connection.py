@@ -1,24 +1,56 @@
-"""One NATS connection per process, made lazily so a process starts (and keeps its outbox) while NATS is down."""
+"""One NATS connection per process, made lazily so a process starts (and keeps its outbox) while NATS is down; as
+the process's own NATS user over TLS where the settings say so."""
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import nats
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from brokerage.background import stop_requested
+from brokerage.settings import Settings
 from brokerage.telemetry import get_logger
 
 log = get_logger(__name__)
 OnConnected = Callable[[JetStreamContext], Awaitable[None]]
 
 
+@dataclass(frozen=True)
+class NatsAccess:
+    """Where NATS is and who we are there."""
+
+    url: str
+    user: str = ""
+    password: str = ""
+    tls_ca_file: str = ""
+
+    @classmethod
+    def of(cls, settings: Settings) -> NatsAccess:
+        """From the settings, the password read from its file once, at start."""
+        password = Path(settings.nats_password_file).read_text().strip() if settings.nats_password_file else ""
+        return cls(settings.nats_url, settings.nats_user, password, settings.nats_tls_ca_file)
+
+    def options(self, name: str) -> dict[str, Any]:
+        """nats.connect's arguments for a process of this name: with a user, its credentials and an inbox prefix of
+        its own (`_INBOX_<user>`), so that the user may be allowed to subscribe to its own replies alone; TLS."""
+        options: dict[str, Any] = {"servers": [self.url], "name": name}
+        if self.user:
+            options |= {"user": self.user, "password": self.password, "inbox_prefix": f"_INBOX_{self.user}"}
+        if self.tls_ca_file:
+            options["tls"] = ssl.create_default_context(cafile=self.tls_ca_file)
+        return options
+
+
 class JetStreamLink:
-    def __init__(self, url: str, name: str, on_connected: OnConnected | None = None) -> None:
-        self._url = url
+    def __init__(self, access: NatsAccess | str, name: str, on_connected: OnConnected | None = None) -> None:
+        self._access = NatsAccess(access) if isinstance(access, str) else access
         self._name = name
         self._on_connected = on_connected
         self._client: Client | None = None
@@ -40,8 +72,7 @@ class JetStreamLink:
         async with self._lock:
             if self._client is None:
                 client = await nats.connect(
-                    self._url,
-                    name=self._name,
+                    **self._access.options(self._name),
                     connect_timeout=2,
                     max_reconnect_attempts=-1,  # keep trying for ever, also for the first connection
                     reconnect_time_wait=1.0,

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from prometheus_client import Counter
 
 from brokerage.messaging.connection import JetStreamLink
@@ -32,8 +33,14 @@ def doorbell_subject(customer_id: str) -> str:
 
 
 class Doorbell:
+    """Rings, and hears them for the watchers of this process: one subscription to every customer's subject,
+    made on the first watch, fanned out in process, so a thousand watches cost NATS one interest, not a thousand."""
+
     def __init__(self, link: JetStreamLink) -> None:
         self._link = link
+        self._listeners: dict[str, set[asyncio.Event]] = {}
+        self._subscription: Subscription | None = None
+        self._subscribing = asyncio.Lock()
 
     async def ring(self, customer_ids: Iterable[str]) -> None:
         """Rings for each customer; while NATS is away, watchers find the events at their next poll."""
@@ -52,24 +59,31 @@ class Doorbell:
     async def listening(self, customer_id: str) -> AsyncIterator[asyncio.Event]:
         """An event set by every ring for the customer (the watcher clears it before reading); without NATS, an
         event no ring sets, and the watcher relies on its poll."""
+        await self._subscribe()
         rung = asyncio.Event()
-
-        async def on_ring(_: Msg) -> None:
-            rung.set()
-
-        if not self._link.connected:
-            yield rung
-            return
-        try:
-            subscription = await (await self._link.client()).subscribe(doorbell_subject(customer_id), cb=on_ring)
-        except Exception as error:
-            log.warning("doorbell unavailable; watching by polling", error=repr(error))
-            yield rung
-            return
+        subject = doorbell_subject(customer_id)
+        self._listeners.setdefault(subject, set()).add(rung)
         try:
             yield rung
         finally:
+            listeners = self._listeners[subject]
+            listeners.discard(rung)
+            if not listeners:
+                del self._listeners[subject]
+
+    async def _subscribe(self) -> None:
+        """The process's one subscription, once NATS is there (the client renews it across reconnects)."""
+        if self._subscription is not None or not self._link.connected:
+            return
+        async with self._subscribing:
+            if self._subscription is not None:
+                return
             try:
-                await subscription.unsubscribe()
-            except Exception as error:  # the connection is gone: so is the subscription
-                log.debug("doorbell unsubscribe failed", error=repr(error))
+                client = await self._link.client()
+                self._subscription = await client.subscribe(f"{SUBJECT_PREFIX}.>", cb=self._on_ring)
+            except Exception as error:
+                log.warning("doorbell unavailable; watching by polling", error=repr(error))
+
+    async def _on_ring(self, message: Msg) -> None:
+        for rung in self._listeners.get(message.subject, ()):
+            rung.set()

@@ -12,6 +12,7 @@ import sys
 
 import nats
 
+from brokerage.messaging.connection import NatsAccess
 from brokerage.messaging.consumers import ensure_shard_consumer
 from brokerage.messaging.streams import ShardCountMismatch, ensure_orders_stream
 from brokerage.settings import Settings, load_settings
@@ -21,7 +22,7 @@ log = get_logger(__name__)
 
 
 async def set_up(settings: Settings) -> None:
-    client = await nats.connect(settings.nats_url, connect_timeout=5, allow_reconnect=False, name="setup")
+    client = await nats.connect(**NatsAccess.of(settings).options("setup"), connect_timeout=5, allow_reconnect=False)
     try:
         js = client.jetstream()
         await ensure_orders_stream(js, settings)

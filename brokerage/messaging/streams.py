@@ -37,11 +37,18 @@ def orders_stream_config(settings: Settings) -> StreamConfig:
     )
 
 
+class StreamMissing(RuntimeError):
+    """The ORDERS stream is not there, and making it is the setup Job's (`python -m brokerage.messaging.setup`)."""
+
+
 async def ensure_orders_stream(js: JetStreamContext, settings: Settings) -> None:
-    """Creates the stream if it is missing; refuses a stream made for another shard count."""
+    """Creates the stream if it is missing (where the settings let this process manage streams); refuses a stream
+    made for another shard count."""
     try:
         info = await js.stream_info(ORDERS_STREAM)
     except NotFoundError:
+        if not settings.nats_manage_streams:
+            raise StreamMissing(f"no stream {ORDERS_STREAM}: run python -m brokerage.messaging.setup") from None
         await js.add_stream(orders_stream_config(settings))
         return
     recorded = (info.config.metadata or {}).get(SHARD_COUNT_KEY)

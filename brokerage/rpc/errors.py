@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import grpc
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
@@ -13,6 +15,7 @@ from brokerage.domain.errors import (
     FailedPrecondition,
     IdempotencyConflict,
     InvalidRequest,
+    LimitReached,
     NotFound,
     PermissionDenied,
     Unauthenticated,
@@ -51,6 +54,14 @@ def _code_and_detail(error: DomainError) -> tuple[int, Message | None]:
             )
         case Unavailable():
             return code_pb2.UNAVAILABLE, error_details_pb2.RetryInfo()
+        case LimitReached(limit=limit, retry_after_seconds=retry_after):
+            if retry_after is None:
+                return code_pb2.RESOURCE_EXHAUSTED, error_details_pb2.QuotaFailure(
+                    violations=[error_details_pb2.QuotaFailure.Violation(subject=limit, description=str(error))]
+                )
+            retry = error_details_pb2.RetryInfo()
+            retry.retry_delay.FromTimedelta(timedelta(seconds=retry_after))
+            return code_pb2.RESOURCE_EXHAUSTED, retry
         case Unauthenticated():
             return code_pb2.UNAUTHENTICATED, None
         case PermissionDenied(subject=subject):

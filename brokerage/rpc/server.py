@@ -12,10 +12,12 @@ from typing import Any
 from google.protobuf import descriptor_pool
 from grpc import aio
 from grpc_health.v1 import health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection as grpc_reflection
 
 from brokerage.rpc.boundary import CallBoundary
 from brokerage.rpc.health import Health
+from brokerage.rpc.limits import DEFAULT_LIMITS, ServerLimits
+from brokerage.rpc.tls import ServerTls, server_credentials
 from brokerage.telemetry import get_logger
 
 log = get_logger(__name__)
@@ -36,28 +38,58 @@ class RunningServer:
     port: int
     health: Health
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    probe: aio.Server | None = None  # health alone, in plaintext, for kubelet (when the server itself is TLS)
+    probe_port: int = 0
 
 
 async def create_server(
-    address: str, services: Sequence[Service], interceptors: Sequence[aio.ServerInterceptor] = ()
+    address: str,
+    services: Sequence[Service],
+    interceptors: Sequence[aio.ServerInterceptor] = (),
+    limits: ServerLimits = DEFAULT_LIMITS,
+    reflection: bool = True,
+    tls: ServerTls | None = None,
 ) -> RunningServer:
     """Starts serving on address (port 0 picks a free one): for tests and for main alike. The call boundary
-    (metrics, error mapping) is outermost, so it also counts calls the other interceptors refuse."""
-    server = aio.server(interceptors=[CallBoundary(), *interceptors], options=[("grpc.so_reuseport", 0)])
+    (metrics, limits, peers, error mapping) is outermost, so it also counts calls the other interceptors refuse.
+    With tls, only mutual TLS, admitting the peers its policy names, and health also in plaintext on a probe port."""
+    server = aio.server(
+        interceptors=[CallBoundary(limits, tls.peers if tls else None), *interceptors],
+        options=[("grpc.so_reuseport", 0), *limits.channel_options()],
+    )
     health = Health([s.name for s in services])
     for service in services:
         service.add_to_server(service.servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
-    names = [s.name for s in services]
-    reflection.enable_server_reflection(
-        [*names, "grpc.health.v1.Health", reflection.SERVICE_NAME], server, pool=MethodResolvingPool()
-    )
-    port = server.add_insecure_port(address)
+    if reflection:  # off where the contract is not to be browsed (brokerage.rpc.protoset serves grpcurl there)
+        names = [s.name for s in services]
+        grpc_reflection.enable_server_reflection(
+            [*names, "grpc.health.v1.Health", grpc_reflection.SERVICE_NAME], server, pool=MethodResolvingPool()
+        )
+    if tls is None:
+        port = server.add_insecure_port(address)
+    else:
+        port = server.add_secure_port(address, server_credentials(tls.files))
     if port == 0:
         raise OSError(f"cannot listen on {address}")
+    running = RunningServer(server=server, port=port, health=health)
+    if tls is not None and tls.probe_port:
+        running.probe, running.probe_port = await _probe_server(address, tls.probe_port, health)
     await health.start()
     await server.start()
-    return RunningServer(server=server, port=port, health=health)
+    return running
+
+
+async def _probe_server(address: str, port: int, health: Health) -> tuple[aio.Server, int]:
+    """grpc.health.v1 alone, in plaintext: kubelet's probes present no certificate, and learn nothing else here."""
+    probe = aio.server(options=[("grpc.so_reuseport", 0)])
+    health_pb2_grpc.add_HealthServicer_to_server(health.servicer, probe)
+    host = address.rpartition(":")[0]
+    bound = probe.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise OSError(f"cannot listen on {host}:{port}")
+    await probe.start()
+    return probe, bound
 
 
 class MethodResolvingPool:
@@ -84,6 +116,8 @@ async def stop_gracefully(running: RunningServer, *, readiness_delay: float, gra
     if readiness_delay:
         await asyncio.sleep(readiness_delay)
     await running.server.stop(grace)
+    if running.probe is not None:
+        await running.probe.stop(0)
     for task in running.tasks:
         task.cancel()
     if not running.tasks:

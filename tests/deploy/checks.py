@@ -99,6 +99,8 @@ CUSTOM_RESOURCES = {
     ("postgresql.cnpg.io/v1", "Cluster"),
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
     ("monitoring.coreos.com/v1", "PrometheusRule"),
+    ("cert-manager.io/v1", "Issuer"),
+    ("cert-manager.io/v1", "Certificate"),
 }
 
 
@@ -337,8 +339,9 @@ def probe_problems(docs: list[Manifest]) -> Problems:
             if grpc is None:
                 problems.append(f"{where}: no gRPC {probe_name}")
                 continue
-            if grpc.get("port") != settings.grpc_port or not isinstance(grpc.get("port"), int):
-                problems.append(f"{where}: {probe_name} checks port {grpc.get('port')!r}, not {settings.grpc_port}")
+            probe_port = settings.probe_port or settings.grpc_port  # under TLS, the plaintext probe port
+            if grpc.get("port") != probe_port or not isinstance(grpc.get("port"), int):
+                problems.append(f"{where}: {probe_name} checks port {grpc.get('port')!r}, not {probe_port}")
             if grpc.get("service", "") != health_name:
                 problems.append(f"{where}: {probe_name} asks for {grpc.get('service')!r}, not {health_name!r}")
     return problems

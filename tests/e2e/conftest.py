@@ -14,6 +14,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from brokerage.rpc.tls import TlsFiles
 from brokerage.storage.seed import seed
 from devtools.mesh import ServicePlan, broker_service
 from devtools.stack import PostgresCluster, free_port, spawn, stop_processes, wait_until
@@ -28,13 +29,14 @@ class ServiceProcess:
     port: int
     metrics_port: int
     log_path: Path
+    probe_port: int = 0  # under TLS: health in plaintext here
 
     @property
     def target(self) -> str:
         return f"127.0.0.1:{self.port}"
 
     def health(self, service: str = "") -> str:
-        with grpc.insecure_channel(self.target) as channel:
+        with grpc.insecure_channel(f"127.0.0.1:{self.probe_port or self.port}") as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             response = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=2)
         return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
@@ -52,7 +54,7 @@ def start_service(
     environment = plan.environment(env, own_database_user=own_database_user)
     with log_path.open("ab") as log:
         process = spawn([sys.executable, "-m", plan.module], env=environment, stdout=log, stderr=subprocess.STDOUT)
-    return ServiceProcess(process, plan.port, plan.metrics_port, log_path)
+    return ServiceProcess(process, plan.port, plan.metrics_port, log_path, plan.probe_port)
 
 
 def base_env(database_url: str, nats_url: str, **env: str) -> dict[str, str]:
@@ -104,10 +106,22 @@ def order_service(e2e_database: str, fresh_nats: str, tmp_path: Path) -> Iterato
 
 
 def grpcurl(
-    target: str, *args: str, data: dict[str, object] | None = None, token: str | None = None
+    target: str,
+    *args: str,
+    data: dict[str, object] | None = None,
+    token: str | None = None,
+    protoset: Path | None = None,
+    tls: TlsFiles | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """grpcurl as an engineer runs it, presenting the token if given (-H "authorization: Bearer ...")."""
-    command = [GRPCURL, "-plaintext", "-max-time", "10"]
+    """grpcurl as an engineer runs it, presenting the token if given (-H "authorization: Bearer ..."), taking the
+    contract from a descriptor set if given (-protoset), else from reflection; over mutual TLS with tls's files."""
+    command = [GRPCURL, "-max-time", "10"]
+    if tls is None:
+        command += ["-plaintext"]
+    else:
+        command += ["-cacert", str(tls.ca), "-cert", str(tls.cert), "-key", str(tls.key)]
+    if protoset is not None:
+        command += ["-protoset", str(protoset)]
     if token is not None:
         command += ["-H", f"authorization: Bearer {token}"]
     if data is not None:

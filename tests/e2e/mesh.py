@@ -20,12 +20,15 @@ import psycopg
 from prometheus_client.parser import text_string_to_metric_families
 
 from brokerage.proto import common_pb2, exchange_pb2, exchange_pb2_grpc, orders_pb2, orders_pb2_grpc
+from brokerage.rpc.tls import TlsFiles, open_channel
 from brokerage.storage.grants import BY_NAME, ROLES, SERVICE_ROLES
 from brokerage.storage.seed import seed
 from devtools.mesh import MeshPlan, ServicePlan, database_url_as, plan_mesh
 from devtools.stack import NatsServer, PostgresCluster, free_port, stop_processes, wait_until
+from devtools.tls import DevCertificates
+from devtools.token import customer_tokens
 from tests.e2e.conftest import ServiceProcess, base_env, start_service, wait_serving
-from tests.identity import customer_channel
+from tests.identity import TEST_IDENTITY
 
 # Seconds, short so a dead replica's shards move within a test's patience: AckWait is the takeover time.
 TIMINGS = {
@@ -73,11 +76,12 @@ def running_mesh(
     log_dir: Path,
     customers: int,
     broker_env: Mapping[str, str] | None = None,
+    tls: DevCertificates | None = None,
     **exchange_env: str,
 ) -> Iterator[Mesh]:
     """The mesh of `make run` on free ports, against a fresh database with `customers` funded customers and a
     NATS server emptied of streams; every process stopped, and the database dropped, at the end. The broker's
-    services take TIMINGS, then broker_env; the simulator takes exchange_env."""
+    services take TIMINGS, then broker_env; the simulator takes exchange_env. With tls, as `make run TLS=1`."""
     database = f"mesh_{uuid.uuid4().hex[:8]}"
     for role in ROLES:  # each service logs in as a member of its role, as in make run and Kubernetes
         postgres_cluster.create_login(role.login, role.name)
@@ -86,7 +90,7 @@ def running_mesh(
     seed(database_url, customers)
     nats_server.start()
     asyncio.run(_delete_streams(nats_server.url))
-    plan = plan_mesh(iter(free_port, None), exchange_env=exchange_env)
+    plan = plan_mesh(iter(free_port, None), exchange_env=exchange_env, tls=tls, probe_ports=iter(free_port, None))
     env = base_env(database_url, nats_server.url, **{**TIMINGS, **(broker_env or {})})
     mesh = Mesh(plan, env, database_url, nats_server, log_dir, {})
     try:
@@ -110,10 +114,12 @@ async def _delete_streams(url: str) -> None:
 
 
 async def place_all(
-    target: str, requests: list[orders_pb2.PlaceOrderRequest], in_flight: int = 48
+    target: str, requests: list[orders_pb2.PlaceOrderRequest], in_flight: int = 48, tls: TlsFiles | None = None
 ) -> list[orders_pb2.Order]:
-    """Places every order over gRPC, in_flight at a time; all are PLACED (customers are well funded)."""
-    async with customer_channel(target) as channel:
+    """Places every order over gRPC (over mutual TLS with the API layer's certificate, when given), in_flight at a
+    time; all are PLACED (customers are well funded)."""
+    interceptors = customer_tokens(TEST_IDENTITY).interceptors()
+    async with open_channel(target, tls, interceptors=interceptors) as channel:
         stub = orders_pb2_grpc.OrderServiceStub(channel)
         slots = asyncio.Semaphore(in_flight)
 

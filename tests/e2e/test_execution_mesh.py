@@ -15,7 +15,7 @@ import pytest
 
 from brokerage.domain.sharding import shard_for
 from brokerage.proto import orders_pb2
-from devtools.mesh import SHARD_COUNT
+from devtools.mesh import LOCAL_CALLBACK_TOKEN, SHARD_COUNT
 from devtools.stack import NatsServer, PostgresCluster
 from tests.e2e.conftest import grpcurl
 from tests.e2e.mesh import (
@@ -178,3 +178,14 @@ def test_the_exchange_simulator_answers_grpcurl_and_its_quotes_price_our_orders(
     with psycopg.connect(mesh.database_url) as conn:
         age = conn.execute("SELECT now() - quoted_at FROM quotes WHERE symbol = 'AAPL'").fetchone()
     assert age is not None and age[0].total_seconds() < 5  # the workers' quote feed keeps it fresh
+
+
+def test_no_log_of_the_mesh_carries_a_token_or_a_secret(mesh: Mesh) -> None:
+    """Last in the module: every line every process wrote while the tests above placed orders with customer tokens,
+    pulled levers with operator tokens and reported executions with the callback secret."""
+    logs = {path.name: path.read_text() for path in mesh.log_dir.glob("*.log")}
+    forbidden = {"the callback secret": LOCAL_CALLBACK_TOKEN, "a JWT": "eyJ", "a bearer credential": "Bearer "}
+
+    assert sum(text.count("\n") for text in logs.values()) > 100  # the services did write
+    found = [(name, what) for name, text in logs.items() for what, secret in forbidden.items() if secret in text]
+    assert found == []

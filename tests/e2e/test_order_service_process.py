@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import grpc
@@ -12,7 +14,7 @@ import psycopg
 import pytest
 
 from brokerage.proto import common_pb2, orders_pb2, orders_pb2_grpc
-from devtools.stack import PostgresCluster, wait_until
+from devtools.stack import PostgresCluster, stop_processes, wait_until
 from tests.e2e.conftest import ServiceProcess, grpcurl, start_order_service, wait_serving
 from tests.identity import TEST_IDENTITY, customer_channel
 
@@ -56,6 +58,27 @@ def test_reflection_lists_and_describes_the_services(order_service: ServiceProce
     assert listed.returncode == 0, listed.stderr
     assert {ORDER_SERVICE, "grpc.health.v1.Health"} <= set(listed.stdout.split())
     assert described.returncode == 0 and "rpc PlaceOrder ( .broker.v1.PlaceOrderRequest )" in described.stdout
+
+
+def test_with_reflection_off_grpcurl_takes_the_contract_from_the_protoset_the_image_ships(
+    e2e_database: str, fresh_nats: str, tmp_path: Path
+) -> None:
+    service = start_order_service(e2e_database, fresh_nats, tmp_path / "order-service.log", BROKER_GRPC_REFLECTION="0")
+    try:
+        wait_serving(service)
+        protoset = tmp_path / "broker.protoset"
+        subprocess.run([sys.executable, "-m", "brokerage.rpc.protoset", str(protoset)], check=True, timeout=30)
+        browsed = grpcurl(service.target, "list")
+        listed = grpcurl(service.target, "list", protoset=protoset)
+        placed = grpcurl(
+            service.target, f"{ORDER_SERVICE}/PlaceOrder", data=BUY_10_AAPL, token=customer("1"), protoset=protoset
+        )
+    finally:
+        stop_processes([service.process], timeout=10)
+
+    assert browsed.returncode != 0 and "reflection" in browsed.stderr.lower()
+    assert listed.returncode == 0 and ORDER_SERVICE in listed.stdout.split()
+    assert placed.returncode == 0 and '"status": "ORDER_STATUS_PLACED"' in placed.stdout, placed.stderr
 
 
 def test_grpcurl_places_an_order_idempotently_and_shows_the_reservation(order_service: ServiceProcess) -> None:

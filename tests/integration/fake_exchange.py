@@ -21,8 +21,9 @@ import grpc
 from grpc import aio
 
 from brokerage.proto import callback_pb2, common_pb2, exchange_pb2, exchange_pb2_grpc
+from brokerage.rpc.limits import ServerLimits
 from brokerage.rpc.server import RunningServer, Service, create_server
-from brokerage.wire import timestamp
+from brokerage.wire import SUBMIT_BATCH_MAX_BYTES, timestamp
 from exchange_simulator.servicer import submit_each
 
 
@@ -186,6 +187,7 @@ async def serve_fake_exchange(exchange: FakeExchange, address: str = "127.0.0.1:
     running = await create_server(
         address,
         [Service("broker.v1.ExchangeService", exchange, exchange_pb2_grpc.add_ExchangeServiceServicer_to_server)],
+        limits=ServerLimits(max_receive_bytes=SUBMIT_BATCH_MAX_BYTES),
     )
     exchange.target = f"127.0.0.1:{running.port}"
     return running
