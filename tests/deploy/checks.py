@@ -277,8 +277,8 @@ def database_problems(docs: list[Manifest]) -> Problems:
         password_file = env.get("BROKER_DATABASE_PASSWORD_FILE")
         if not isinstance(password_file, str) or mounted.get(password_file) != secret:
             problems.append(f"{where}: BROKER_DATABASE_PASSWORD_FILE is not the password of {secret}, mounted")
-        if set(mounted.values()) - {secret}:
-            problems.append(f"{where}: mounts another's Secret: {sorted(set(mounted.values()) - {secret})}")
+        if others := (set(mounted.values()) & (DATABASE_SECRETS | {owner_secret})) - {secret}:
+            problems.append(f"{where}: mounts another's database Secret: {sorted(others)}")
         if any(isinstance(v, SecretValue) and v.secret in DATABASE_SECRETS | {owner_secret} for v in env.values()):
             problems.append(f"{where}: a database Secret in its environment")
     return problems
@@ -521,7 +521,8 @@ def security_problems(docs: list[Manifest], image_uid: int) -> Problems:
 def reference_problems(docs: list[Manifest]) -> Problems:
     """Names that point at other objects point at objects that exist: Services and PodDisruptionBudgets select
     pods, Service target ports exist, ConfigMaps and Secrets are there (the database Secret is made by
-    CloudNativePG for its Cluster, OPERATOR_SECRETS by the operator), autoscalers scale a Deployment."""
+    CloudNativePG for its Cluster, OPERATOR_SECRETS by the operator; the Secrets of the Cluster's managed roles too),
+    autoscalers scale a Deployment."""
     problems = []
     pods = [(w, w.pod_labels) for w in workloads(docs)]
     made_secrets = {f"{c['metadata']['name']}-app" for c in of_kind(docs, "Cluster")} | OPERATOR_SECRETS
@@ -551,11 +552,6 @@ def reference_problems(docs: list[Manifest]) -> Problems:
             secret = variable.get("valueFrom", {}).get("secretKeyRef", {}).get("name")
             if secret and secret not in made_secrets and named(docs, "Secret", secret) is None:
                 problems.append(f"{workload}: no Secret {secret} (nor a Cluster that makes it)")
-    for workload in workloads(docs):
-        for volume in workload.pod_spec.get("volumes", []):
-            secret = volume.get("secret", {}).get("secretName")
-            if secret and secret not in made_secrets and named(docs, "Secret", secret) is None:
-                problems.append(f"{workload}: no Secret {secret} for its volume {volume['name']}")
     for cluster in of_kind(docs, "Cluster"):
         for role in cluster["spec"].get("managed", {}).get("roles", []):
             secret = role.get("passwordSecret", {}).get("name")
