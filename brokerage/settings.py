@@ -9,9 +9,20 @@ import json
 import sys
 from decimal import Decimal
 from enum import StrEnum
+from pathlib import Path
 from typing import TypeVar, overload
+from urllib.parse import quote, urlsplit, urlunsplit
 
-from pydantic import Field, PostgresDsn, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    Field,
+    PostgresDsn,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from brokerage.domain.market_hours import AlwaysOpen, MarketClock, NyseRegularSession
@@ -38,6 +49,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="BROKER_", frozen=True)
 
     database_url: PostgresDsn = Field(default=PostgresDsn("postgresql://postgres@127.0.0.1:5432/brokerage"))
+    # The password of database_url's user, in a file of its own (a mounted Secret's key): read once, here, kept out of
+    # the URL and of every log, and put into the connection string only when a connection is made (dsn). A URL that
+    # carries a password of its own as well is refused: which one is meant would be a guess.
+    database_password_file: Path | None = None
+    _database_password: SecretStr | None = PrivateAttr(default=None)
     database_pool_min: int = Field(default=4, ge=1)
     database_pool_max: int = Field(default=16, ge=1)
     statement_timeout_ms: int = Field(default=5_000, ge=100)
@@ -173,6 +189,21 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _read_database_password(self) -> Settings:
+        if self.database_password_file is None:
+            return self
+        if urlsplit(str(self.database_url)).password is not None:
+            raise ValueError("BROKER_DATABASE_URL carries a password and BROKER_DATABASE_PASSWORD_FILE names another")
+        try:
+            password = self.database_password_file.read_text().rstrip("\r\n")
+        except OSError as error:
+            raise ValueError(f"BROKER_DATABASE_PASSWORD_FILE cannot be read: {error.strerror}") from None
+        if not password:
+            raise ValueError("BROKER_DATABASE_PASSWORD_FILE is empty")
+        self._database_password = SecretStr(password)
+        return self
+
+    @model_validator(mode="after")
     def _tls_whole(self) -> Settings:
         files = (self.tls_cert_file, self.tls_key_file, self.tls_ca_file)
         if any(files) and not all(files):
@@ -188,12 +219,26 @@ class Settings(BaseSettings):
 
     @property
     def dsn(self) -> str:
-        return str(self.database_url)
+        """The connection string: database_url, with the password from database_password_file when there is one.
+        A secret: pass it to the driver, never to a log."""
+        url = str(self.database_url)
+        if self._database_password is None:
+            return url
+        return with_password(url, self._database_password.get_secret_value())
 
     @property
     def owned_shards(self) -> tuple[int, ...]:
         """The shards this process's worker cluster owns."""
         return parse_shard_set(self.shards, self.shard_count) if self.shards else tuple(range(self.shard_count))
+
+
+def with_password(url: str, password: str) -> str:
+    """A postgresql:// URL with the password put beside its user (percent-encoded)."""
+    parts = urlsplit(url)
+    user, at, hosts = parts.netloc.rpartition("@")
+    if not at:
+        raise ValueError("a database URL without a user has no one to give a password to")
+    return urlunsplit(parts._replace(netloc=f"{user}:{quote(password, safe='')}@{hosts}"))
 
 
 AnySettings = TypeVar("AnySettings", bound=BaseSettings)

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from brokerage.domain.sharding import format_shard_set
+from brokerage.storage.grants import BY_NAME, SERVICE_ROLES
 from devtools.tls import DevCertificates, identity
 
 SHARD_COUNT = 16
@@ -34,6 +35,9 @@ class ServicePlan:
     metrics_port: int
     env: Mapping[str, str] = field(default_factory=dict)
     probe_port: int = 0  # with TLS: health in plaintext here
+    # The PostgreSQL user it logs in as where the launcher makes the users (brokerage.storage.grants): a member of
+    # its service's role. None: no database, or whichever user BROKER_DATABASE_URL names.
+    database_user: str | None = None
 
     @property
     def target(self) -> str:
@@ -43,6 +47,13 @@ class ServicePlan:
     def health_target(self) -> str:
         """Where a probe asks for health without a certificate: the probe port under TLS, else the service's."""
         return f"127.0.0.1:{self.probe_port or self.port}"
+
+    def environment(self, env: Mapping[str, str], *, own_database_user: bool = False) -> dict[str, str]:
+        """env under the plan's own settings; with own_database_user, BROKER_DATABASE_URL names its user."""
+        merged = {**env, **self.env}
+        if own_database_user and self.database_user and "BROKER_DATABASE_URL" in merged:
+            merged["BROKER_DATABASE_URL"] = database_url_as(merged["BROKER_DATABASE_URL"], self.database_user)
+        return merged
 
 
 @dataclass(frozen=True)
@@ -115,9 +126,7 @@ def _secured(service: ServicePlan, tls: DevCertificates, probe_port: int) -> Ser
         env["BROKER_PROBE_PORT"] = str(probe_port)
         if service.module == "callback_service":
             env["BROKER_TLS_CA_FILE"] = str(tls.ca("venue-ca"))  # only the venue's certificates are admitted
-    return ServicePlan(
-        service.name, service.module, service.port, service.metrics_port, {**service.env, **env}, probe_port
-    )
+    return replace(service, env={**service.env, **env}, probe_port=probe_port)  # its database user kept
 
 
 def _plan(ports: Iterator[int], shard_count: int, exchange_env: Mapping[str, str] | None) -> MeshPlan:
@@ -185,7 +194,8 @@ def local_probe_ports() -> Iterator[int]:
 
 
 def broker_service(name: str, module: str, port: int, metrics_port: int, **env: str) -> ServicePlan:
-    """One of our services (BROKER_* settings) listening on 127.0.0.1:port."""
+    """One of our services (BROKER_* settings) listening on 127.0.0.1:port, logging in to PostgreSQL as its role's
+    user."""
     return ServicePlan(
         name,
         module,
@@ -197,4 +207,11 @@ def broker_service(name: str, module: str, port: int, metrics_port: int, **env: 
             "BROKER_METRICS_PORT": str(metrics_port),
             **env,
         },
+        database_user=BY_NAME[SERVICE_ROLES[module]].login,
     )
+
+
+def database_url_as(database_url: str, user: str) -> str:
+    """The same database's URL for another user, without a password (a private cluster trusts local users)."""
+    scheme, rest = database_url.split("://", 1)
+    return f"{scheme}://{user}@{rest.rpartition('@')[2]}"

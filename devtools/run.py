@@ -2,7 +2,8 @@
 
 PostgreSQL and NATS come from BROKER_DATABASE_URL and BROKER_NATS_URL when set; otherwise private servers
 are started under .local/ (their data kept between runs, as are the exchange simulator's journals). Migrations are
-applied, demo customers seeded, the services started as child processes (their JSON logs pass through), and
+applied and demo customers seeded (as the cluster's owner), the services started as child processes, each logged in
+to a private PostgreSQL as its own role's user (their JSON logs pass through), and
 grpcurl examples printed once the mesh can trade: every service ready, and a probe order placed (by a customer of
 its own) and filled. With --tls (`make run TLS=1`) every link is mutual TLS, with dev CAs and certificates made
 under .local/tls (devtools.tls), and the examples present the right certificate for each service.
@@ -30,6 +31,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from brokerage.proto import common_pb2, orders_pb2, orders_pb2_grpc
 from brokerage.rpc.tls import TlsFiles, channel_credentials
+from brokerage.storage.grants import ROLES
 from brokerage.storage.seed import fund_customers
 from devtools.mesh import MeshPlan, ServicePlan, local_ports, local_probe_ports, plan_mesh
 from devtools.stack import (
@@ -155,6 +157,9 @@ class Mesh:
         self._stack = ExitStack()
         self._children: dict[str, subprocess.Popen[bytes]] = {}
         self._alive: dict[str, Callable[[], bool]] = {}
+        # The private cluster, where each service logs in as its role's user; None when BROKER_DATABASE_URL names a
+        # database of yours, where the services all log in as its user.
+        self._cluster: PostgresCluster | None = None
 
     def database_url(self) -> str:
         """BROKER_DATABASE_URL, or a private cluster under .local/pg with database `brokerage`."""
@@ -165,7 +170,17 @@ class Mesh:
         self._stack.enter_context(cluster)
         self._alive["postgres"] = lambda: cluster.pid is not None
         cluster.create_database(DATABASE, exist_ok=True)
+        self._cluster = cluster
         return cluster.url(DATABASE)
+
+    def create_service_users(self) -> None:
+        """On the private cluster, a login user per service role (the migrations make the roles): each service logs
+        in as its own, as in Kubernetes, and may do only what its role may (brokerage.storage.grants)."""
+        if self._cluster is None:
+            _log("BROKER_DATABASE_URL is set: every service logs in as its user")
+            return
+        for role in ROLES:
+            self._cluster.create_login(role.login, role.name)
 
     def nats_url(self) -> str:
         """BROKER_NATS_URL, or a private JetStream server under .local/nats."""
@@ -184,7 +199,10 @@ class Mesh:
             raise LaunchError(f"{service.target} is in use: is an earlier {service.name} still running?")
         _log(f"starting {service.name} (python -m {service.module})")
         process = spawn(
-            [sys.executable, "-m", service.module], env={**env, **service.env}, cwd=ROOT, stdin=subprocess.DEVNULL
+            [sys.executable, "-m", service.module],
+            env=service.environment(env, own_database_user=self._cluster is not None),
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
         )
         self._children[service.name] = process
         self._alive[service.name] = lambda: process.poll() is None
@@ -264,6 +282,7 @@ def main() -> int:
         _run_module(env, "brokerage.storage.seed", "--customers", str(SEED_CUSTOMERS))
         with psycopg.connect(env["BROKER_DATABASE_URL"], autocommit=True) as conn:
             fund_customers(conn, [PROBE_CUSTOMER], PROBE_FUNDING, funded_by="devtools.run")
+        mesh.create_service_users()
         plan = plan_mesh(
             local_ports(),
             exchange_env={"EXCHANGE_JOURNAL_DIR": str(EXCHANGE_JOURNALS)},

@@ -212,9 +212,9 @@ class PostgresCluster(_Server):
             return None
         return pid if _pid_alive(pid) else None
 
-    def url(self, dbname: str = "postgres") -> str:
-        """The connection URL of database dbname."""
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
+    def url(self, dbname: str = "postgres", user: str = "postgres") -> str:
+        """The connection URL of database dbname, as user (trust authentication: no password)."""
+        return f"postgresql://{user}@127.0.0.1:{self.port}/{dbname}"
 
     def start(self) -> None:
         """Starts the server (initdb first if needed) and returns once it accepts connections."""
@@ -264,6 +264,16 @@ class PostgresCluster(_Server):
     def drop_database(self, name: str) -> None:
         """Drops database name if it exists, disconnecting its sessions."""
         self._execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+    def create_login(self, user: str, member_of: str) -> None:
+        """A login user that is a member of the group role member_of (a service's, made by the migrations), unless
+        the cluster has it already (roles belong to the cluster, not to a database)."""
+        try:
+            self._execute(
+                sql.SQL("CREATE ROLE {} LOGIN IN ROLE {}").format(sql.Identifier(user), sql.Identifier(member_of))
+            )
+        except psycopg.errors.DuplicateObject:
+            self._execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(member_of), sql.Identifier(user)))
 
     def _execute(self, query: sql.Composed) -> None:
         with psycopg.connect(self.url(), autocommit=True, connect_timeout=10) as conn:

@@ -36,6 +36,17 @@ def migrated_template(postgres_cluster: PostgresCluster) -> str:
     return TEMPLATE_DATABASE
 
 
+@pytest.fixture(scope="session")
+def service_logins(postgres_cluster: PostgresCluster, migrated_template: str) -> dict[str, str]:
+    """A login user of each service role (brokerage.storage.grants), made once for the session's cluster: the
+    role's name, the user's."""
+    from brokerage.storage.grants import ROLES
+
+    for role in ROLES:
+        postgres_cluster.create_login(role.login, role.name)
+    return {role.name: role.login for role in ROLES}
+
+
 @pytest.fixture
 def database_url(postgres_cluster: PostgresCluster, migrated_template: str) -> Iterator[str]:
     """The URL of a fresh migrated database for this test, dropped afterwards."""

@@ -1,7 +1,7 @@
 """What a database's schema is, read from its catalog in one canonical form: every table's columns and constraints,
-every index, function, trigger, view, type and aggregate, and the rows of the tables that are data of the schema
-(the transitions). Two databases with the same description have the same schema, however each was built: the
-test that the migrations give exactly the snapshot (schema.sql) compares these."""
+every index, function, trigger, view, type and aggregate, the privileges granted on them (0017), and the rows of the
+tables that are data of the schema (the transitions). Two databases with the same description have the same schema,
+however each was built: the test that the migrations give exactly the snapshot (schema.sql) compares these."""
 
 from __future__ import annotations
 
@@ -44,6 +44,26 @@ _QUERIES = {
     "view": f"""
         SELECT c.relname, pg_get_viewdef(c.oid)
           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE {_OURS} AND c.relkind = 'v'""",
+    # Privileges as sorted lists of aclitems (grantee=privileges/grantor), whatever order they were granted in; null
+    # is the object type's default.
+    "privileges on": f"""
+        SELECT c.relname, coalesce(array_to_string(ARRAY(SELECT unnest(c.relacl)::text ORDER BY 1), ' '), 'default')
+          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE {_OURS} AND c.relkind IN ('r', 'v', 'S')""",
+    "privileges on column": f"""
+        SELECT c.relname || '.' || a.attname, array_to_string(ARRAY(SELECT unnest(a.attacl)::text ORDER BY 1), ' ')
+          FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE {_OURS} AND a.attacl IS NOT NULL""",
+    "privileges on function": """
+        SELECT p.oid::regprocedure::text,
+               coalesce(array_to_string(ARRAY(SELECT unnest(p.proacl)::text ORDER BY 1), ' '), 'default')
+          FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'public'""",
+    "default privileges": """
+        SELECT format('%s %s in %s', d.defaclrole::regrole, d.defaclobjtype,
+                      CASE d.defaclnamespace WHEN 0 THEN 'every schema'
+                                                        ELSE d.defaclnamespace::regnamespace::text END),
+               array_to_string(ARRAY(SELECT unnest(d.defaclacl)::text ORDER BY 1), ' ')
+          FROM pg_default_acl d""",
     "relation": f"""
         SELECT c.relname, c.relkind::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
          WHERE {_OURS} AND c.relkind IN ('r', 'v', 'c', 'S')""",

@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import posixpath
 import re
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import kubernetes_validate
 from kubernetes_validate.utils import major_minor
@@ -23,6 +28,7 @@ from brokerage.domain.sharding import parse_shard_set
 from brokerage.rpc.health import LIVENESS, READINESS
 from brokerage.rpc.identity import Kind, verifier_for
 from brokerage.settings import Settings
+from brokerage.storage.grants import BY_NAME, SERVICE_ROLES
 from exchange_simulator.settings import SimulatorSettings
 from tests.deploy.manifests import (
     Manifest,
@@ -70,9 +76,14 @@ SIMULATOR_MODULE = "exchange_simulator"
 RECONCILE_MODULE = "brokerage.reconcile"
 API_MODULES = {"order_service", CALLBACK_MODULE}  # stateless servers: 3 or more replicas and an HPA in prod
 DATABASE_SECRET_KEY = "uri"  # CloudNativePG's <cluster>-app Secret: the connection URI
+# The set-up (the Job's migrations and stream set-up) logs in as the schema's owner, with CloudNativePG's app Secret;
+# every other process as its own role's user (brokerage.storage.grants), its password from a file.
+SETUP_MODULES = {"brokerage.storage.migrate", "brokerage.messaging.setup"}
+DATABASE_PASSWORD_KEY = "password"  # of a managed role's Secret (kubernetes.io/basic-auth)
+DATABASE_SECRETS = {f"brokerage-db-{BY_NAME[role].login.replace('_', '-')}" for role in SERVICE_ROLES.values()}
 # Secrets the operator makes before the first release (docs/operations.md), which an overlay may therefore not
-# hold: the callback token in prod (dev generates its own).
-OPERATOR_SECRETS = {"brokerage-callback"}
+# hold: the callback token and the database users' passwords in prod (dev generates its own).
+OPERATOR_SECRETS = {"brokerage-callback", *DATABASE_SECRETS}
 # Whose tokens each server admits: it refuses to start without those issuers' settings.
 IDENTITIES = {
     "order_service": (Kind.CUSTOMER,),
@@ -158,13 +169,22 @@ def module_main(module: str) -> Callable[[], object]:
 
 
 def settings_env(docs: list[Manifest], container: dict[str, Any]) -> dict[str, str]:
-    """The container's settings, secrets replaced by a stand-in of the right shape."""
+    """The container's settings, secrets replaced by a stand-in of the right shape (a mounted password file too)."""
     values = {}
     for key, value in container_env(docs, container).items():
         if isinstance(value, SecretValue):
             value = "postgresql://app:secret@db:5432/app" if value.key == DATABASE_SECRET_KEY else "secret"
+        elif key == "BROKER_DATABASE_PASSWORD_FILE":
+            value = str(_password_stand_in())  # database_problems checks that the real path is a mounted Secret's
         values[key] = value
     return values
+
+
+@cache
+def _password_stand_in() -> Path:
+    path = Path(tempfile.mkdtemp(prefix="deploy-checks-")) / "password"
+    path.write_text("secret\n")
+    return path
 
 
 def load(entry: EntryPoint, env: dict[str, str]) -> BaseSettings:
@@ -197,7 +217,7 @@ def configured(docs: list[Manifest]) -> Iterator[tuple[Workload, dict[str, Any],
 
 def settings_problems(docs: list[Manifest]) -> Problems:
     """Every setting a container gets is one its process knows and accepts (a typo is not silently ignored),
-    and the services reach PostgreSQL through the database Secret, not the default of 127.0.0.1."""
+    and PostgreSQL is reached as database_problems says, not at the default of 127.0.0.1."""
     problems = []
     for workload, container in containers(docs):
         entry = entry_point_of(container)
@@ -209,9 +229,76 @@ def settings_problems(docs: list[Manifest]) -> Problems:
         except ValidationError as error:
             for e in error.errors():
                 problems.append(f"{workload} {container['name']}: {e['loc']}: {e['msg']}")
-        if entry.settings is Settings and not isinstance(env.get("BROKER_DATABASE_URL"), SecretValue):
-            problems.append(f"{workload} {container['name']}: BROKER_DATABASE_URL does not come from a Secret")
+        if entry.settings is Settings and "BROKER_DATABASE_URL" not in env:
+            problems.append(f"{workload} {container['name']}: no BROKER_DATABASE_URL")
     return problems
+
+
+def database_problems(docs: list[Manifest]) -> Problems:
+    """Each process logs in to PostgreSQL as whom it should (docs/operations.md, "PostgreSQL roles"): the set-up as
+    the schema's owner, with CloudNativePG's app Secret, which nothing else reads or mounts; every other process as
+    its own role's user (brokerage.storage.grants), a managed role of the Cluster in that (managed, login-less) group
+    role, with no password in its URL but a file of exactly the Secret the Cluster gives that user."""
+    problems = []
+    (cluster,) = of_kind(docs, "Cluster")
+    owner_secret = f"{cluster['metadata']['name']}-app"
+    managed = {role["name"]: role for role in cluster["spec"].get("managed", {}).get("roles", [])}
+    for workload, container in containers(docs):
+        entry = entry_point_of(container)
+        where = f"{workload} {container['name']}"
+        env = container_env(docs, container)
+        mounted = _mounted_secrets(workload, container)
+        if entry is None or entry.settings is not Settings:
+            if owner_secret in mounted.values() or any(
+                isinstance(v, SecretValue) and v.secret == owner_secret for v in env.values()
+            ):
+                problems.append(f"{where}: reads the owner's Secret {owner_secret}")
+            continue
+        url = env.get("BROKER_DATABASE_URL")
+        if entry.module in SETUP_MODULES:
+            if url != SecretValue(owner_secret, DATABASE_SECRET_KEY):
+                problems.append(f"{where}: the set-up does not log in as the owner ({owner_secret})")
+            continue
+        if isinstance(url, SecretValue) or url is None:
+            problems.append(f"{where}: BROKER_DATABASE_URL is not its own user's (the owner's Secret?)")
+            continue
+        parts = urlsplit(url)
+        group = SERVICE_ROLES[entry.module]
+        login = BY_NAME[group].login
+        if parts.username != login or parts.password is not None:
+            problems.append(f"{where}: logs in as {parts.username!r}, not as {login} without a password in the URL")
+        user, role = managed.get(login), managed.get(group)
+        if user is None or not user.get("login") or user.get("inRoles") != [group]:
+            problems.append(f"{where}: the Cluster has no managed login {login} in {group}")
+            continue
+        if role is None or role.get("login", False):
+            problems.append(f"{where}: the Cluster does not manage the group role {group} (without a login)")
+        secret = user.get("passwordSecret", {}).get("name")
+        password_file = env.get("BROKER_DATABASE_PASSWORD_FILE")
+        if not isinstance(password_file, str) or mounted.get(password_file) != secret:
+            problems.append(f"{where}: BROKER_DATABASE_PASSWORD_FILE is not the password of {secret}, mounted")
+        if others := (set(mounted.values()) & (DATABASE_SECRETS | {owner_secret})) - {secret}:
+            problems.append(f"{where}: mounts another's database Secret: {sorted(others)}")
+        if any(isinstance(v, SecretValue) and v.secret in DATABASE_SECRETS | {owner_secret} for v in env.values()):
+            problems.append(f"{where}: a database Secret in its environment")
+    return problems
+
+
+def _mounted_secrets(workload: Workload, container: dict[str, Any]) -> dict[str, str]:
+    """The database passwords a container has as files: each file's path and the Secret it is, for Secret volumes
+    mounted whole or by key (items); other Secret volumes by mount path."""
+    volumes = {v["name"]: v["secret"] for v in workload.pod_spec.get("volumes", []) if "secret" in v}
+    files = {}
+    for mount in container.get("volumeMounts", []):
+        secret = volumes.get(mount["name"])
+        if secret is None:
+            continue
+        items = secret.get("items") or [{"key": DATABASE_PASSWORD_KEY, "path": DATABASE_PASSWORD_KEY}]
+        for item in items:
+            if item["key"] == DATABASE_PASSWORD_KEY:
+                files[posixpath.join(mount["mountPath"], item["path"])] = secret["secretName"]
+        files.setdefault(mount["mountPath"], secret["secretName"])
+    return files
 
 
 def identity_problems(docs: list[Manifest]) -> Problems:
@@ -434,7 +521,8 @@ def security_problems(docs: list[Manifest], image_uid: int) -> Problems:
 def reference_problems(docs: list[Manifest]) -> Problems:
     """Names that point at other objects point at objects that exist: Services and PodDisruptionBudgets select
     pods, Service target ports exist, ConfigMaps and Secrets are there (the database Secret is made by
-    CloudNativePG for its Cluster, OPERATOR_SECRETS by the operator), autoscalers scale a Deployment."""
+    CloudNativePG for its Cluster, OPERATOR_SECRETS by the operator; the Secrets of the Cluster's managed roles too),
+    autoscalers scale a Deployment."""
     problems = []
     pods = [(w, w.pod_labels) for w in workloads(docs)]
     made_secrets = {f"{c['metadata']['name']}-app" for c in of_kind(docs, "Cluster")} | OPERATOR_SECRETS
@@ -464,6 +552,11 @@ def reference_problems(docs: list[Manifest]) -> Problems:
             secret = variable.get("valueFrom", {}).get("secretKeyRef", {}).get("name")
             if secret and secret not in made_secrets and named(docs, "Secret", secret) is None:
                 problems.append(f"{workload}: no Secret {secret} (nor a Cluster that makes it)")
+    for cluster in of_kind(docs, "Cluster"):
+        for role in cluster["spec"].get("managed", {}).get("roles", []):
+            secret = role.get("passwordSecret", {}).get("name")
+            if secret and secret not in OPERATOR_SECRETS and named(docs, "Secret", secret) is None:
+                problems.append(f"Cluster/{cluster['metadata']['name']}: no Secret {secret} for {role['name']}")
     return problems
 
 

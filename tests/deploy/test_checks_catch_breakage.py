@@ -13,6 +13,7 @@ from tests.deploy.checks import (
     alert_problems,
     callback_problems,
     connection_problems,
+    database_problems,
     entry_point_problems,
     high_availability_problems,
     identity_problems,
@@ -216,3 +217,23 @@ def test_a_callback_policy_open_to_every_namespace_is_seen(prod: list[Manifest])
     policy["spec"]["ingress"][0]["from"].append({"namespaceSelector": {}})
 
     assert allowed(of_kind(prod, "NetworkPolicy"), pods["stranger"], pods["callback-service"], 50051)
+
+
+def test_a_service_as_the_owner_or_with_another_s_password_fails(prod: list[Manifest]) -> None:
+    order_service = named(prod, "Deployment", "order-service")
+    reconcile = named(prod, "CronJob", "reconcile")
+    assert order_service is not None and reconcile is not None
+    (container,) = order_service["spec"]["template"]["spec"]["containers"]
+    container["env"] = [
+        {"name": "BROKER_DATABASE_URL", "valueFrom": {"secretKeyRef": {"name": "brokerage-db-app", "key": "uri"}}}
+        if v["name"] == "BROKER_DATABASE_URL"
+        else v
+        for v in container["env"]
+    ]
+    for volume in reconcile["spec"]["jobTemplate"]["spec"]["template"]["spec"]["volumes"]:
+        if "secret" in volume:
+            volume["secret"]["secretName"] = "brokerage-db-operations-service"
+
+    problems = database_problems(prod)
+    assert any("order-service" in p and "not its own user's" in p for p in problems), problems
+    assert any("reconcile" in p and "not the password of brokerage-db-reconcile" in p for p in problems), problems

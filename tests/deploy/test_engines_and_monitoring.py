@@ -40,12 +40,15 @@ def database_secret_names(docs: list[Manifest]) -> set[str]:
     return {url.secret if isinstance(url, SecretValue) else "(not a Secret)" for url in urls}
 
 
-def test_postgresql_is_one_cloudnativepg_cluster_whose_secret_the_services_read(overlay: list[Manifest]) -> None:
+def test_postgresql_is_one_cloudnativepg_cluster_whose_owner_secret_only_the_setup_reads(
+    overlay: list[Manifest],
+) -> None:
     (cluster,) = of_kind(overlay, "Cluster")
     initdb = cluster["spec"]["bootstrap"]["initdb"]
 
     assert cluster["apiVersion"] == "postgresql.cnpg.io/v1"
-    assert database_secret_names(overlay) == {f"{cluster['metadata']['name']}-app"}  # CloudNativePG's app Secret
+    # CloudNativePG's app Secret (the owner's), and the services' own users (database_problems: no Secret in a URL)
+    assert database_secret_names(overlay) == {f"{cluster['metadata']['name']}-app", "(not a Secret)"}
     assert initdb["database"] == "brokerage" and initdb["owner"] == "brokerage"
     assert cluster["spec"]["postgresql"]["parameters"]["synchronous_commit"] == "on"
     assert int(cluster["spec"]["postgresql"]["parameters"]["max_connections"]) >= 100

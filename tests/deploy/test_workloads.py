@@ -1,5 +1,6 @@
 """The Deployments, the Job and the CronJob: probes, shutdown, shards, CallbackService's secret and who reports
-to it, reconciliation's schedule, hardening, references, replicas and the database's connection budget."""
+to it, reconciliation's schedule, hardening, references, replicas, the database's connection budget and the user each
+logs in to it as."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from tests.deploy.checks import (
     WORKER_MODULE,
     callback_problems,
     connection_problems,
+    database_problems,
     high_availability_problems,
     pool_problems,
     probe_problems,
@@ -55,6 +57,12 @@ def test_reconciliation_is_a_daily_cronjob_after_the_close_whose_failures_stay(o
 
 def test_pods_are_locked_down_as_the_images_user(overlay: list[Manifest]) -> None:
     assert security_problems(overlay, image_uid()) == []
+
+
+def test_each_process_logs_in_to_postgresql_as_its_own_role_and_only_the_setup_as_the_owner(
+    overlay: list[Manifest],
+) -> None:
+    assert database_problems(overlay) == []
 
 
 def test_references_between_objects_resolve(overlay: list[Manifest]) -> None:

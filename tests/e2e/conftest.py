@@ -46,12 +46,14 @@ class ServiceProcess:
         return [json.loads(line) for line in lines if line.startswith("{")]
 
 
-def start_service(plan: ServicePlan, env: Mapping[str, str], log_path: Path) -> ServiceProcess:
-    """`python -m <module>` as the plan says, with env under the plan's own settings, logging to log_path."""
+def start_service(
+    plan: ServicePlan, env: Mapping[str, str], log_path: Path, *, own_database_user: bool = False
+) -> ServiceProcess:
+    """`python -m <module>` as the plan says, with env under the plan's own settings, logging to log_path; with
+    own_database_user, logging in to PostgreSQL as its role's user (see the fixture service_logins)."""
+    environment = plan.environment(env, own_database_user=own_database_user)
     with log_path.open("ab") as log:
-        process = spawn(
-            [sys.executable, "-m", plan.module], env={**env, **plan.env}, stdout=log, stderr=subprocess.STDOUT
-        )
+        process = spawn([sys.executable, "-m", plan.module], env=environment, stdout=log, stderr=subprocess.STDOUT)
     return ServiceProcess(process, plan.port, plan.metrics_port, log_path, plan.probe_port)
 
 

@@ -21,8 +21,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from brokerage.proto import common_pb2, exchange_pb2, exchange_pb2_grpc, orders_pb2, orders_pb2_grpc
 from brokerage.rpc.tls import TlsFiles, open_channel
+from brokerage.storage.grants import BY_NAME, ROLES, SERVICE_ROLES
 from brokerage.storage.seed import seed
-from devtools.mesh import MeshPlan, ServicePlan, plan_mesh
+from devtools.mesh import MeshPlan, ServicePlan, database_url_as, plan_mesh
 from devtools.stack import NatsServer, PostgresCluster, free_port, stop_processes, wait_until
 from devtools.tls import DevCertificates
 from devtools.token import customer_tokens
@@ -53,7 +54,7 @@ class Mesh:
     processes: dict[str, ServiceProcess]
 
     def start(self, service: ServicePlan) -> ServiceProcess:
-        process = start_service(service, self.env, self.log_dir / f"{service.name}.log")
+        process = start_service(service, self.env, self.log_dir / f"{service.name}.log", own_database_user=True)
         self.processes[service.name] = process
         wait_serving(process, timeout=30)
         return process
@@ -82,6 +83,8 @@ def running_mesh(
     NATS server emptied of streams; every process stopped, and the database dropped, at the end. The broker's
     services take TIMINGS, then broker_env; the simulator takes exchange_env. With tls, as `make run TLS=1`."""
     database = f"mesh_{uuid.uuid4().hex[:8]}"
+    for role in ROLES:  # each service logs in as a member of its role, as in make run and Kubernetes
+        postgres_cluster.create_login(role.login, role.name)
     postgres_cluster.create_database(database, template=migrated_template)
     database_url = postgres_cluster.url(database)
     seed(database_url, customers)
@@ -167,8 +170,12 @@ def wait_all_settled(database_url: str, orders: list[orders_pb2.Order], timeout:
 
 
 def reconcile(mesh: Mesh) -> subprocess.CompletedProcess[str]:
-    """`python -m brokerage.reconcile` against the mesh's record and its exchange's drop copy."""
-    env = {**mesh.env, "BROKER_EXCHANGE_TARGET": mesh.plan.exchange.target}
+    """`python -m brokerage.reconcile` against the mesh's record and its exchange's drop copy, as its own user."""
+    env = {
+        **mesh.env,
+        "BROKER_DATABASE_URL": database_url_as(mesh.database_url, BY_NAME[SERVICE_ROLES["brokerage.reconcile"]].login),
+        "BROKER_EXCHANGE_TARGET": mesh.plan.exchange.target,
+    }
     command = [sys.executable, "-m", "brokerage.reconcile", "--stuck-after-seconds", "60"]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
 

@@ -1,7 +1,7 @@
 """The schema snapshot (brokerage/storage/schema.sql) is exactly what the migrations make: every table, column,
-constraint, index, function, trigger, view, type and aggregate, and the transitions' rows. So a reader finds the
-current definition of everything in one file, and the tests, whose template is built from that file, test the
-schema the migrations give a deployment."""
+constraint, index, function, trigger, view, type and aggregate, the privileges granted on them, and the transitions'
+rows. So a reader finds the current definition of everything in one file, and the tests, whose template is built from
+that file, test the schema the migrations give a deployment."""
 
 from __future__ import annotations
 
