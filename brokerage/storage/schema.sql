@@ -1110,10 +1110,13 @@ END;
 $$;
 
 -- A well-formed copy of a report resolves what a malformed copy of it left. Asked for every report: PL/pgSQL, which
--- keeps the update's plan (0015), not a SQL function planned again at every call.
+-- keeps the update's plan (0015), not a SQL function planned again at every call. It takes turns with a malformed
+-- copy being kept (record_malformed_reports) by a transaction lock on the exec_id (0018): whichever commits second
+-- sees the other, so no break stays open for a booked execution.
 CREATE FUNCTION supersede_malformed(p_exec_id text) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
+    PERFORM pg_advisory_xact_lock(hashtextextended('report:' || p_exec_id, 0));
     UPDATE breaks SET resolved_at = now(), resolution = 'superseded', resolved_by = 'settlement',
                       resolution_note = 'a well-formed copy of the report arrived'
      WHERE exec_id = p_exec_id AND kind IN ('malformed', 'refused') AND resolved_at IS NULL;
@@ -1376,16 +1379,20 @@ $$;
 -- Reports that could not be parsed, failed the form checks, or that the database refused, each kept whole as a
 -- break (kind 'malformed' or 'refused') that claims nothing: 'break' for one kept now, 'duplicate' for one kept
 -- before (by its exec_id, or its bytes) or whose exec_id is booked already. One row per report, in the order given.
+-- A report with an exec_id takes its turn with a good copy being booked (supersede_malformed's lock, 0018).
 CREATE FUNCTION record_malformed_reports(
     p_break_keys text[], p_kinds text[], p_exec_ids text[], p_order_ids text[], p_details text[], p_reports bytea[]
 ) RETURNS TABLE (ordinal integer, outcome text)
 LANGUAGE plpgsql AS $$
 BEGIN
     FOR i IN 1 .. cardinality(p_break_keys) LOOP
-        IF p_exec_ids[i] IS NOT NULL AND (EXISTS (SELECT 1 FROM executions e WHERE e.exec_id = p_exec_ids[i])
-                                          OR EXISTS (SELECT 1 FROM breaks k WHERE k.break_key = p_exec_ids[i])) THEN
-            RETURN QUERY SELECT i, 'duplicate';
-            CONTINUE;
+        IF p_exec_ids[i] IS NOT NULL THEN
+            PERFORM pg_advisory_xact_lock(hashtextextended('report:' || p_exec_ids[i], 0));
+            IF EXISTS (SELECT 1 FROM executions e WHERE e.exec_id = p_exec_ids[i])
+               OR EXISTS (SELECT 1 FROM breaks k WHERE k.break_key = p_exec_ids[i]) THEN
+                RETURN QUERY SELECT i, 'duplicate';
+                CONTINUE;
+            END IF;
         END IF;
         INSERT INTO breaks (break_key, exec_id, order_id, kind, detail, report_bytes)
         VALUES (p_break_keys[i], p_exec_ids[i], p_order_ids[i], p_kinds[i], p_details[i], p_reports[i])

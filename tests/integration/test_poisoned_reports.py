@@ -183,3 +183,46 @@ async def _backend_waiting_on_a_lock(db: psycopg.Connection, sending: asyncio.Ta
             return int(row[0])
         await asyncio.sleep(0.025)
     raise AssertionError("no backend waited on the customer's lock")
+
+
+def _malformed_copy(db: psycopg.Connection, exec_id: str, order_id: str) -> list[tuple[int, str]]:
+    rows = db.execute(
+        "SELECT * FROM record_malformed_reports(%s, %s, %s, %s, %s, %s)",
+        ([f"malformed:{exec_id}"], ["malformed"], [exec_id], [order_id], ["a bad copy"], [b"\xff"]),
+    )
+    return [tuple(row) for row in rows.fetchall()]  # type: ignore[misc]
+
+
+def _good_copy(db: psycopg.Connection, exec_id: str, order_id: str) -> str:
+    row = db.execute(
+        "SELECT outcome FROM apply_execution_report(%s, %s, %s, 'FILL', 1, 230.00, 1, '', now(), 'AAPL', 'BUY', 1)",
+        (exec_id, order_id, "V-" + order_id),
+    ).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+@pytest.mark.parametrize("first", ["good", "malformed"])
+async def test_a_malformed_copy_and_a_good_one_settled_at_once_leave_no_open_break(
+    stub: orders_pb2_grpc.OrderServiceStub, db: psycopg.Connection, seeded_database: str, first: str
+) -> None:
+    """Two transactions, neither committed when the other looks: the second waits for the first, then sees it."""
+    (order,) = await placed_at_exchange(stub, db, 1)
+    exec_id = f"race-{first}"
+    with psycopg.connect(seeded_database) as one, psycopg.connect(seeded_database) as other:
+        if first == "good":
+            assert _good_copy(one, exec_id, order.order_id) == "applied"
+            second = asyncio.create_task(asyncio.to_thread(_malformed_copy, other, exec_id, order.order_id))
+        else:
+            assert _malformed_copy(one, exec_id, order.order_id) == [(1, "break")]
+            second = asyncio.create_task(asyncio.to_thread(_good_copy, other, exec_id, order.order_id))
+        await asyncio.sleep(0.5)
+        assert not second.done()  # it waits for the first to commit, rather than looking past it
+        one.commit()
+        answer = await asyncio.wait_for(second, timeout=10)
+        other.commit()
+
+    open_breaks = db.execute("SELECT count(*) FROM breaks WHERE exec_id = %s AND resolved_at IS NULL", (exec_id,))
+    booked = db.execute("SELECT count(*) FROM executions WHERE exec_id = %s", (exec_id,))
+    assert answer == ([(1, "duplicate")] if first == "good" else "applied")
+    assert (open_breaks.fetchone(), booked.fetchone()) == ((0,), (1,))
