@@ -27,7 +27,7 @@ run: venv
 
 # Against a running `make run`: a few customers buy, then sell part of it; shows them filled and settled.
 demo: venv
-	$(BIN)/python -m devtools.demo
+	$(BIN)/python -m devtools.demo $(if $(filter 1,$(TLS)),--tls)
 
 lint: venv
 	$(BIN)/ruff check .

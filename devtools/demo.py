@@ -20,8 +20,10 @@ from decimal import Decimal
 import grpc
 
 from brokerage.proto import common_pb2, orders_pb2, orders_pb2_grpc
+from brokerage.rpc.tls import TlsFiles, open_channel
 from devtools.mesh import local_ports, plan_mesh
-from devtools.run import SEED_CUSTOMERS
+from devtools.run import LOCAL, SEED_CUSTOMERS
+from devtools.tls import DevCertificates
 from devtools.token import DevIdentity, customer_tokens
 
 BUYS = (("AAPL", 10), ("MSFT", 5), ("NVDA", 20))
@@ -40,9 +42,11 @@ class NoCustomers(Exception):
     """Too few of make run's customers have the demo's budget left."""
 
 
-async def pick_and_demo(target: str, count: int) -> bool:
-    # Each call signed as the customer it is for, with make run's development keys.
-    async with grpc.aio.insecure_channel(target, interceptors=customer_tokens(DevIdentity()).interceptors()) as channel:
+async def pick_and_demo(target: str, count: int, tls: TlsFiles | None = None) -> bool:
+    # Each call signed as the customer it is for, with make run's development keys; over mutual TLS as the API
+    # layer (make run TLS=1's certificate) when tls is given.
+    interceptors = customer_tokens(DevIdentity()).interceptors()
+    async with open_channel(target, tls, interceptors=interceptors) as channel:
         stub = orders_pb2_grpc.OrderServiceStub(channel)
         customers = await pick_customers(stub, count)
         print(f"demo customers: {', '.join(customers)} (the first with {BUDGET:,.2f} or more available)")
@@ -160,9 +164,11 @@ def main() -> None:
         "--target", default=plan_mesh(local_ports()).order_service.target, help="OrderService (make run's by default)"
     )
     parser.add_argument("--customers", type=int, default=3, help="how many demo customers")
+    parser.add_argument("--tls", action="store_true", help="against `make run TLS=1`: the API layer's certificate")
     args = parser.parse_args()
+    tls = DevCertificates(LOCAL / "tls").files("api") if args.tls else None
     try:
-        filled = asyncio.run(pick_and_demo(args.target, args.customers))
+        filled = asyncio.run(pick_and_demo(args.target, args.customers, tls))
     except grpc.aio.AioRpcError as error:
         print(f"demo: {error.code().name}: {error.details()} (is `make run` running?)", file=sys.stderr)
         sys.exit(2)
