@@ -15,6 +15,8 @@ are kept until they expire, so a client reusing its token pays for one verificat
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import json
 import time
 import urllib.request
@@ -145,14 +147,10 @@ class Verifier:
 
     async def _verify(self, token: str) -> Principal:
         """The header is read unverified only to find the key (by kid, among the issuers' keys); the key decides
-        the issuer, whose `iss` and `aud` the token must then carry. PyJWT reads a token's segments slowly (a
-        character check in Python), so it is read twice, not three times: half of a fresh token's cost."""
+        the issuer, whose `iss` and `aud` the token must then carry, and PyJWT verifies all of it."""
         if len(token) > MAX_TOKEN_BYTES:
             raise Unauthenticated(f"a token of at most {MAX_TOKEN_BYTES} bytes is required")
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError as error:
-            raise Unauthenticated(f"not a JWT: {error}") from error
+        header = _unverified_header(token)
         algorithm, kid = header.get("alg"), header.get("kid")
         if algorithm not in ALGORITHMS:
             raise Unauthenticated(f"a token signed with {' or '.join(ALGORITHMS)} is required")
@@ -182,6 +180,20 @@ class Verifier:
             if (key := await keys.get(kid)) is not None:
                 return self._issuers[name], key
         return None
+
+
+def _unverified_header(token: str) -> dict[str, Any]:
+    """The JOSE header, read only to choose the key that PyJWT then verifies the whole token with. Read here, not by
+    jwt.get_unverified_header, which decodes every segment with a character check in Python: that was a third of a
+    new token's cost, spent on the payload and signature PyJWT reads again anyway."""
+    encoded = token.partition(".")[0]
+    try:
+        header = json.loads(base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)))
+    except (ValueError, binascii.Error) as error:
+        raise Unauthenticated(f"not a JWT: {error}") from error
+    if not isinstance(header, dict):
+        raise Unauthenticated("not a JWT: its header is no JSON object")
+    return header
 
 
 def _principal(issuer: Issuer, claims: Mapping[str, Any]) -> Principal:

@@ -17,6 +17,8 @@ import psycopg
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from google.protobuf import symbol_database
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from brokerage.domain.errors import Unauthenticated
 from brokerage.proto import execution_pb2, operations_pb2, orders_pb2, orders_pb2_grpc
@@ -55,6 +57,9 @@ def verifier(identity: DevIdentity = TEST_IDENTITY) -> Verifier:
             ),
         ]
     )
+
+
+VERIFIER = verifier()
 
 
 def claims(**changes: Any) -> dict[str, Any]:
@@ -348,3 +353,16 @@ async def test_during_a_rotation_the_callback_service_takes_the_new_secret_and_t
                 answers.append(error.code().name)
 
     assert answers == ["taken", "taken", "UNAUTHENTICATED"]
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(
+    st.one_of(
+        st.text(max_size=300),
+        st.lists(st.text(alphabet='abcXYZ019-_=+/{}":', max_size=60), min_size=1, max_size=4).map(".".join),
+        st.sampled_from(["e30.e30.", "eyJhbGciOiJub25lIn0.e30.", "W10.e30.x", "bnVsbA.e30.x", "eyJhbGciOiJSUzI1NiJ9"]),
+    )
+)
+async def test_any_string_presented_as_a_token_is_unauthenticated_and_nothing_else(token: str) -> None:
+    with pytest.raises(Unauthenticated):
+        await VERIFIER.verify(token)
