@@ -90,3 +90,9 @@ def test_each_nats_user_a_service_logs_in_as_is_one_the_servers_know(prod: list[
 
     assert logged_in == users  # every user is someone's, and nobody logs in as a user the servers do not know
     assert without_tls == []
+
+
+def test_postgresql_refuses_a_connection_without_tls(overlay: list[Manifest]) -> None:
+    (cluster,) = of_kind(overlay, "Cluster")
+
+    assert cluster["spec"]["postgresql"]["pg_hba"][0] == "hostnossl all all all reject"
