@@ -58,7 +58,7 @@ class Settings(BaseSettings):
     database_pool_max: int = Field(default=16, ge=1)
     statement_timeout_ms: int = Field(default=5_000, ge=100)
 
-    nats_url: str = "nats://127.0.0.1:4222"
+    nats_url: str = "nats://127.0.0.1:4222"  # or several, comma-separated: a cluster's servers
     # Production's NATS: a user per service, limited to its subjects and its own inbox prefix (_INBOX_<service>), its
     # password read from a file; TLS checked against nats_tls_ca_file. All empty: no credentials, plaintext.
     nats_user: str = ""

@@ -40,7 +40,8 @@ class NatsAccess:
     def options(self, name: str) -> dict[str, Any]:
         """nats.connect's arguments for a process of this name: with a user, its credentials and an inbox prefix of
         its own (`_INBOX_<user>`), so that the user may be allowed to subscribe to its own replies alone; TLS."""
-        options: dict[str, Any] = {"servers": [self.url], "name": name}
+        servers = [url.strip() for url in self.url.split(",") if url.strip()]  # a cluster: each server's URL
+        options: dict[str, Any] = {"servers": servers, "name": name}
         if self.user:
             options |= {"user": self.user, "password": self.password, "inbox_prefix": f"_INBOX_{self.user}"}
         if self.tls_ca_file:
