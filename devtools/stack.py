@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import suppress
 from pathlib import Path
 from types import TracebackType
@@ -199,9 +199,13 @@ class PostgresCluster(_Server):
     and adopts a postmaster that already runs on data_dir. The server log is data_dir/postgresql.log.
     """
 
-    def __init__(self, data_dir: Path, port: int) -> None:
+    def __init__(
+        self, data_dir: Path, port: int, settings: Mapping[str, str] | None = None, checksums: bool = False
+    ) -> None:
         self.data_dir = Path(data_dir).absolute()
         self.port = port
+        self.settings = dict(settings or {})  # beside PG_SETTINGS (a replica's, say)
+        self.checksums = checksums  # data checksums, made by initdb (pg_rewind needs them or wal_log_hints)
         self.log_file = self.data_dir / "postgresql.log"
         self._os_user = PG_OS_USER if os.geteuid() == 0 else None
 
@@ -224,8 +228,13 @@ class PostgresCluster(_Server):
             return
         self._prepare_data_dir()
         if not (self.data_dir / "PG_VERSION").exists():
-            self._run("initdb", "-D", str(self.data_dir), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-locale")
+            checksums = ["--data-checksums"] if self.checksums else []
+            self._run(
+                "initdb", "-D", str(self.data_dir), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-locale",
+                *checksums,
+            )  # fmt: skip
         self._remove_stale_lock_files()
+        self._write_settings_file()
         self._run(
             "pg_ctl",
             "start",
@@ -281,8 +290,28 @@ class PostgresCluster(_Server):
         with psycopg.connect(self.url(), autocommit=True, connect_timeout=10) as conn:
             conn.execute(query)
 
+    def _write_settings_file(self) -> None:
+        """self.settings also in the data directory's configuration (included from postgresql.conf), for what
+        starts the server without our options: pg_rewind's crash recovery of a killed primary."""
+        if not self.settings:
+            return
+        conf = self.data_dir / "postgresql.conf"
+        include = "include_if_exists = 'brokerage.conf'\n"
+        if include not in conf.read_text():
+            with conf.open("a") as appended:
+                appended.write(include)
+        lines = "".join(f"{key} = '{value}'\n" for key, value in self.settings.items())
+        (self.data_dir / "brokerage.conf").write_text(lines)
+        if self._os_user:
+            shutil.chown(self.data_dir / "brokerage.conf", self._os_user, self._os_user)
+
     def _server_options(self) -> str:
-        settings = {**PG_SETTINGS, "port": str(self.port), "unix_socket_directories": self._socket_dir()}
+        settings = {
+            **PG_SETTINGS,
+            "unix_socket_directories": self._socket_dir(),
+            **self.settings,
+            "port": str(self.port),
+        }
         return " ".join(f"-c {key}={shlex.quote(value)}" for key, value in settings.items())
 
     def _socket_dir(self) -> str:
@@ -443,3 +472,111 @@ def _healthy(monitor_port: int) -> bool:
             return bool(response.status == 200)
     except OSError:
         return False
+
+
+class ReplicatedPostgres:
+    """A primary and a synchronous standby on loopback, as CloudNativePG runs them (streaming replication, a commit
+    acknowledged once the standby has flushed it, `wal_log_hints` so a former primary can be rewound), and the
+    failover by the rules that lose no acknowledged commit: the old primary SIGKILLed before the standby is
+    promoted, and back only as a standby of the new one, after pg_rewind. Services reach whichever is primary
+    through `url()`, a multi-host URL with `target_session_attrs=read-write`."""
+
+    def __init__(self, base_dir: Path) -> None:
+        base_dir = Path(base_dir).absolute()
+        ports = (free_port(), free_port())
+        self.names = ("pg_a", "pg_b")  # also their application_name, which synchronous_standby_names lists
+        self.nodes = {
+            # Data checksums, not only wal_log_hints: pg_rewind's crash recovery of a killed primary starts it
+            # without our -c settings, and would otherwise find no hints to rewind by.
+            name: PostgresCluster(base_dir / name, port, self._replication_settings(), checksums=True)
+            for name, port in zip(self.names, ports, strict=True)
+        }
+        self.primary = self.names[0]
+
+    @property
+    def standby(self) -> str:
+        return next(name for name in self.names if name != self.primary)
+
+    def url(self, dbname: str = "postgres") -> str:
+        hosts = ",".join(f"127.0.0.1:{node.port}" for node in self.nodes.values())
+        return f"postgresql://postgres@{hosts}/{dbname}?target_session_attrs=read-write"
+
+    def start(self) -> None:
+        """The primary (made if new), then the standby cloned from it and streaming, synchronous."""
+        self.nodes[self.primary].start()
+        self._follow(self.standby)
+
+    def stop(self) -> None:
+        for node in self.nodes.values():
+            node.stop()
+
+    def fail_over(self) -> str:
+        """SIGKILLs the primary (a paused one too: it must not wake up and take writes), promotes the standby, and
+        returns the new primary's name. No synchronous standby remains until rejoin()."""
+        old = self.primary
+        self.nodes[old].kill()
+        new = self.standby
+        self.nodes[new]._run("pg_ctl", "promote", "-w", "-t", "60", "-D", str(self.nodes[new].data_dir))
+        self.primary = new
+        return new
+
+    def rejoin(self) -> None:
+        """The former primary, rewound to the new one's history, back as its synchronous standby."""
+        name = self.standby
+        node, source = self.nodes[name], self.nodes[self.primary]
+        # pg_rewind reads the source's timeline from its control file, which a promotion updates only at its next
+        # checkpoint: without one it finds "no rewind required" and the old primary cannot follow.
+        with psycopg.connect(source.url(), autocommit=True, connect_timeout=10) as conn:
+            conn.execute("CHECKPOINT")
+        node._remove_stale_lock_files()
+        node._run(
+            "pg_rewind",
+            "--target-pgdata",
+            str(node.data_dir),
+            "--source-server",
+            f"host=127.0.0.1 port={source.port} user=postgres dbname=postgres",
+        )
+        self._configure_standby(name)
+        node.start()
+        self._wait_synchronous(name)
+
+    def _follow(self, name: str) -> None:
+        node, source = self.nodes[name], self.nodes[self.primary]
+        if not (node.data_dir / "PG_VERSION").exists():
+            node._prepare_data_dir()
+            node._run(
+                "pg_basebackup", "-h", "127.0.0.1", "-p", str(source.port), "-U", "postgres",
+                "-D", str(node.data_dir), "-X", "stream", "--checkpoint=fast",
+            )  # fmt: skip
+        self._configure_standby(name)
+        node.start()
+        self._wait_synchronous(name)
+
+    def _configure_standby(self, name: str) -> None:
+        node, source = self.nodes[name], self.nodes[self.primary]
+        (node.data_dir / "standby.signal").touch()
+        conninfo = f"host=127.0.0.1 port={source.port} user=postgres application_name={name}"
+        (node.data_dir / "postgresql.auto.conf").write_text(f"primary_conninfo = '{conninfo}'\n")
+        if node._os_user:
+            for path in ("standby.signal", "postgresql.auto.conf"):
+                shutil.chown(node.data_dir / path, node._os_user, node._os_user)
+
+    def _wait_synchronous(self, name: str) -> None:
+        def synchronous() -> bool:
+            with psycopg.connect(self.nodes[self.primary].url(), autocommit=True, connect_timeout=5) as conn:
+                row = conn.execute(
+                    "SELECT sync_state FROM pg_stat_replication WHERE application_name = %s", (name,)
+                ).fetchone()
+            return row is not None and row[0] in ("sync", "quorum")
+
+        wait_until(synchronous, 60, f"{name} streaming as a synchronous standby")
+
+    def _replication_settings(self) -> dict[str, str]:
+        return {
+            "wal_level": "replica",
+            "wal_log_hints": "on",  # pg_rewind needs it
+            "wal_keep_size": "512MB",  # and the old primary's WAL back to where the two diverged
+            "unix_socket_directories": "",  # TCP only: pg_rewind copies the data directory, and cannot copy a socket
+            "hot_standby": "on",
+            "synchronous_standby_names": f"ANY 1 ({', '.join(self.names)})",
+        }
