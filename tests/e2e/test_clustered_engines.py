@@ -157,3 +157,5 @@ def test_no_acknowledged_order_is_lost_when_the_primary_and_the_stream_leader_di
     assert len(stored) == len(requests)  # nothing doubled
     assert_each_customer_arrived_in_sequence_order(orders, arrivals(mesh.plan.exchange.target))
     assert checked.returncode == 0, checked.stdout + checked.stderr
+    exited = [name for name, p in mesh.processes.items() if p.process.poll() is not None]
+    assert exited == []  # a failover makes services unready for a moment; it kills none
