@@ -92,15 +92,23 @@ def running_mesh(
     asyncio.run(_delete_streams(nats_server.url))
     plan = plan_mesh(iter(free_port, None), exchange_env=exchange_env, tls=tls, probe_ports=iter(free_port, None))
     env = base_env(database_url, nats_server.url, **{**TIMINGS, **(broker_env or {})})
-    mesh = Mesh(plan, env, database_url, nats_server, log_dir, {})
     try:
-        for service in plan.services:
+        with serving(Mesh(plan, env, database_url, nats_server, log_dir, {})) as mesh:
+            yield mesh
+    finally:
+        nats_server.start()
+        postgres_cluster.drop_database(database)
+
+
+@contextmanager
+def serving(mesh: Mesh) -> Iterator[Mesh]:
+    """Every service of the mesh's plan started in turn (each once ready); all of them stopped at the end."""
+    try:
+        for service in mesh.plan.services:
             mesh.start(service)
         yield mesh
     finally:
         stop_processes([p.process for p in mesh.processes.values()], timeout=20)
-        nats_server.start()
-        postgres_cluster.drop_database(database)
 
 
 async def _delete_streams(url: str) -> None:

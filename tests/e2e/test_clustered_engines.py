@@ -23,7 +23,7 @@ from brokerage.storage.grants import ROLES
 from brokerage.storage.migrate import load_snapshot
 from brokerage.storage.seed import seed
 from devtools.mesh import plan_mesh
-from devtools.stack import NatsCluster, ReplicatedPostgres, free_port, stop_processes
+from devtools.stack import NatsCluster, ReplicatedPostgres, free_port
 from devtools.token import customer_tokens
 from tests.e2e.conftest import base_env
 from tests.e2e.mesh import (
@@ -33,6 +33,7 @@ from tests.e2e.mesh import (
     assert_each_customer_arrived_in_sequence_order,
     buys,
     reconcile,
+    serving,
     wait_all_settled,
 )
 from tests.identity import TEST_IDENTITY
@@ -69,13 +70,8 @@ def mesh(engines: tuple[ReplicatedPostgres, NatsCluster], tmp_path_factory: pyte
     seed(url, CUSTOMERS)
     plan = plan_mesh(iter(free_port, None))
     env = base_env(url, messaging.url, **TIMINGS, BROKER_STREAM_REPLICAS="3")
-    running = Mesh(plan, env, url, messaging.nodes["n1"], tmp_path_factory.mktemp("clustered-logs"), {})
-    try:
-        for service in plan.services:
-            running.start(service)
-        yield running
-    finally:
-        stop_processes([p.process for p in running.processes.values()], timeout=20)
+    with serving(Mesh(plan, env, url, messaging.nodes["n1"], tmp_path_factory.mktemp("clustered-logs"), {})) as mesh:
+        yield mesh
 
 
 async def place_retrying(target: str, requests: list[orders_pb2.PlaceOrderRequest]) -> list[orders_pb2.Order]:

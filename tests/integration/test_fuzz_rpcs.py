@@ -150,6 +150,12 @@ def service_of(module: object, name: str) -> descriptor.ServiceDescriptor:
     return module.DESCRIPTOR.services_by_name[name]  # type: ignore[attr-defined,no-any-return]
 
 
+def on(service: str, port: int, metadata: Sequence[tuple[str, str]], database_url: object) -> Target:
+    """The named service of SERVICES, listening on the port, called with this metadata, its state in the database."""
+    state = database_state(str(database_url))
+    return Target(service_of(SERVICES[service], service), f"127.0.0.1:{port}", metadata, state)
+
+
 def customer_seven() -> Sequence[tuple[str, str]]:
     return (("authorization", f"Bearer {TEST_IDENTITY.customer_token('7')}"),)
 
@@ -159,13 +165,7 @@ def customer_seven() -> Sequence[tuple[str, str]]:
 async def test_order_service_answers_any_request_with_a_documented_code(
     app: OrderServiceApp, settings: Settings, data: st.DataObject
 ) -> None:
-    target = Target(
-        service_of(orders_pb2, "OrderService"),
-        f"127.0.0.1:{app.running.port}",
-        customer_seven(),
-        database_state(str(settings.database_url)),
-    )
-    await fuzz_one(target, data)
+    await fuzz_one(on("OrderService", app.running.port, customer_seven(), settings.database_url), data)
 
 
 @fuzz_settings("ExecutionService")
@@ -173,13 +173,7 @@ async def test_order_service_answers_any_request_with_a_documented_code(
 async def test_execution_service_answers_any_request_with_a_documented_code(
     execution: ExecutionApp, execution_settings: Settings, data: st.DataObject
 ) -> None:
-    target = Target(
-        service_of(execution_pb2, "ExecutionService"),
-        f"127.0.0.1:{execution.running.port}",
-        as_operator(),
-        database_state(str(execution_settings.database_url)),
-    )
-    await fuzz_one(target, data)
+    await fuzz_one(on("ExecutionService", execution.running.port, as_operator(), execution_settings.database_url), data)
 
 
 @fuzz_settings("OperationsService")
@@ -189,13 +183,10 @@ async def test_operations_service_answers_any_request_with_a_documented_code(
     settings: Settings,
     data: st.DataObject,
 ) -> None:
-    target = Target(
-        service_of(operations_pb2, "OperationsService"),
-        f"127.0.0.1:{operations.running.port}",
-        as_operator(),
-        database_state(str(settings.database_url)),
+    await fuzz_one(
+        on("OperationsService", operations.running.port, as_operator(), settings.database_url),
+        data,
     )
-    await fuzz_one(target, data)
 
 
 @fuzz_settings("CallbackService")
@@ -203,13 +194,8 @@ async def test_operations_service_answers_any_request_with_a_documented_code(
 async def test_callback_service_answers_any_request_with_a_documented_code(
     callback: CallbackApp, settings: Settings, data: st.DataObject
 ) -> None:
-    target = Target(
-        service_of(callback_pb2, "CallbackService"),
-        f"127.0.0.1:{callback.running.port}",
-        (("authorization", f"Bearer {CALLBACK_TOKEN}"),),
-        database_state(str(settings.database_url)),
-    )
-    await fuzz_one(target, data)
+    exchange = (("authorization", f"Bearer {CALLBACK_TOKEN}"),)
+    await fuzz_one(on("CallbackService", callback.running.port, exchange, settings.database_url), data)
 
 
 @pytest.fixture
