@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import nats
 import pytest
 from nats.errors import TimeoutError as NatsTimeout
+from nats.js.errors import ServiceUnavailableError
 
 from brokerage.messaging.connection import NatsAccess
 from brokerage.messaging.consumers import shard_consumer_name
@@ -66,8 +67,11 @@ async def test_an_r3_stream_loses_no_acknowledged_order_when_its_leader_dies(clu
         while len(received) < 100:
             try:
                 (message,) = await consumer.fetch(1, timeout=2)
-            except NatsTimeout:
-                continue  # the consumer's own leader may still be moving
+            except (NatsTimeout, ServiceUnavailableError):
+                # The consumer has a leader of its own: until the survivors elect one (it may have been on the dead
+                # node), a pull answers 503 or nothing. The worker backs off and pulls again; so does this.
+                await asyncio.sleep(0.1)
+                continue
             received.append(message.data)
             await message.ack_sync(timeout=5)
 
