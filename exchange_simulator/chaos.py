@@ -3,6 +3,8 @@
 With rate p each report is independently delayed (up to a maximum, so later reports overtake it) with
 probability p and sent twice with probability p; and each accepted order, with probability p, is answered only
 after its NEW report and its first fill have reached CallbackService. Rate 0 changes nothing. Apart from it, each
+report is, with probability `replay_rate`, sent once more `replay_delay_seconds` later (an old report replayed, as a
+venue recovering its log does), and each
 report goes out malformed with probability `malformed_rate` (a price that is no number, bad UTF-8 in its reason, an
 exec type no one knows, no transact time): CallbackService keeps it as a break, and the real report is then only in
 the drop copy, for an operator to book.
@@ -30,6 +32,8 @@ class Chaos:
     max_delay_seconds: float
     rng: random.Random = field(default_factory=random.Random)
     malformed_rate: float = 0.0
+    replay_rate: float = 0.0
+    replay_delay_seconds: float = 0.0
 
     def delivery_delay(self) -> float:
         """Seconds to hold a report back before its first delivery attempt."""
@@ -40,6 +44,14 @@ class Chaos:
     def copies(self) -> int:
         """How many times to deliver a report."""
         return 2 if self.rate and self.rng.random() < self.rate else 1
+
+    def delays(self) -> list[float]:
+        """Each copy of a report to deliver, as the seconds to hold it back first: one, two when duplicated, and one
+        more long after when replayed."""
+        held = [self.delivery_delay() for _ in range(self.copies())]
+        if self.replay_rate and self.rng.random() < self.replay_rate:
+            held.append(self.replay_delay_seconds)
+        return held
 
     def fills_before_acknowledgement(self) -> bool:
         """Whether SubmitOrder waits until the order's first fill was delivered before answering."""

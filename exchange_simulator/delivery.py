@@ -89,9 +89,9 @@ class ReportDelivery:
         self._delivered = Delivered()
 
     def enqueue(self, report: ExecutionReport) -> None:
-        """Queues the report (twice, under chaos) for delivery; returns at once."""
-        for _ in range(self._chaos.copies()):
-            task = asyncio.get_running_loop().create_task(self._deliver(report, self._chaos.delivery_delay()))
+        """Queues the report (more than once, under chaos) for delivery; returns at once."""
+        for delay in self._chaos.delays():
+            task = asyncio.get_running_loop().create_task(self._deliver(report, delay))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
             WAITING.inc()

@@ -87,6 +87,8 @@ def chaos_of(settings: SimulatorSettings) -> Chaos:
         settings.chaos_max_delay_ms / 1000,
         random.Random(f"{settings.seed}/chaos"),
         malformed_rate=settings.chaos_malformed_rate,
+        replay_rate=settings.chaos_replay_rate,
+        replay_delay_seconds=settings.chaos_replay_delay_ms / 1000,
     )
 
 

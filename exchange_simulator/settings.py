@@ -69,6 +69,10 @@ class SimulatorSettings(BaseSettings):
     # Apart from chaos_rate: each report goes out malformed with this probability (its real content is then only in
     # the drop copy, for an operator to book).
     chaos_malformed_rate: float = Field(default=0.0, ge=0, le=1)
+    # Apart from chaos_rate: each report is sent once more this long after, with this probability (an old report
+    # replayed, as a venue recovering its log does; CallbackService must book it once).
+    chaos_replay_rate: float = Field(default=0.0, ge=0, le=1)
+    chaos_replay_delay_ms: int = Field(default=120_000, ge=0, le=3_600_000)
 
     # A deterministic fault for drills: every SubmitOrder of these customers' orders fails with INTERNAL, as a venue
     # whose routing breaks on one account would. NoDecode: the environment gives "c-1,c-2".

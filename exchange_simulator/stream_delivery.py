@@ -80,14 +80,13 @@ class StreamDelivery:
         self._closed = False
 
     def enqueue(self, report: ExecutionReport) -> None:
-        """Queues the report (twice, under chaos) for the stream; returns at once."""
+        """Queues the report (more than once, under chaos) for the stream; returns at once."""
         if self._closed:
             return
         loop = asyncio.get_running_loop()
-        for _ in range(self._chaos.copies()):
+        for delay in self._chaos.delays():
             self._awaiting += 1
             WAITING.inc()
-            delay = self._chaos.delivery_delay()
             if delay:
                 task = loop.create_task(self._hold(report, delay))
                 self._holding.add(task)

@@ -417,3 +417,24 @@ def test_reports_travel_over_a_stream_unless_told_otherwise(monkeypatch: pytest.
     monkeypatch.setenv("EXCHANGE_CALLBACK_STREAM_WINDOW", "16")
     settings = SimulatorSettings()
     assert (settings.callback_stream, settings.callback_stream_window) == (False, 16)
+
+
+async def test_a_replayed_report_goes_again_long_after_its_first_copy() -> None:
+    callback = Callback()
+    chaos = Chaos(0.0, 0.0, replay_rate=1.0, replay_delay_seconds=0.05)
+    sink = delivery(callback, chaos=chaos)
+    try:
+        sink.enqueue(report("a"))
+        await until(lambda: bool(callback.streams) and callback.current.sent == ["a"])
+        callback.current.ack("a")
+        sink.enqueue(report("b"))
+        await until(lambda: callback.current.sent == ["a", "b"])  # the replay is held back
+        await until(lambda: callback.current.sent[-2:] == ["a", "b"] and len(callback.current.sent) == 4)
+    finally:
+        await sink.close()
+
+
+def test_chaos_replays_only_at_its_rate() -> None:
+    never, always = Chaos(0.0, 0.0), Chaos(0.0, 0.0, replay_rate=1.0, replay_delay_seconds=120.0)
+    assert never.delays() == [0.0]
+    assert always.delays() == [0.0, 120.0]
