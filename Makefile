@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv proto run demo test fuzz lint bench bench-execution bench-settlement bench-settlement-sql bench-poison bench-watch clean
+.PHONY: venv proto run demo test chaos-short chaos fuzz lint bench bench-execution bench-settlement bench-settlement-sql bench-poison bench-watch clean
 
 venv: $(STAMP)
 
@@ -35,6 +35,20 @@ lint: venv
 
 test: lint
 	$(BIN)/pytest -q
+	$(MAKE) chaos-short
+
+# One fixed short seed of the chaos suite (benchmarks/chaos): ~300 orders on clustered engines under mixed faults (the
+# NATS stream leader killed, NATS quorum lost, the PostgreSQL primary killed and its standby promoted, ...), the
+# invariants checked. Its figures go to .local/chaos-short, not to benchmarks/results.
+CHAOS_SHORT_SEED ?= 2
+chaos-short: venv
+	$(BIN)/python -m benchmarks.chaos --seeds 1 --orders 300 --first-seed $(CHAOS_SHORT_SEED) --results .local/chaos-short
+
+# Seeded runs under mixed faults, the invariants checked after each, figures to benchmarks/results/chaos.md.
+CHAOS_SEEDS ?= 10
+CHAOS_ORDERS ?= 2000
+chaos: venv
+	$(BIN)/python -m benchmarks.chaos --seeds $(CHAOS_SEEDS) --orders $(CHAOS_ORDERS)
 
 # Every RPC of every service fed 10,000 hostile requests (tests/integration/test_fuzz_rpcs.py; make test runs a few
 # hundred, replayed in a fixed order): only documented status codes, no state changed by a refused call.

@@ -459,7 +459,11 @@ class NatsCluster(_Server):
         leader: before that, JetStream requests go unanswered)."""
         for node in self.nodes.values():
             node.start()
-        wait_until(lambda: all(_healthy(port) for port in self._monitors), 30, "the NATS cluster's JetStream")
+        self.wait_ready()
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        """Until every node says JetStream is ready (a restarted one has caught up with the meta leader)."""
+        wait_until(lambda: all(_healthy(port) for port in self._monitors), timeout, "the NATS cluster's JetStream")
 
     def stop(self) -> None:
         for node in self.nodes.values():
@@ -481,8 +485,9 @@ class ReplicatedPostgres:
     promoted, and back only as a standby of the new one, after pg_rewind. Services reach whichever is primary
     through `url()`, a multi-host URL with `target_session_attrs=read-write`."""
 
-    def __init__(self, base_dir: Path) -> None:
+    def __init__(self, base_dir: Path, template: Path | None = None) -> None:
         base_dir = Path(base_dir).absolute()
+        self.template = template  # a stopped cluster's data directory the primary starts as a copy of
         ports = (free_port(), free_port())
         self.names = ("pg_a", "pg_b")  # also their application_name, which synchronous_standby_names lists
         self.nodes = {
@@ -502,9 +507,32 @@ class ReplicatedPostgres:
         return f"postgresql://postgres@{hosts}/{dbname}?target_session_attrs=read-write"
 
     def start(self) -> None:
-        """The primary (made if new), then the standby cloned from it and streaming, synchronous."""
-        self.nodes[self.primary].start()
+        """The primary (made if new: a copy of the template, if given), then the standby cloned from it and streaming,
+        synchronous."""
+        primary = self.nodes[self.primary]
+        if self.template is not None and not (primary.data_dir / "PG_VERSION").exists():
+            primary.data_dir.parent.mkdir(parents=True, exist_ok=True)
+            subprocess.run(["cp", "-a", str(self.template), str(primary.data_dir)], check=True)  # owner kept
+        primary.start()
         self._follow(self.standby)
+
+    def pause(self, name: str) -> None:
+        """SIGSTOPs a node's postmaster and every backend: a server that hangs (a stalled disk, a frozen VM)."""
+        self._signal_all(name, signal.SIGSTOP)
+
+    def resume(self, name: str) -> None:
+        self._signal_all(name, signal.SIGCONT)
+
+    def restart_standby(self) -> None:
+        """The standby, killed or stopped, started again; returns once it is synchronous."""
+        self.nodes[self.standby].start()
+        self._wait_synchronous(self.standby)
+
+    def _signal_all(self, name: str, signum: signal.Signals) -> None:
+        pid = self.nodes[name].pid
+        if pid is not None:
+            with suppress(ProcessLookupError):
+                os.killpg(pid, signum)  # pg_ctl starts the postmaster as a session (and group) leader
 
     def stop(self) -> None:
         for node in self.nodes.values():

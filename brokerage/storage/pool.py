@@ -18,7 +18,9 @@ async def open_pool(settings: Settings, *, timeout: float = 30.0) -> AsyncConnec
         # for milliseconds what these short statements run in microseconds, so it is off.
         kwargs={
             "autocommit": True,
-            "options": f"-c statement_timeout={settings.statement_timeout_ms} -c jit=off",
+            # synchronous_commit=on, whatever the cluster, database or role says: a commit returns once the
+            # synchronous standby has flushed it, so an OK answer never rests on a commit a failover can lose.
+            "options": f"-c statement_timeout={settings.statement_timeout_ms} -c jit=off -c synchronous_commit=on",
             # The statement timeout needs a server to enforce it. A primary that vanished (a failover) answers
             # nothing, and without these a caller would wait for the kernel's TCP timeout, some 15 minutes.
             "connect_timeout": 5,

@@ -1,0 +1,184 @@
+"""The invariants a seed must hold once the system is quiet, each a name and the violations found (none: it holds).
+
+They read the record (PostgreSQL, as its owner) and the venue's drop copy, and compare both with what the load was
+told: an order answered OK is never lost or doubled, every fill the venue made is booked once or held by a break,
+each customer's cash and shares follow from the drop copy to the cent, each customer's orders reached the venue in
+sequence order, and every order has ended or waits behind a named break.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+import grpc
+import psycopg
+
+from brokerage.proto import common_pb2, exchange_pb2, exchange_pb2_grpc, orders_pb2
+
+FILLS = frozenset({common_pb2.EXEC_TYPE_PARTIAL_FILL, common_pb2.EXEC_TYPE_FILL})
+TERMINAL = ("FILLED", "CANCELED", "REJECTED")
+SIDES = {common_pb2.SIDE_BUY: "BUY", common_pb2.SIDE_SELL: "SELL"}
+SHOWN = 5  # violations kept per invariant
+
+
+@dataclass
+class Verdict:
+    name: str
+    violations: list[str] = field(default_factory=list)
+    count: int = 0
+
+    def add(self, violation: str) -> None:
+        self.count += 1
+        if len(self.violations) < SHOWN:
+            self.violations.append(violation)
+
+    @property
+    def holds(self) -> bool:
+        return self.count == 0
+
+
+def drop_copy(exchange: str) -> list[exchange_pb2.DropCopyEntry]:
+    entries: list[exchange_pb2.DropCopyEntry] = []
+    request = exchange_pb2.GetDropCopyRequest()
+    with grpc.insecure_channel(exchange) as channel:
+        stub = exchange_pb2_grpc.ExchangeServiceStub(channel)
+        while True:
+            page = stub.GetDropCopy(request, timeout=30)
+            entries += page.executions
+            if not page.next_page_token:
+                return entries
+            request.page_token = page.next_page_token
+
+
+def answered_orders(
+    database_url: str, placed: dict[tuple[str, str], orders_pb2.Order], order_ids: dict[tuple[str, str], set[str]]
+) -> list[Verdict]:
+    """Lost: an order answered OK missing, or stored with other fields. Doubled: two orders for one client_order_id
+    (two answers with different ids, or two rows)."""
+    lost, doubled = Verdict("every order answered OK exists, unchanged"), Verdict("no client_order_id has two orders")
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT order_id, customer_id, client_order_id, symbol, side, quantity, sequence, status FROM orders"
+        ).fetchall()
+        for customer, key, count in conn.execute(
+            "SELECT customer_id, client_order_id, count(*) FROM orders GROUP BY 1, 2 HAVING count(*) > 1"
+        ):
+            doubled.add(f"customer {customer} {key}: {count} orders")
+    stored = {row[0]: row[1:] for row in rows}
+    for (customer, key), ids in order_ids.items():
+        if len(ids) > 1:
+            doubled.add(f"customer {customer} {key} answered with {sorted(ids)}")
+    for order in placed.values():
+        row = stored.get(order.order_id)
+        expected = (order.customer_id, order.client_order_id, order.symbol, SIDES[order.side], order.quantity)
+        if row is None:
+            lost.add(f"{order.order_id} ({order.customer_id} {order.client_order_id}) answered OK, not stored")
+        elif row[:5] != expected or row[5] != order.sequence:
+            lost.add(f"{order.order_id}: answered {expected} #{order.sequence}, stored {row[:6]}")
+        elif order.status == common_pb2.ORDER_STATUS_REJECTED and row[6] != "REJECTED":
+            lost.add(f"{order.order_id}: answered REJECTED, stored {row[6]}")
+    return [lost, doubled]
+
+
+def fills(database_url: str, entries: list[exchange_pb2.DropCopyEntry]) -> list[Verdict]:
+    """Every drop-copy fill booked once or held by a break; no break for an order we never had; each order's fills
+    what the venue filled, no more."""
+    booked_or_break = Verdict("every drop-copy fill is booked or a break")
+    unknown = Verdict("no unknown-order break")
+    exact = Verdict("each order's booked fills are the venue's (none twice)")
+    with psycopg.connect(database_url) as conn:
+        booked = {e for (e,) in conn.execute("SELECT exec_id FROM executions")}
+        held = {e for (e,) in conn.execute("SELECT exec_id FROM breaks WHERE exec_id IS NOT NULL")}
+        for break_id, detail in conn.execute("SELECT break_id, detail FROM breaks WHERE kind = 'unknown_order'"):
+            unknown.add(f"break {break_id}: {detail}")
+        filled: dict[str, int] = dict(
+            conn.execute("SELECT order_id, filled_quantity FROM orders WHERE filled_quantity > 0").fetchall()
+        )
+        in_error = {e for (e,) in conn.execute("SELECT DISTINCT exec_id FROM transfers WHERE kind = 'error'")}
+    venue_filled: dict[str, int] = defaultdict(int)
+    for entry in entries:
+        report = entry.report
+        if report.exec_type not in FILLS:
+            continue
+        if report.exec_id not in booked and report.exec_id not in held:
+            booked_or_break.add(f"{report.exec_id} ({report.order_id}) booked nowhere")
+        if report.exec_id not in in_error:
+            venue_filled[report.order_id] += report.last_quantity
+    for order_id in set(venue_filled) | set(filled):
+        if filled.get(order_id, 0) != venue_filled.get(order_id, 0):
+            exact.add(f"{order_id}: booked {filled.get(order_id, 0)}, the venue filled {venue_filled.get(order_id, 0)}")
+    return [booked_or_break, unknown, exact]
+
+
+def settled_or_named(database_url: str) -> Verdict:
+    """Every order has ended, is parked as a break, or waits behind its customer's parked order."""
+    verdict = Verdict("every order ended, or is a break, or waits behind a named break")
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            """
+            SELECT o.order_id, o.status, o.held_by, b.break_id IS NOT NULL,
+                   EXISTS (SELECT 1 FROM breaks h WHERE h.kind = 'parked' AND h.resolved_at IS NULL
+                              AND h.order_id = o.held_by)
+              FROM orders o
+              LEFT JOIN breaks b ON b.order_id = o.order_id AND b.kind = 'parked' AND b.resolved_at IS NULL
+             WHERE o.status NOT IN ('FILLED', 'CANCELED', 'REJECTED')
+            """
+        ).fetchall()
+    for order_id, status, held_by, parked, behind_parked in rows:
+        if not (parked or behind_parked):
+            verdict.add(f"{order_id} {status}" + (f", held by {held_by}" if held_by else ", no break names it"))
+    return verdict
+
+
+def books_from_drop_copy(database_url: str, entries: list[exchange_pb2.DropCopyEntry]) -> Verdict:
+    """Each customer's cash (available + reserved) and shares equal their funding plus the drop copy's fills of
+    their orders, less the fills booked to the error account, to the cent."""
+    verdict = Verdict("cash and shares equal a recomputation from the drop copy")
+    with psycopg.connect(database_url) as conn:
+        orders = {
+            o: (c, s, side) for o, c, s, side in conn.execute("SELECT order_id, customer_id, symbol, side FROM orders")
+        }
+        cash: dict[str, Decimal] = defaultdict(Decimal)
+        for customer, amount in conn.execute("SELECT customer_id, sum(amount) FROM fundings GROUP BY 1"):
+            cash[customer] += amount
+        in_error = {e for (e,) in conn.execute("SELECT DISTINCT exec_id FROM transfers WHERE kind = 'error'")}
+        balances = {c: a + r for c, a, r in conn.execute("SELECT customer_id, available, reserved FROM balances")}
+        holdings = {(c, s): q for c, s, q in conn.execute("SELECT customer_id, symbol, quantity FROM positions")}
+    shares: dict[tuple[str, str], int] = defaultdict(int)
+    for entry in entries:
+        report = entry.report
+        if report.exec_type not in FILLS or report.exec_id in in_error or report.order_id not in orders:
+            continue
+        customer, symbol, side = orders[report.order_id]
+        notional = report.last_quantity * Decimal(report.last_price)
+        sign = 1 if side == "BUY" else -1
+        cash[customer] -= sign * notional
+        shares[(customer, symbol)] += sign * report.last_quantity
+    for customer in set(cash) | set(balances):
+        if cash.get(customer, Decimal(0)) != balances.get(customer, Decimal(0)):
+            verdict.add(f"customer {customer}: cash {balances.get(customer)}, recomputed {cash.get(customer)}")
+    for key in set(shares) | set(holdings):
+        if shares.get(key, 0) != holdings.get(key, 0):
+            verdict.add(f"customer {key[0]} {key[1]}: {holdings.get(key, 0)} shares, recomputed {shares.get(key, 0)}")
+    return verdict
+
+
+def fifo(database_url: str, entries: list[exchange_pb2.DropCopyEntry]) -> Verdict:
+    """Each customer's orders reached the venue in their sequence order, by the drop copy's arrival sequences."""
+    verdict = Verdict("each customer's orders reached the venue in sequence order")
+    arrived: dict[str, int] = {}
+    for entry in entries:
+        arrived.setdefault(entry.report.order_id, entry.arrival_sequence)
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute("SELECT customer_id, order_id FROM orders ORDER BY customer_id, sequence").fetchall()
+    last: dict[str, tuple[str, int]] = {}
+    for customer, order_id in rows:
+        if order_id not in arrived:
+            continue
+        before = last.get(customer)
+        if before is not None and before[1] > arrived[order_id]:
+            verdict.add(f"customer {customer}: {order_id} arrived before the earlier {before[0]}")
+        last[customer] = (order_id, arrived[order_id])
+    return verdict

@@ -1,0 +1,163 @@
+"""The seed's load, sent as the platform's API layer sends it: over one channel balanced across both OrderService
+replicas, each call signed as its customer, a PlaceOrder that fails UNAVAILABLE or past its deadline sent again as
+it was (its client_order_id makes that safe). Every attempt is kept (when sent, when answered, how), and every OK
+answer, for the invariants and the recovery figures. After its steps it goes on probing, a buy every PROBE_EVERY
+seconds from customers of its own, until told to stop, so availability is measured for as long as faults last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import grpc
+
+from benchmarks.chaos.plan import CUSTOMERS, SYMBOLS, Action, Step
+from brokerage.proto import common_pb2, orders_pb2, orders_pb2_grpc
+from devtools.token import DevIdentity, customer_tokens
+
+PROBE_CUSTOMERS = 10  # customers CUSTOMERS+1 .. CUSTOMERS+PROBE_CUSTOMERS, the probe's alone
+PROBE_EVERY = 0.2
+ATTEMPT_TIMEOUT = 5.0
+GIVE_UP_AFTER = 120.0  # a call unanswered this long is left unanswered (recorded), never a lost order
+IN_FLIGHT = 64
+RETRIED = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+# A REJECTED answer for these reasons means the service could not price the order (a fault kept the quotes from
+# being refreshed): unavailability, not a business outcome.
+UNPRICED = ("stale", "quote")
+
+
+@dataclass(frozen=True)
+class Attempt:
+    sent: float  # time.monotonic()
+    answered: float
+    action: Action
+    outcome: str  # OK, a gRPC code's name, or UNPRICED for a REJECTED for want of a fresh quote
+
+
+@dataclass
+class Load:
+    target: str  # "ipv4:host:port,host:port": round-robin over the replicas, as a load balancer would
+    identity: DevIdentity
+    note: Callable[[str, dict[str, object]], None]
+    attempts: list[Attempt] = field(default_factory=list)
+    requests: dict[tuple[str, str], orders_pb2.PlaceOrderRequest] = field(default_factory=dict)
+    placed: dict[tuple[str, str], orders_pb2.Order] = field(default_factory=dict)  # OK answers, by (customer, key)
+    order_ids: dict[tuple[str, str], set[str]] = field(default_factory=dict)  # every order id an OK answer gave
+    unanswered: list[tuple[str, str]] = field(default_factory=list)
+    cancels: dict[str, int] = field(default_factory=dict)  # outcome -> count
+
+    async def run(self, steps: tuple[Step, ...], keep_probing: Callable[[], bool]) -> None:
+        options = [("grpc.lb_policy_name", "round_robin")]
+        interceptors = customer_tokens(self.identity).interceptors()
+        async with grpc.aio.insecure_channel(self.target, options=options, interceptors=interceptors) as channel:
+            stub = orders_pb2_grpc.OrderServiceStub(channel)
+            slots = asyncio.Semaphore(IN_FLIGHT)
+            tasks: list[asyncio.Task[None]] = []
+            start = time.monotonic()
+            for step in steps:
+                await asyncio.sleep(max(0.0, start + step.at - time.monotonic()))
+                await slots.acquire()
+                tasks.append(asyncio.create_task(self._do(stub, step, slots)))
+            probes = 0
+            while keep_probing():
+                await asyncio.sleep(PROBE_EVERY)
+                await slots.acquire()
+                tasks.append(asyncio.create_task(self._do(stub, _probe(probes), slots)))
+                probes += 1
+            await asyncio.gather(*tasks)
+
+    async def replay(self, keys: list[tuple[str, str]]) -> list[str]:
+        """PlaceOrder sent again for these answered orders: each must return the same order. What differed."""
+        differences = []
+        async with grpc.aio.insecure_channel(
+            self.target,
+            options=[("grpc.lb_policy_name", "round_robin")],
+            interceptors=customer_tokens(self.identity).interceptors(),
+        ) as channel:
+            stub = orders_pb2_grpc.OrderServiceStub(channel)
+            for key in keys:
+                again = await stub.PlaceOrder(self.requests[key], timeout=10, wait_for_ready=True)
+                first = self.placed[key]
+                if (again.order_id, again.sequence, again.quantity) != (first.order_id, first.sequence, first.quantity):
+                    differences.append(f"{key}: first {first.order_id}, replayed {again.order_id}")
+        return differences
+
+    async def _do(self, stub: orders_pb2_grpc.OrderServiceStub, step: Step, slots: asyncio.Semaphore) -> None:
+        try:
+            if step.action is Action.CANCEL:
+                await self._cancel(stub, step)
+            else:
+                await self._place(stub, step)
+        finally:
+            slots.release()
+
+    async def _place(self, stub: orders_pb2_grpc.OrderServiceStub, step: Step) -> None:
+        side = common_pb2.SIDE_BUY if step.action is Action.BUY else common_pb2.SIDE_SELL
+        request = orders_pb2.PlaceOrderRequest(
+            customer_id=step.customer_id,
+            client_order_id=step.client_order_id,
+            symbol=step.symbol,
+            side=side,
+            quantity=step.quantity,
+        )
+        key = (step.customer_id, step.client_order_id)
+        self.requests[key] = request
+        deadline = time.monotonic() + GIVE_UP_AFTER
+        while time.monotonic() < deadline:
+            sent = time.monotonic()
+            try:
+                order = await stub.PlaceOrder(request, timeout=ATTEMPT_TIMEOUT)
+            except grpc.aio.AioRpcError as error:
+                self.attempts.append(Attempt(sent, time.monotonic(), step.action, error.code().name))
+                self.note("place-failed", {"key": key, "code": error.code().name})
+                if error.code() not in RETRIED:
+                    self.note("place-refused", {"key": key, "code": error.code().name, "details": error.details()})
+                    return
+                await asyncio.sleep(0.1)
+                continue
+            unpriced = order.status == common_pb2.ORDER_STATUS_REJECTED and _unpriced(order.status_reason)
+            self.attempts.append(Attempt(sent, time.monotonic(), step.action, "UNPRICED" if unpriced else "OK"))
+            self.placed[key] = order
+            self.order_ids.setdefault(key, set()).add(order.order_id)
+            self.note(
+                "placed", {"key": key, "order_id": order.order_id, "status": common_pb2.OrderStatus.Name(order.status)}
+            )
+            return
+        self.unanswered.append(key)
+        self.note("place-unanswered", {"key": key})
+
+    async def _cancel(self, stub: orders_pb2_grpc.OrderServiceStub, step: Step) -> None:
+        order = self.placed.get((step.customer_id, step.client_order_id))
+        if order is None:
+            self.cancels["skipped: not placed"] = self.cancels.get("skipped: not placed", 0) + 1
+            return
+        request = orders_pb2.CancelOrderRequest(customer_id=step.customer_id, order_id=order.order_id)
+        outcome = "unanswered"
+        deadline = time.monotonic() + GIVE_UP_AFTER
+        while time.monotonic() < deadline:
+            sent = time.monotonic()
+            try:
+                await stub.CancelOrder(request, timeout=ATTEMPT_TIMEOUT)
+                outcome = "OK"
+            except grpc.aio.AioRpcError as error:
+                outcome = error.code().name
+                if error.code() in RETRIED:
+                    self.attempts.append(Attempt(sent, time.monotonic(), step.action, outcome))
+                    await asyncio.sleep(0.1)
+                    continue
+            self.attempts.append(Attempt(sent, time.monotonic(), step.action, "OK"))
+            break
+        self.cancels[outcome] = self.cancels.get(outcome, 0) + 1
+        self.note("cancel", {"order_id": order.order_id, "outcome": outcome})
+
+
+def _probe(n: int) -> Step:
+    customer = str(CUSTOMERS + 1 + n % PROBE_CUSTOMERS)
+    return Step(0.0, Action.BUY, customer, f"probe-{n}", SYMBOLS[n % len(SYMBOLS)], 1)
+
+
+def _unpriced(reason: str) -> bool:
+    return any(word in reason.lower() for word in UNPRICED)
