@@ -526,6 +526,10 @@ class ReplicatedPostgres:
     def restart_standby(self) -> None:
         """The standby, killed or stopped, started again; returns once it is synchronous."""
         self.nodes[self.standby].start()
+        self.wait_synchronous()
+
+    def wait_synchronous(self) -> None:
+        """Until the standby streams as the primary's synchronous standby."""
         self._wait_synchronous(self.standby)
 
     def _signal_all(self, name: str, signum: signal.Signals) -> None:

@@ -8,12 +8,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
 
 from benchmarks.chaos.cluster import make_template
-from benchmarks.chaos.load import PROBE_CUSTOMERS
 from benchmarks.chaos.plan import CUSTOMERS
 from benchmarks.chaos.report import write_results
 from benchmarks.chaos.run import SeedResult, run_seed
@@ -35,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=RESULTS, help="where chaos.md and chaos.json go")
     parser.add_argument("--timelines", type=Path, default=TIMELINES, help="each seed's JSONL, and a failed one's logs")
     args = parser.parse_args(argv)
+    # SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so each seed's finally stops its engines and services.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     results = _run(args.first_seed, args.seeds, args.orders, args.timelines)
     write_results(results, args.results, replay_command)
     failed = [r for r in results if not r.passed]
@@ -49,7 +51,7 @@ def _run(first: int, count: int, orders: int, timelines: Path) -> list[SeedResul
     timelines.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="chaos-"))
     try:
-        template = make_template(work / "template", CUSTOMERS + PROBE_CUSTOMERS)
+        template = make_template(work / "template", CUSTOMERS)
         identity = DevIdentity(work / "identity").ensure()
         results = []
         for seed in range(first, first + count):

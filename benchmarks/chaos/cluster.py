@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Mapping
+from contextlib import suppress
 from dataclasses import replace
 from pathlib import Path
 from urllib.request import urlopen
@@ -102,6 +103,7 @@ class World:
         )
         self.order_services = (replace(plan.order_service, name="order-service-1"), second)
         self.workers = (*plan.workers[:2], cluster_b)  # cluster A two replicas, cluster B one
+        self.workers_with_a_partner = plan.workers[:2]  # a paused one's shards go to the other
         self.callback, self.exchange, self.operations = plan.callback_service, plan.exchange, plan.operations
         self.plans = {s.name: s for s in (self.callback, self.exchange, *self.order_services, *self.workers)}
         self.plans[self.operations.name] = self.operations
@@ -140,9 +142,19 @@ class World:
             await self.launch(name)
 
     def stop(self) -> None:
+        """Everything stopped, whatever state a fault left it in (a node paused, a process stopped)."""
+        for process in self.processes.values():
+            with suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGCONT)
         stop_processes(list(self.processes.values()), timeout=20)
-        self.messaging.stop()
-        self.database.stop()
+        with suppress(Exception):
+            self.messaging.stop()
+        for name, node in self.database.nodes.items():
+            self.database.resume(name)
+            try:
+                node.stop()
+            except Exception:
+                node.kill()
 
     async def launch(self, name: str, env: Mapping[str, str] | None = None) -> bool:
         """Starts the service and waits until it is ready; False if it was not within READY_TIMEOUT."""

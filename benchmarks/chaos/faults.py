@@ -72,7 +72,7 @@ async def kill_simulator(world: World, fault: Fault, note: Callable[[str, str], 
 
 
 async def pause_worker(world: World, fault: Fault, note: Callable[[str, str], None]) -> Injected:
-    name = _pick([s.name for s in world.workers], fault)
+    name = _pick([s.name for s in world.workers_with_a_partner], fault)  # a zombie: another replica takes over
     done = Injected(fault.kind, name, time.monotonic())
     world.signal(name, signal.SIGSTOP)
     note("paused", name)
@@ -162,6 +162,7 @@ async def stall_pg_standby(world: World, fault: Fault, note: Callable[[str, str]
     note("paused", standby)
     await asyncio.sleep(fault.down)
     world.database.resume(standby)
+    await asyncio.to_thread(world.database.wait_synchronous)  # the lane's next fault finds it synchronous
     done.healed_at = time.monotonic()
     note("resumed", standby)
     return done

@@ -1,25 +1,23 @@
 """The seed's load, sent as the platform's API layer sends it: over one channel balanced across both OrderService
 replicas, each call signed as its customer, a PlaceOrder that fails UNAVAILABLE or past its deadline sent again as
 it was (its client_order_id makes that safe). Every attempt is kept (when sent, when answered, how), and every OK
-answer, for the invariants and the recovery figures. After its steps it goes on probing, a buy every PROBE_EVERY
-seconds from customers of its own, until told to stop, so availability is measured for as long as faults last.
+answer, for the invariants and the recovery figures. The load goes on past the seed's orders, the same mix at the
+same rate, for as long as faults last, so every fault meets it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import grpc
 
-from benchmarks.chaos.plan import CUSTOMERS, SYMBOLS, Action, Step
+from benchmarks.chaos.plan import Action, Step
 from brokerage.proto import common_pb2, orders_pb2, orders_pb2_grpc
 from devtools.token import DevIdentity, customer_tokens
 
-PROBE_CUSTOMERS = 10  # customers CUSTOMERS+1 .. CUSTOMERS+PROBE_CUSTOMERS, the probe's alone
-PROBE_EVERY = 0.2
 ATTEMPT_TIMEOUT = 5.0
 GIVE_UP_AFTER = 120.0  # a call unanswered this long is left unanswered (recorded), never a lost order
 IN_FLIGHT = 64
@@ -48,8 +46,10 @@ class Load:
     order_ids: dict[tuple[str, str], set[str]] = field(default_factory=dict)  # every order id an OK answer gave
     unanswered: list[tuple[str, str]] = field(default_factory=list)
     cancels: dict[str, int] = field(default_factory=dict)  # outcome -> count
+    sent: int = 0  # steps sent: the seed's orders and those sent while faults lasted
 
-    async def run(self, steps: tuple[Step, ...], keep_probing: Callable[[], bool]) -> None:
+    async def run(self, steps: Iterator[Step], count: int, keep_going: Callable[[], bool]) -> None:
+        """The first `count` steps, each at its time, then more for as long as keep_going() says."""
         options = [("grpc.lb_policy_name", "round_robin")]
         interceptors = customer_tokens(self.identity).interceptors()
         async with grpc.aio.insecure_channel(self.target, options=options, interceptors=interceptors) as channel:
@@ -57,16 +57,13 @@ class Load:
             slots = asyncio.Semaphore(IN_FLIGHT)
             tasks: list[asyncio.Task[None]] = []
             start = time.monotonic()
-            for step in steps:
+            for n, step in enumerate(steps):
+                if n >= count and not keep_going():
+                    break
                 await asyncio.sleep(max(0.0, start + step.at - time.monotonic()))
                 await slots.acquire()
                 tasks.append(asyncio.create_task(self._do(stub, step, slots)))
-            probes = 0
-            while keep_probing():
-                await asyncio.sleep(PROBE_EVERY)
-                await slots.acquire()
-                tasks.append(asyncio.create_task(self._do(stub, _probe(probes), slots)))
-                probes += 1
+            self.sent = len(tasks)
             await asyncio.gather(*tasks)
 
     async def replay(self, keys: list[tuple[str, str]]) -> list[str]:
@@ -148,15 +145,10 @@ class Load:
                     self.attempts.append(Attempt(sent, time.monotonic(), step.action, outcome))
                     await asyncio.sleep(0.1)
                     continue
-            self.attempts.append(Attempt(sent, time.monotonic(), step.action, "OK"))
+            self.attempts.append(Attempt(sent, time.monotonic(), step.action, outcome))
             break
         self.cancels[outcome] = self.cancels.get(outcome, 0) + 1
         self.note("cancel", {"order_id": order.order_id, "outcome": outcome})
-
-
-def _probe(n: int) -> Step:
-    customer = str(CUSTOMERS + 1 + n % PROBE_CUSTOMERS)
-    return Step(0.0, Action.BUY, customer, f"probe-{n}", SYMBOLS[n % len(SYMBOLS)], 1)
 
 
 def _unpriced(reason: str) -> bool:

@@ -10,7 +10,10 @@ no fault before the last one's standby is synchronous again, and NATS's never ta
 
 from __future__ import annotations
 
+import itertools
 import random
+from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -135,7 +138,7 @@ class Venue:
 @dataclass(frozen=True)
 class Scenario:
     seed: int
-    steps: tuple[Step, ...]
+    steps: tuple[Step, ...]  # the seed's orders; load() goes on with the same mix while faults last
     isolated: tuple[Fault, ...]
     mixed: tuple[Fault, ...]
     venue: Venue
@@ -144,12 +147,16 @@ class Scenario:
     def load_seconds(self) -> float:
         return self.steps[-1].at if self.steps else 0.0
 
+    def load(self) -> Iterator[Step]:
+        """The steps, then more of the same mix at the same rate, without end."""
+        return _load(random.Random(f"chaos/{self.seed}/load"))
+
 
 def scenario(seed: int, orders: int, *, mixed_faults: int | None = None) -> Scenario:
     """The seed's load of `orders` calls and its faults: ISOLATED_PER_SEED isolated ones, kinds taken in turn across
-    seeds, and (by default) one mixed fault per MIXED_MEAN_GAP_SECONDS of the load's second half."""
-    rng = random.Random(f"chaos/{seed}")
-    steps = tuple(_load(rng, orders))
+    seeds, and (by default) one mixed fault per MIXED_MEAN_GAP_SECONDS of half the load's length."""
+    steps = tuple(itertools.islice(_load(random.Random(f"chaos/{seed}/load")), orders))
+    rng = random.Random(f"chaos/{seed}/faults")
     kinds = list(FaultKind)
     isolated = tuple(_fault(rng, kinds[(seed * ISOLATED_PER_SEED + i) % len(kinds)]) for i in range(ISOLATED_PER_SEED))
     span = max(orders / RATE / 2, 10.0)
@@ -171,27 +178,25 @@ def _fault(rng: random.Random, kind: FaultKind, at: float = 0.0) -> Fault:
     return Fault(kind, round(rng.uniform(low, high), 2), rng.randrange(1 << 16), round(at, 2))
 
 
-def _load(rng: random.Random, count: int) -> list[Step]:
+def _load(rng: random.Random) -> Iterator[Step]:
     """Buys across the customers; a sell only of shares a customer bought SELL_AFTER_SECONDS or more before; a
-    cancel of one of the customer's last orders, a moment after it."""
-    steps: list[Step] = []
+    cancel of one of the last orders placed, a moment after it. RATE steps a second."""
     bought: list[tuple[float, str, str, int]] = []  # (at, customer, symbol, quantity) not yet sold
-    placed: list[tuple[str, str]] = []  # (customer, client_order_id)
-    for n in range(count):
+    placed: deque[tuple[str, str]] = deque(maxlen=20)  # (customer, client_order_id) of the last orders
+    for n in itertools.count():
         at = round(n / RATE, 3)
         roll = rng.random()
-        sellable = [i for i, b in enumerate(bought) if b[0] <= at - SELL_AFTER_SECONDS]
         if roll < CANCEL_SHARE and placed:
-            customer, client_order_id = placed[rng.randrange(max(0, len(placed) - 20), len(placed))]
-            steps.append(Step(at, Action.CANCEL, customer, client_order_id))
+            customer, client_order_id = placed[rng.randrange(len(placed))]
+            yield Step(at, Action.CANCEL, customer, client_order_id)
             continue
         client_order_id = f"chaos-{n}"
+        sellable = [i for i, b in enumerate(bought) if b[0] <= at - SELL_AFTER_SECONDS]
         if roll < CANCEL_SHARE + SELL_SHARE and sellable:
             _, customer, symbol, quantity = bought.pop(rng.choice(sellable))
-            steps.append(Step(at, Action.SELL, customer, client_order_id, symbol, rng.randint(1, quantity)))
+            yield Step(at, Action.SELL, customer, client_order_id, symbol, rng.randint(1, quantity))
         else:
             customer, symbol, quantity = str(rng.randint(1, CUSTOMERS)), rng.choice(SYMBOLS), rng.randint(1, 10)
-            steps.append(Step(at, Action.BUY, customer, client_order_id, symbol, quantity))
+            yield Step(at, Action.BUY, customer, client_order_id, symbol, quantity)
             bought.append((at, customer, symbol, quantity))
         placed.append((customer, client_order_id))
-    return steps

@@ -13,13 +13,11 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
+from benchmarks.chaos.checks import DOUBLED, FIFO, LOST
 from benchmarks.chaos.plan import FaultKind
 from benchmarks.chaos.recovery import Recovery
 from benchmarks.chaos.run import SeedResult
 
-LOST = "every order answered OK exists, unchanged"
-DOUBLED = "no client_order_id has two orders"
-FIFO = "each customer's orders reached the venue in sequence order"
 VENUE_COUNTERS = {
     "exchange_malformed_reports_total": "reports sent malformed",
     "exchange_duplicate_submits_total": "duplicate submits seen",

@@ -106,7 +106,7 @@ async def _drive(world: World, plan: Scenario, timeline: Timeline, result: SeedR
     samples: list[tuple[float, int | None]] = []
     faulting = asyncio.create_task(_faults(world, plan, timeline))
     sampling = asyncio.create_task(_sample_settlement(world, samples, faulting))
-    await load.run(plan.steps, keep_probing=lambda: not faulting.done())
+    await load.run(plan.load(), len(plan.steps), keep_going=lambda: not faulting.done())
     isolated, injected = await faulting
     await sampling
     result.faults = [{**asdict(i), "injected_at": timeline.at(i.injected_at), "healed_at": timeline.at(i.healed_at)}
@@ -115,11 +115,8 @@ async def _drive(world: World, plan: Scenario, timeline: Timeline, result: SeedR
     for r in result.recoveries:
         timeline.write("recovery", **asdict(r))
     answers = Counter(a.outcome for a in load.attempts)
-    result.answers = {
-        **answers,
-        "unanswered": len(load.unanswered),
-        **{f"cancel {k}": v for k, v in load.cancels.items()},
-    }
+    cancels = {f"cancel {k}": v for k, v in load.cancels.items()}
+    result.answers = {"sent": load.sent, **answers, "unanswered": len(load.unanswered), **cancels}
     return load
 
 
@@ -147,7 +144,9 @@ async def _faults(
             await asyncio.sleep(max(0.0, mixed_start + fault.at - time.monotonic()))
             injected.append(await inject(world, fault, note(fault.kind)))
 
-    await asyncio.gather(*(lane([f for f in plan.mixed if f.lane is each]) for each in Lane))
+    async with asyncio.TaskGroup() as lanes:  # one lane failing cancels the others
+        for each in Lane:
+            lanes.create_task(lane([f for f in plan.mixed if f.lane is each]))
     return isolated, injected
 
 
@@ -174,15 +173,19 @@ async def _settle_and_check(world: World, load: Load, seed: int, timeline: Timel
     entries = checks.drop_copy(world.exchange.target)
     result.verdicts += checks.answered_orders(world.database_url, load.placed, load.order_ids)
     result.verdicts += checks.fills(world.database_url, entries)
-    result.verdicts.append(checks.settled_or_named(world.database_url))
-    result.verdicts.append(checks.fifo(world.database_url, entries))
+    result.verdicts.append(checks.settled_or_named(world.database_url, "as the faults left it"))
     result.breaks = _breaks_by_kind(world)
-    await _resolve_as_an_operator(world, timeline)
+    refused = checks.Verdict("every repair brokerctl was asked for succeeded")
+    for failure in await _resolve_as_an_operator(world, timeline):
+        refused.add(failure)
+    result.verdicts.append(refused)
     if not await _quiesce(world, timeline):
         result.stuck = True
         return
+    result.verdicts.append(checks.settled_or_named(world.database_url, "after the repairs"))
     entries = checks.drop_copy(world.exchange.target)
     result.verdicts.append(checks.books_from_drop_copy(world.database_url, entries))
+    result.verdicts.append(checks.fifo(world.database_url, entries))  # the redriven orders' arrivals too
     reconciled = await asyncio.to_thread(_reconcile, world)
     verdict = checks.Verdict("reconcile exits 0 once the breaks are resolved")
     if reconciled.returncode != 0:
@@ -241,17 +244,19 @@ def _breaks_by_kind(world: World) -> dict[str, int]:
         return dict(conn.execute("SELECT kind, count(*) FROM breaks GROUP BY kind ORDER BY kind").fetchall())
 
 
-async def _resolve_as_an_operator(world: World, timeline: Timeline) -> None:
+async def _resolve_as_an_operator(world: World, timeline: Timeline) -> list[str]:
     """Each open break by its kind's rule: a parked order redriven once the venue's routing is mended (the
     simulator restarted on its journal without its failing customer); any other break accepted from the drop copy
-    when the venue made its execution, else written off. Until none is open (a mended venue still garbles some)."""
+    when the venue made its execution, else written off. Until none is open (a mended venue still garbles some).
+    Returns the repairs brokerctl refused."""
+    refused: list[str] = []
     for _ in range(RESOLUTION_PASSES):
         with psycopg.connect(world.database_url) as conn:
             open_breaks = conn.execute(
                 "SELECT break_id, kind, exec_id, order_id FROM breaks WHERE resolved_at IS NULL ORDER BY break_id"
             ).fetchall()
         if not open_breaks:
-            return
+            break
         made = {e.report.exec_id for e in checks.drop_copy(world.exchange.target)}
         if (
             any(kind == "parked" for _, kind, _, _ in open_breaks)
@@ -265,9 +270,12 @@ async def _resolve_as_an_operator(world: World, timeline: Timeline) -> None:
                 how = "--accept-venue" if exec_id in made else "--write-off"
                 args = ["breaks", "resolve", str(break_id), how, "--note", "chaos: by the drop copy"]
             done = await asyncio.to_thread(_brokerctl, world, args)
-            timeline.write("repair", break_id=break_id, kind=kind, args=args, exit=done.returncode,
-                           said=(done.stdout + done.stderr)[-300:])  # fmt: skip
+            said = (done.stdout + done.stderr)[-300:]
+            timeline.write("repair", break_id=break_id, kind=kind, args=args, exit=done.returncode, said=said)
+            if done.returncode != 0:
+                refused.append(f"brokerctl {' '.join(args)}: {said}")
         await _quiesce(world, timeline)
+    return refused
 
 
 async def _mend_the_venue(world: World, timeline: Timeline) -> None:

@@ -4,6 +4,7 @@ from what the load and the sampler saw."""
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 
 from benchmarks.chaos.faults import Injected
@@ -35,6 +36,14 @@ def test_the_load_stays_under_its_rate_and_sells_only_what_was_bought_before() -
             placed.add((step.customer_id, step.client_order_id))
     actions = {step.action for step in plan.steps}
     assert actions == set(Action)
+
+
+def test_the_load_goes_on_past_the_seeds_orders_with_the_same_mix() -> None:
+    plan = scenario(5, 300)
+    longer = list(itertools.islice(plan.load(), 600))
+    assert tuple(longer[:300]) == plan.steps
+    assert {step.action for step in longer[300:]} == set(Action)
+    assert longer[599].at == round(599 / RATE, 3)
 
 
 def test_consecutive_seeds_isolate_every_fault_kind() -> None:
