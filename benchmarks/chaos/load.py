@@ -1,8 +1,8 @@
 """The seed's load, sent as the platform's API layer sends it: over one channel balanced across both OrderService
 replicas, each call signed as its customer, a PlaceOrder that fails UNAVAILABLE or past its deadline sent again as
 it was (its client_order_id makes that safe). Every attempt is kept (when sent, when answered, how), and every OK
-answer, for the invariants and the recovery figures. The load goes on past the seed's orders, the same mix at the
-same rate, for as long as faults last, so every fault meets it.
+answer, for the invariants and the recovery figures. The load goes on past the seed's orders, the same mix at ten
+steps a second, for as long as faults last, so every fault meets it.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from devtools.token import DevIdentity, customer_tokens
 ATTEMPT_TIMEOUT = 5.0
 GIVE_UP_AFTER = 120.0  # a call unanswered this long is left unanswered (recorded), never a lost order
 IN_FLIGHT = 64
+CONTINUE_EVERY = 0.1  # past the seed's orders, one step every this many seconds while faults last
 RETRIED = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 # A REJECTED answer for these reasons means the service could not price the order (a fault kept the quotes from
 # being refreshed): unavailability, not a business outcome.
@@ -57,10 +58,13 @@ class Load:
             slots = asyncio.Semaphore(IN_FLIGHT)
             tasks: list[asyncio.Task[None]] = []
             start = time.monotonic()
+            last = 0.0
             for n, step in enumerate(steps):
                 if n >= count and not keep_going():
                     break
-                await asyncio.sleep(max(0.0, start + step.at - time.monotonic()))
+                at = step.at if n < count else last + (n - count + 1) * CONTINUE_EVERY
+                last = step.at if n < count else last
+                await asyncio.sleep(max(0.0, start + at - time.monotonic()))
                 await slots.acquire()
                 tasks.append(asyncio.create_task(self._do(stub, step, slots)))
             self.sent = len(tasks)

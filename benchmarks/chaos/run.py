@@ -114,9 +114,9 @@ async def _drive(world: World, plan: Scenario, timeline: Timeline, result: SeedR
     result.recoveries = [recovery(i, end, load.attempts, samples) for i, end in isolated]
     for r in result.recoveries:
         timeline.write("recovery", **asdict(r))
-    answers = Counter(a.outcome for a in load.attempts)
-    cancels = {f"cancel {k}": v for k, v in load.cancels.items()}
-    result.answers = {"sent": load.sent, **answers, "unanswered": len(load.unanswered), **cancels}
+    answers = Counter(f"{a.action} {a.outcome}" for a in load.attempts)
+    skipped = {"cancel skipped: not placed": load.cancels.get("skipped: not placed", 0)}
+    result.answers = {"sent": load.sent, **answers, "place unanswered": len(load.unanswered), **skipped}
     return load
 
 
