@@ -21,7 +21,7 @@ PATCHES = Path(__file__).resolve().parent / "mutants"
 RESULTS = ROOT / "benchmarks" / "results" / "chaos_mutants.md"
 # What each mutant breaks.
 WHAT = {
-    "cancel-claimed-locally": "a cancel of an order a worker has claimed is made locally, without the venue's word",
+    "cancel-open-order-locally": "a cancel of an order at the venue is made here at once, without the venue's word",
     "claims-newest-first": "a worker's claim sends a customer's waiting orders newest first",
     "fill-at-protection-price": "settlement books a fill's cash at the order's protection price, not the fill's",
 }
