@@ -14,10 +14,26 @@ import itertools
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 
+import grpc
+
 from brokerage.domain.sharding import format_shard_set
+from brokerage.proto import exchange_pb2, exchange_pb2_grpc
 from brokerage.storage.grants import BY_NAME, SERVICE_ROLES
 from devtools.tls import DevCertificates, identity
 
+# Seconds, short, for the mesh under test (tests/e2e, the chaos suite): AckWait is how soon a dead or paused
+# replica's shards move to another, the republish windows how soon the sweeper re-drives a lost wake-up.
+FAST_TIMINGS = {
+    "BROKER_CONSUMER_ACK_WAIT_SECONDS": "2",
+    "BROKER_FETCH_TIMEOUT_SECONDS": "0.5",
+    "BROKER_RETRY_INITIAL_SECONDS": "0.05",
+    "BROKER_RETRY_MAX_SECONDS": "1",
+    "BROKER_SWEEP_INTERVAL_SECONDS": "0.5",
+    "BROKER_REPUBLISH_AFTER_SECONDS": "3",
+    "BROKER_REPUBLISH_BUSY_AFTER_SECONDS": "10",
+    "BROKER_SHARD_REFRESH_SECONDS": "0.25",
+    "BROKER_SHUTDOWN_GRACE_SECONDS": "5",
+}
 SHARD_COUNT = 16
 CLUSTER_COUNT = 2
 REPLICAS_PER_CLUSTER = 2
@@ -215,3 +231,17 @@ def database_url_as(database_url: str, user: str) -> str:
     """The same database's URL for another user, without a password (a private cluster trusts local users)."""
     scheme, rest = database_url.split("://", 1)
     return f"{scheme}://{user}@{rest.rpartition('@')[2]}"
+
+
+def read_drop_copy(exchange: str) -> list[exchange_pb2.DropCopyEntry]:
+    """Today's drop copy of the venue at exchange (host:port, plaintext), every page of it."""
+    entries: list[exchange_pb2.DropCopyEntry] = []
+    request = exchange_pb2.GetDropCopyRequest()
+    with grpc.insecure_channel(exchange) as channel:
+        stub = exchange_pb2_grpc.ExchangeServiceStub(channel)
+        while True:
+            page = stub.GetDropCopy(request, timeout=30)
+            entries += page.executions
+            if not page.next_page_token:
+                return entries
+            request.page_token = page.next_page_token

@@ -12,10 +12,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-import grpc
 import psycopg
 
-from brokerage.proto import common_pb2, exchange_pb2, exchange_pb2_grpc, orders_pb2
+from brokerage.proto import common_pb2, exchange_pb2, orders_pb2
 
 LOST = "every order answered OK exists, unchanged"
 DOUBLED = "nothing doubled: one order per client_order_id, one transfer per movement"
@@ -50,19 +49,6 @@ class Verdict:
     @property
     def holds(self) -> bool:
         return self.count == 0
-
-
-def drop_copy(exchange: str) -> list[exchange_pb2.DropCopyEntry]:
-    entries: list[exchange_pb2.DropCopyEntry] = []
-    request = exchange_pb2.GetDropCopyRequest()
-    with grpc.insecure_channel(exchange) as channel:
-        stub = exchange_pb2_grpc.ExchangeServiceStub(channel)
-        while True:
-            page = stub.GetDropCopy(request, timeout=30)
-            entries += page.executions
-            if not page.next_page_token:
-                return entries
-            request.page_token = page.next_page_token
 
 
 def answered_orders(

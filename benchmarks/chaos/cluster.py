@@ -28,27 +28,20 @@ from brokerage.messaging.streams import ORDERS_STREAM
 from brokerage.storage.grants import BY_NAME, ROLES, SERVICE_ROLES
 from brokerage.storage.migrate import load_snapshot
 from brokerage.storage.seed import seed
-from devtools.mesh import broker_service, database_url_as, plan_mesh
+from devtools.mesh import FAST_TIMINGS, broker_service, database_url_as, plan_mesh
 from devtools.stack import NatsCluster, PostgresCluster, ReplicatedPostgres, free_port, spawn, stop_processes
 from devtools.token import DevIdentity
 
 DATABASE = "brokerage"
 SHARD_COUNT = 16
-# Seconds, short so that a seed's faults heal within its run: AckWait is a dead or paused worker's takeover time.
+# The tests' short timings, and shorter sweeper and venue-retry windows, so a seed's faults heal within its run.
 TIMINGS = {
-    "BROKER_CONSUMER_ACK_WAIT_SECONDS": "2",
-    "BROKER_FETCH_TIMEOUT_SECONDS": "0.5",
-    "BROKER_RETRY_INITIAL_SECONDS": "0.05",
-    "BROKER_RETRY_MAX_SECONDS": "1",
-    "BROKER_SWEEP_INTERVAL_SECONDS": "0.5",
-    "BROKER_REPUBLISH_AFTER_SECONDS": "3",
+    **FAST_TIMINGS,
     "BROKER_REPUBLISH_BUSY_AFTER_SECONDS": "6",
     "BROKER_STATUS_QUERY_AFTER_SECONDS": "3",
     "BROKER_SUBMIT_RETRY_INITIAL_SECONDS": "0.3",
     "BROKER_SUBMIT_RETRY_MAX_SECONDS": "1",
     "BROKER_SUBMIT_UNKNOWN_ATTEMPTS": "3",
-    "BROKER_SHARD_REFRESH_SECONDS": "0.25",
-    "BROKER_SHUTDOWN_GRACE_SECONDS": "5",
     "BROKER_SHUTDOWN_READINESS_DELAY_SECONDS": "0",
     "BROKER_READINESS_INTERVAL_SECONDS": "0.25",
     "BROKER_STREAM_REPLICAS": "3",

@@ -24,6 +24,7 @@ from benchmarks.chaos.faults import Injected, inject
 from benchmarks.chaos.load import Load
 from benchmarks.chaos.plan import Fault, Lane, Scenario, scenario
 from benchmarks.chaos.recovery import Recovery, recovery
+from devtools.mesh import read_drop_copy
 from devtools.token import DevIdentity
 
 QUIET_GAP = 6.0  # after an isolated fault heals, before the next: its cost is measured over this window too
@@ -170,7 +171,7 @@ async def _settle_and_check(world: World, load: Load, seed: int, timeline: Timel
     if not await _quiesce(world, timeline):
         result.stuck = True
         return
-    entries = checks.drop_copy(world.exchange.target)
+    entries = read_drop_copy(world.exchange.target)
     result.verdicts += checks.answered_orders(world.database_url, load.placed, load.order_ids)
     result.verdicts += checks.fills(world.database_url, entries)
     result.verdicts.append(checks.settled_or_named(world.database_url, "as the faults left it"))
@@ -183,7 +184,7 @@ async def _settle_and_check(world: World, load: Load, seed: int, timeline: Timel
         result.stuck = True
         return
     result.verdicts.append(checks.settled_or_named(world.database_url, "after the repairs"))
-    entries = checks.drop_copy(world.exchange.target)
+    entries = read_drop_copy(world.exchange.target)
     result.verdicts.append(checks.books_from_drop_copy(world.database_url, entries))
     result.verdicts.append(checks.fifo(world.database_url, entries))  # the redriven orders' arrivals too
     reconciled = await asyncio.to_thread(_reconcile, world)
@@ -257,7 +258,7 @@ async def _resolve_as_an_operator(world: World, timeline: Timeline) -> list[str]
             ).fetchall()
         if not open_breaks:
             break
-        made = {e.report.exec_id for e in checks.drop_copy(world.exchange.target)}
+        made = {e.report.exec_id for e in read_drop_copy(world.exchange.target)}
         if (
             any(kind == "parked" for _, kind, _, _ in open_breaks)
             and "EXCHANGE_FAILING_CUSTOMERS" in world.exchange.env

@@ -14,34 +14,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.request import urlopen
 
-import grpc
 import nats
 import psycopg
 from prometheus_client.parser import text_string_to_metric_families
 
-from brokerage.proto import common_pb2, exchange_pb2, exchange_pb2_grpc, orders_pb2, orders_pb2_grpc
+from brokerage.proto import common_pb2, orders_pb2, orders_pb2_grpc
 from brokerage.rpc.tls import TlsFiles, open_channel
 from brokerage.storage.grants import BY_NAME, ROLES, SERVICE_ROLES
 from brokerage.storage.seed import seed
-from devtools.mesh import MeshPlan, ServicePlan, database_url_as, plan_mesh
+from devtools.mesh import FAST_TIMINGS, MeshPlan, ServicePlan, database_url_as, plan_mesh, read_drop_copy
 from devtools.stack import NatsServer, PostgresCluster, free_port, stop_processes, wait_until
 from devtools.tls import DevCertificates
 from devtools.token import customer_tokens
 from tests.e2e.conftest import ServiceProcess, base_env, start_service, wait_serving
 from tests.identity import TEST_IDENTITY
 
-# Seconds, short so a dead replica's shards move within a test's patience: AckWait is the takeover time.
-TIMINGS = {
-    "BROKER_CONSUMER_ACK_WAIT_SECONDS": "2",
-    "BROKER_FETCH_TIMEOUT_SECONDS": "0.5",
-    "BROKER_RETRY_INITIAL_SECONDS": "0.05",
-    "BROKER_RETRY_MAX_SECONDS": "1",
-    "BROKER_SWEEP_INTERVAL_SECONDS": "0.5",
-    "BROKER_REPUBLISH_AFTER_SECONDS": "3",
-    "BROKER_REPUBLISH_BUSY_AFTER_SECONDS": "10",
-    "BROKER_SHARD_REFRESH_SECONDS": "0.25",
-    "BROKER_SHUTDOWN_GRACE_SECONDS": "5",
-}
+TIMINGS = FAST_TIMINGS
 
 
 @dataclass
@@ -188,24 +176,10 @@ def reconcile(mesh: Mesh) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
 
 
-def drop_copy(exchange: str) -> list[exchange_pb2.DropCopyEntry]:
-    """Today's drop copy of the exchange, every page of it."""
-    entries: list[exchange_pb2.DropCopyEntry] = []
-    request = exchange_pb2.GetDropCopyRequest()
-    with grpc.insecure_channel(exchange) as channel:
-        stub = exchange_pb2_grpc.ExchangeServiceStub(channel)
-        while True:
-            page = stub.GetDropCopy(request, timeout=30)
-            entries += page.executions
-            if not page.next_page_token:
-                return entries
-            request.page_token = page.next_page_token
-
-
 def arrivals(exchange: str) -> dict[str, int]:
     """Each order id the exchange received, with its arrival sequence there (from the drop copy)."""
     sequences: dict[str, set[int]] = defaultdict(set)
-    for entry in drop_copy(exchange):
+    for entry in read_drop_copy(exchange):
         sequences[entry.report.order_id].add(entry.arrival_sequence)
     assert all(len(s) == 1 for s in sequences.values()), "an order with two arrival sequences"
     return {order_id: s.pop() for order_id, s in sequences.items()}

@@ -16,10 +16,10 @@ import psycopg
 import pytest
 
 from brokerage.proto import common_pb2, orders_pb2
+from devtools.mesh import read_drop_copy
 from devtools.stack import NatsServer, PostgresCluster
 from tests.e2e.mesh import (
     arrivals,
-    drop_copy,
     place_all,
     reconcile,
     running_mesh,
@@ -77,7 +77,7 @@ def test_a_venue_killed_mid_fill_and_restarted_on_its_journal_fills_every_order_
         assert statuses == [("FILLED", len(orders))]
         assert len(arrivals(mesh.plan.exchange.target)) == len(orders)  # one exchange order each, no second one
         filled: dict[str, int] = defaultdict(int)
-        for entry in drop_copy(mesh.plan.exchange.target):
+        for entry in read_drop_copy(mesh.plan.exchange.target):
             if entry.report.exec_type in FILLS:
                 filled[entry.report.order_id] += entry.report.last_quantity
         assert filled == {o.order_id: QUANTITY for o in orders}

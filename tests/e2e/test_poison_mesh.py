@@ -26,8 +26,9 @@ import psycopg
 import pytest
 
 from brokerage.proto import common_pb2, orders_pb2
+from devtools.mesh import read_drop_copy
 from devtools.stack import NatsServer, PostgresCluster, wait_until
-from tests.e2e.mesh import Mesh, drop_copy, place_all, reconcile, running_mesh, wait_all_settled
+from tests.e2e.mesh import Mesh, place_all, reconcile, running_mesh, wait_all_settled
 from tests.identity import TEST_IDENTITY
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
@@ -179,5 +180,5 @@ def _unbooked_fills(mesh: Mesh) -> set[str]:
     """The drop copy's fills that settlement has not booked."""
     with psycopg.connect(mesh.database_url) as conn:
         booked = {exec_id for (exec_id,) in conn.execute("SELECT exec_id FROM executions")}
-    fills = {e.report.exec_id for e in drop_copy(mesh.plan.exchange.target) if e.report.exec_type in FILLS}
+    fills = {e.report.exec_id for e in read_drop_copy(mesh.plan.exchange.target) if e.report.exec_type in FILLS}
     return fills - booked

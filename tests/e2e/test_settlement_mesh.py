@@ -20,8 +20,9 @@ import pytest
 from brokerage.domain.money import parse_decimal
 from brokerage.proto import common_pb2, orders_pb2, orders_pb2_grpc
 from brokerage.storage.seed import DEFAULT_FUNDING
+from devtools.mesh import read_drop_copy
 from devtools.stack import NatsServer, PostgresCluster
-from tests.e2e.mesh import Mesh, drop_copy, place_all, reconcile, running_mesh, wait_all_settled
+from tests.e2e.mesh import Mesh, place_all, reconcile, running_mesh, wait_all_settled
 from tests.identity import customer_channel
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
@@ -155,7 +156,7 @@ def _recomputed_from_drop_copy(exchange: str) -> tuple[dict[str, Decimal], dict[
     sells brought (each exec_id once: the drop copy lists each report once, however often it was delivered)."""
     cash = {customer: DEFAULT_FUNDING for customer in map(str, range(1, CUSTOMERS + 1))}
     shares: dict[tuple[str, str], int] = defaultdict(int)
-    for entry in drop_copy(exchange):
+    for entry in read_drop_copy(exchange):
         fill = entry.report
         if fill.exec_type not in FILL:
             continue
