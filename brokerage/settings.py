@@ -154,6 +154,8 @@ class Settings(BaseSettings):
     status_query_after_seconds: float = Field(default=60.0, gt=0)
     quote_refresh_seconds: float = Field(default=1.0, gt=0)
     shard_refresh_seconds: float = Field(default=1.0, gt=0)
+    # How often a worker reads the halts in force; a copy twice as old is not trusted (DESIGN.md: within a second).
+    halt_refresh_seconds: float = Field(default=0.5, gt=0, le=0.5)
 
     # CallbackService: the secret the exchange presents (`authorization: Bearer <token>`), and group commit of
     # settlement: reports per transaction, and lanes (each with a transaction in flight, an order's reports always in

@@ -32,6 +32,7 @@ from brokerage.storage.shard_config import check_shard_count
 from brokerage.storage.shards import ShardStore
 from brokerage.storage.submissions import SubmissionStore
 from brokerage.storage.sweeps import SweepStore
+from execution_service.halts import HaltWatch
 from execution_service.quote_feed import QuoteFeed
 from execution_service.servicer import POLICY, SERVICE_NAME, ExecutionServicer
 from execution_service.shard_worker import ShardWorker
@@ -47,17 +48,19 @@ class ExecutionApp:
     link: JetStreamLink
     exchange: ExchangeClient
     board: ShardBoard
+    halts: HaltWatch
     workers: list[ShardWorker]
     sweeper: Sweeper
     quote_feed: QuoteFeed
     running: RunningServer
 
     def background(self) -> list[Coroutine[Any, Any, None]]:
-        """The work beside the server: a worker per owned shard, the shard board, the sweeper, the quote feed and
-        readiness (PostgreSQL answers and NATS is connected)."""
+        """The work beside the server: a worker per owned shard, the shard board, the halts, the sweeper, the quote
+        feed and readiness (PostgreSQL answers and NATS is connected)."""
         return [
             *(worker.run() for worker in self.workers),
             self.board.follow(),
+            self.halts.follow(),
             self.sweeper.run(),
             self.quote_feed.run(),
             self.running.health.follow(
@@ -97,7 +100,8 @@ async def start(settings: Settings) -> ExecutionApp:
     )
     board = ShardBoard(ShardStore(pool), link, shards, settings.shard_refresh_seconds)
     submissions = SubmissionStore(pool, claim_batch_max=settings.claim_batch_max)
-    submitter = Submitter(submissions, exchange, _retry_policy(settings), _circuit_breaker(settings))
+    halts = HaltWatch(pool, submissions, settings.halt_refresh_seconds)
+    submitter = Submitter(submissions, exchange, _retry_policy(settings), _circuit_breaker(settings), halts)
     doorbell = Doorbell(link)
     workers = [
         ShardWorker(
@@ -123,7 +127,7 @@ async def start(settings: Settings) -> ExecutionApp:
         execution_pb2_grpc.add_ExecutionServiceServicer_to_server,
     )
     running = await create_service_server(settings, [service], [IdentityBoundary(verifier, POLICY)])
-    return ExecutionApp(settings, pool, link, exchange, board, workers, sweeper, quote_feed, running)
+    return ExecutionApp(settings, pool, link, exchange, board, halts, workers, sweeper, quote_feed, running)
 
 
 def _sweep_policy(settings: Settings) -> SweepPolicy:

@@ -1,5 +1,6 @@
-"""Wires and serves the operations service: `python -m operations_service`. Settings come from BROKER_* variables;
-BROKER_OPERATOR_TOKEN, the secret operators present, is required."""
+"""Wires and serves the operations service: `python -m operations_service`, broker.v1.OperationsService (repairs,
+reconciliation) and broker.v1.RiskService (halts, account statuses, limits). Settings come from BROKER_* variables;
+the operators' issuer (BROKER_OPERATOR_ISSUER, _AUDIENCE, _JWKS) is required."""
 
 from __future__ import annotations
 
@@ -14,18 +15,24 @@ from psycopg_pool import AsyncConnectionPool
 from brokerage.exchange_client import ExchangeClient
 from brokerage.proto import operations_pb2_grpc
 from brokerage.reconcile import CheckResult, reconcile
-from brokerage.rpc.identity import IdentityBoundary, Kind, verifier_for
+from brokerage.rpc.identity import IdentityBoundary, Kind, Policy, verifier_for
 from brokerage.rpc.process import run_service
 from brokerage.rpc.server import RunningServer, Service, create_service_server
 from brokerage.rpc.tls import client_tls
 from brokerage.settings import Settings, load_settings
 from brokerage.storage.pool import open_pool, ping
 from brokerage.storage.repairs import RepairStore
+from brokerage.storage.risk import RiskStore
 from brokerage.storage.settlements import SettlementStore
 from operations_service.desk import RepairDesk
-from operations_service.servicer import POLICY, SERVICE_NAME, OperationsServicer
+from operations_service.risk import RULES as RISK_RULES
+from operations_service.risk import SERVICE_NAME as RISK_SERVICE
+from operations_service.risk import RiskServicer
+from operations_service.servicer import POLICY as REPAIR_POLICY
+from operations_service.servicer import SERVICE_NAME, OperationsServicer
 
 STUCK_AFTER = timedelta(minutes=5)
+POLICY = Policy({**REPAIR_POLICY.rules, **RISK_RULES})
 
 
 @dataclass
@@ -59,8 +66,11 @@ async def start(settings: Settings) -> OperationsApp:
     )
     desk = RepairDesk(RepairStore(pool), SettlementStore(pool, batch_max=64, flushers=1), exchange)
     servicer = OperationsServicer(desk, partial(_reconcile, settings, exchange))
-    service = Service(SERVICE_NAME, servicer, operations_pb2_grpc.add_OperationsServiceServicer_to_server)
-    running = await create_service_server(settings, [service], [IdentityBoundary(verifier, POLICY)])
+    services = [
+        Service(SERVICE_NAME, servicer, operations_pb2_grpc.add_OperationsServiceServicer_to_server),
+        Service(RISK_SERVICE, RiskServicer(RiskStore(pool)), operations_pb2_grpc.add_RiskServiceServicer_to_server),
+    ]
+    running = await create_service_server(settings, services, [IdentityBoundary(verifier, POLICY)])
     return OperationsApp(settings, pool, exchange, running)
 
 

@@ -52,7 +52,7 @@ class OperationsServicer(operations_pb2_grpc.OperationsServiceServicer):
         size = request.page_size or DEFAULT_PAGE
         if not 0 < size <= MAX_PAGE:
             raise InvalidRequest([FieldViolation("page_size", f"must be 0 to {MAX_PAGE}")])
-        after = _page_token(request.page_token)
+        after = page_after(request.page_token)
         breaks = await self._desk.breaks(
             kind=request.kind or None, include_resolved=request.include_resolved, limit=size + 1, after=after
         )
@@ -155,8 +155,9 @@ def _day(text: str) -> date:
         raise InvalidRequest([FieldViolation("trading_day", f"expected YYYY-MM-DD, got {text!r}")]) from error
 
 
-def _page_token(text: str) -> int | None:
-    """The break a page ends with, from the token of the page before (empty: the first page)."""
+def page_after(text: str) -> int | None:
+    """The row a page ends with (a break's, a risk event's id), from the token of the page before (empty: the first
+    page)."""
     if not text:
         return None
     if not text.isdigit() or len(text) > 18:

@@ -14,7 +14,7 @@ from ulid import ULID
 
 from brokerage.domain.errors import FailedPrecondition, IdempotencyConflict, OrderNotFound
 from brokerage.domain.orders import Order, OrderRequest, OrderStatus
-from brokerage.domain.placement import PlacementPolicy, Pricing, Rejection, insufficient_holdings
+from brokerage.domain.placement import PlacementPolicy, Pricing, Rejection
 from brokerage.domain.sharding import shard_for, subject_for_shard
 from brokerage.messaging.doorbell import Doorbell
 from brokerage.messaging.messages import MessageType, encode_cancel_requested, encode_order_placed
@@ -49,7 +49,8 @@ class OrderDesk:
         self._now = now
 
     async def place(self, request: OrderRequest) -> Order:
-        """Stores the order PLACED (reserved) or REJECTED; a retry of the same request returns the first."""
+        """Stores the order PLACED (reserved) or REJECTED with its code; a retry of the same request returns the
+        first. Past the customer's orders per minute, LimitReached: nothing is stored."""
         snapshot = self._reference.snapshot
         self._policy.validate(request, snapshot.symbols)
         decision = self._policy.price(
@@ -59,7 +60,7 @@ class OrderDesk:
         order = await self._store.place(new)
         if order.order_id != new.order_id:
             return self._retried(order, request)
-        self._count(order, decision if isinstance(decision, Rejection) else None)
+        self._count(order)
         await self._doorbell.ring([order.customer_id])
         return order
 
@@ -107,12 +108,14 @@ class OrderDesk:
             side=request.side,
             quantity=request.quantity,
             protection_price=None,
+            reference_price=None,
+            reject_code=None,
             reject_reason=None,
             subject=subject_for_shard(shard),
             payload=b"",
         )
         if isinstance(decision, Rejection):
-            return replace(unpriced, reject_reason=decision.reason)
+            return replace(unpriced, reject_code=decision.code, reject_reason=decision.reason)
         payload = encode_order_placed(
             order_id=unpriced.order_id,
             customer_id=request.customer_id,
@@ -125,6 +128,7 @@ class OrderDesk:
         return replace(
             unpriced,
             protection_price=decision.protection_price,
+            reference_price=decision.reference_price,
             payload=payload,
             expires_at=self._policy.expires_at(self._now()),
         )
@@ -138,13 +142,13 @@ class OrderDesk:
         log.info("order placement retried", order_id=order.order_id, customer_id=order.customer_id)
         return order
 
-    def _count(self, order: Order, rejection: Rejection | None) -> None:
+    def _count(self, order: Order) -> None:
         ids = {"order_id": order.order_id, "customer_id": order.customer_id}
         if order.status is OrderStatus.PLACED:
             ORDERS_PLACED.labels(order.side.value).inc()
             self._on_placed()
             log.info("order placed", **ids, sequence=order.sequence, symbol=order.symbol, side=order.side.value)
             return
-        code = rejection.code if rejection else insufficient_holdings(order.side)
-        ORDERS_REJECTED.labels(code.value).inc()
-        log.info("order rejected", **ids, reason=order.status_reason)
+        code = order.reject_code.label if order.reject_code else "unknown"
+        ORDERS_REJECTED.labels(code).inc()
+        log.info("order rejected", **ids, reject_code=code, reason=order.status_reason)

@@ -96,7 +96,7 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
     ) -> AsyncIterator[orders_pb2.OrderEvent]:
         customer_id = customer_for(request.customer_id)
         after = translate.decode_resume_token(request.resume_token)
-        await self._store.account(customer_id)  # an unknown customer is NOT_FOUND, not a silent stream
+        await self._watch.refuse_if_blocked(customer_id)  # an unknown customer is NOT_FOUND, not a silent stream
         with self._watch.admitted(customer_id):
             await context.send_initial_metadata(())  # the client knows at once that its stream is open
             async with aclosing(self._watch.follow(customer_id, after)) as events:  # its subscription ends with us

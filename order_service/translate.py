@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 from brokerage.domain.errors import FieldViolation, InvalidRequest
 from brokerage.domain.money import format_decimal
 from brokerage.domain.orders import Account, Order, OrderEvent, OrderRequest, OrderStatus, Position, Side
+from brokerage.domain.risk import RejectCode
 from brokerage.proto import common_pb2, orders_pb2
 from brokerage.wire import SIDE_FROM_PROTO, SIDE_TO_PROTO, STATUS_FROM_PROTO, STATUS_TO_PROTO, timestamp
 
@@ -49,7 +50,14 @@ def order(o: Order) -> orders_pb2.Order:
         protection_price=format_decimal(o.protection_price),
         reserved_amount=format_decimal(o.reserved_cash) if o.side is Side.BUY else str(o.reserved_shares),
         cancel_requested=o.cancel_requested,
+        reject_code=reject_code(o.reject_code),
     )
+
+
+def reject_code(code: RejectCode | None) -> orders_pb2.RejectCode:
+    if code is None:
+        return orders_pb2.REJECT_CODE_UNSPECIFIED
+    return orders_pb2.RejectCode.Value(f"REJECT_CODE_{code.value}")  # type: ignore[return-value]
 
 
 def account(a: Account) -> orders_pb2.Account:

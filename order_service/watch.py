@@ -2,7 +2,8 @@
 as they are committed. The doorbell wakes the watch at once; a poll covers a ring that never came. PostgreSQL is
 the only source, read in sequence, so a client that reconnects with its last resume token misses nothing and sees
 nothing twice. A customer holds at most `watches_per_customer` of a replica's streams (RESOURCE_EXHAUSTED past it),
-so one client opening streams in a loop cannot take a replica from the other customers."""
+so one client opening streams in a loop cannot take a replica from the other customers. A blocked account's streams
+end (FAILED_PRECONDITION, ACCOUNT_BLOCKED) within a poll of the block."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from collections.abc import AsyncGenerator
 from contextlib import AbstractContextManager
 
 from brokerage.background import stop_requested
+from brokerage.domain.errors import FailedPrecondition
 from brokerage.domain.orders import OrderEvent
+from brokerage.domain.risk import AccountStatus
 from brokerage.messaging.doorbell import Doorbell
 from brokerage.rpc.limits import Places
 from brokerage.storage.orders import OrderStore
@@ -35,8 +38,13 @@ class OrderWatch:
                 for event in events:
                     yield event
                     after = event.sequence
-                if len(events) < PAGE:
-                    await _rung_or_polled(rung, self._poll_seconds)
+                if len(events) < PAGE and not await _rung_or_polled(rung, self._poll_seconds):
+                    await self.refuse_if_blocked(customer_id)  # a block rings no doorbell: the poll reads it
+
+    async def refuse_if_blocked(self, customer_id: str) -> None:
+        """FailedPrecondition when the account is blocked; UnknownCustomer when there is no such customer."""
+        if (await self._store.account(customer_id)).status is AccountStatus.BLOCKED:
+            raise FailedPrecondition(f"customer/{customer_id}", "ACCOUNT_BLOCKED", "the account is blocked")
 
     def admitted(self, customer_id: str) -> AbstractContextManager[None]:
         """A place among the customer's watches on this replica, for as long as the stream is open; LimitReached
@@ -44,11 +52,20 @@ class OrderWatch:
         return self._watchers.holding(customer_id)
 
 
-async def _rung_or_polled(rung: asyncio.Event, poll_seconds: float) -> None:
+async def _rung_or_polled(rung: asyncio.Event, poll_seconds: float) -> bool:
+    """Whether the doorbell rang (False: the poll came due)."""
     # A timer that sets the event, not a timeout around the wait: Python 3.11's asyncio.timeout can swallow a
     # cancellation that meets its own expiry, and a cancelled watch must end.
-    timer = asyncio.get_running_loop().call_later(poll_seconds, rung.set)
+    polled = False
+
+    def poll() -> None:
+        nonlocal polled
+        polled = True
+        rung.set()
+
+    timer = asyncio.get_running_loop().call_later(poll_seconds, poll)
     try:
         await rung.wait()
     finally:
         timer.cancel()
+    return not polled

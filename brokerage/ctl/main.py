@@ -5,6 +5,14 @@
     brokerctl breaks resolve --kind KIND --all --accept-venue | --write-off --note TEXT
     brokerctl orders redrive ORDER_ID [--note TEXT]
     brokerctl reconcile [--day YYYY-MM-DD]
+    brokerctl halt firm|symbol SYMBOL|customer CUSTOMER_ID --reason TEXT [--cancel-open-orders]
+    brokerctl halt list [--all]
+    brokerctl resume HALT_ID --reason TEXT
+    brokerctl account CUSTOMER_ID active|closing-only|blocked --reason TEXT
+    brokerctl limits get [CUSTOMER_ID]
+    brokerctl limits set [CUSTOMER_ID] [--max-order-notional X] [--max-order-quantity N]
+                         [--max-daily-buy-notional X] [--max-orders-per-minute N] --reason TEXT
+    brokerctl risk-events [--limit N]
 
 It presents an operator's token (a JWT from the operators' identity provider, with ops:read, and ops:write for
 changes): BROKER_TOKEN, else --token-file. Against `make run` it needs no flags: the target defaults to
@@ -25,6 +33,7 @@ from typing import NoReturn
 
 import grpc
 
+from brokerage.ctl import risk
 from brokerage.proto import operations_pb2, operations_pb2_grpc
 from brokerage.rpc.tls import channel_credentials, files_from
 
@@ -43,9 +52,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         _fail(f"no operator's token: set BROKER_TOKEN or --token-file ({error})")
     metadata = (("authorization", f"Bearer {token}"),)
     with _channel(args.target) as channel:
-        stub = operations_pb2_grpc.OperationsServiceStub(channel)
         try:
-            sys.exit(args.run(stub, args, metadata))
+            sys.exit(args.run(channel, args, metadata))
         except grpc.RpcError as error:
             _fail(f"{error.code().name}: {error.details()}")  # type: ignore[attr-defined]
 
@@ -64,7 +72,8 @@ def _channel(target: str) -> grpc.Channel:
         _fail(f"cannot read the TLS files: {error}")
 
 
-def list_breaks(stub: operations_pb2_grpc.OperationsServiceStub, args: argparse.Namespace, metadata: object) -> int:
+def list_breaks(channel: grpc.Channel, args: argparse.Namespace, metadata: object) -> int:
+    stub = operations_pb2_grpc.OperationsServiceStub(channel)
     request = operations_pb2.ListBreaksRequest(kind=args.kind or "", include_resolved=args.all, page_size=LIST_PAGE)
     breaks = []
     while True:
@@ -84,7 +93,8 @@ def list_breaks(stub: operations_pb2_grpc.OperationsServiceStub, args: argparse.
     return 0
 
 
-def resolve_breaks(stub: operations_pb2_grpc.OperationsServiceStub, args: argparse.Namespace, metadata: object) -> int:
+def resolve_breaks(channel: grpc.Channel, args: argparse.Namespace, metadata: object) -> int:
+    stub = operations_pb2_grpc.OperationsServiceStub(channel)
     resolution = (
         operations_pb2.BREAK_RESOLUTION_ACCEPT_VENUE if args.accept_venue else operations_pb2.BREAK_RESOLUTION_WRITE_OFF
     )
@@ -107,14 +117,16 @@ def resolve_breaks(stub: operations_pb2_grpc.OperationsServiceStub, args: argpar
     return 0
 
 
-def redrive(stub: operations_pb2_grpc.OperationsServiceStub, args: argparse.Namespace, metadata: object) -> int:
+def redrive(channel: grpc.Channel, args: argparse.Namespace, metadata: object) -> int:
+    stub = operations_pb2_grpc.OperationsServiceStub(channel)
     request = operations_pb2.RedriveOrderRequest(order_id=args.order_id, note=args.note or "")
     answer = stub.RedriveOrder(request, metadata=metadata, timeout=DEADLINE_SECONDS)
     print(f"order {answer.order_id}: {answer.outcome}")
     return 0
 
 
-def reconcile(stub: operations_pb2_grpc.OperationsServiceStub, args: argparse.Namespace, metadata: object) -> int:
+def reconcile(channel: grpc.Channel, args: argparse.Namespace, metadata: object) -> int:
+    stub = operations_pb2_grpc.OperationsServiceStub(channel)
     request = operations_pb2.ReconcileRequest(trading_day=args.day or "")
     report = stub.Reconcile(request, metadata=metadata, timeout=RECONCILE_DEADLINE_SECONDS)
     print(report.text)
@@ -156,6 +168,7 @@ def _parser() -> argparse.ArgumentParser:
     reconciling = commands.add_parser("reconcile", help="prove the books, against the venue's drop copy")
     reconciling.add_argument("--day", help="YYYY-MM-DD (default: today in New York)")
     reconciling.set_defaults(run=reconcile)
+    risk.add_commands(commands)
     return parser
 
 

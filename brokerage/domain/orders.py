@@ -7,6 +7,8 @@ from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 
+from brokerage.domain.risk import AccountStatus, RejectCode
+
 
 class Side(StrEnum):
     BUY = "BUY"
@@ -97,6 +99,7 @@ class Order:
     expires_at: datetime | None = None  # a DAY order's session close (rule 10); None when the market never closes
     submit_attempts: int = 0  # attempts to send it that failed (rule 7)
     unknown_outcomes: int = 0  # of them, those whose outcome the venue could not account for
+    reject_code: RejectCode | None = None  # why it is REJECTED, as data; None unless REJECTED
 
     def same_request_as(self, request: OrderRequest) -> bool:
         """Whether a retry under the same client_order_id asks for this very order."""
@@ -109,6 +112,7 @@ class Account:
     available: Decimal
     reserved: Decimal
     updated_at: datetime
+    status: AccountStatus = AccountStatus.ACTIVE
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
-"""The rules an order meets before it is stored: well-formed input, then tradable, priced and in hours.
-
-The last rule, enough cash or shares, is checked by the storage transaction that reserves them (rule 1).
+"""The rules an order meets before it is stored that the desk decides: well-formed input, in hours, and priced from a
+fresh quote. The risk checks about the customer (halts, status, limits) and the last rule, enough cash or shares, are
+the placement transaction's, in the order brokerage.domain.risk gives (rule 1).
 """
 
 from __future__ import annotations
@@ -8,19 +8,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from enum import StrEnum
 
 from brokerage.domain.errors import FieldViolation, InvalidRequest
 from brokerage.domain.identifiers import id_violations
 from brokerage.domain.market_hours import MarketClock
 from brokerage.domain.money import round_down_to_tick, round_up_to_tick
 from brokerage.domain.orders import OrderRequest, Side
+from brokerage.domain.risk import RejectCode
 
 
 @dataclass(frozen=True)
 class Instrument:
     symbol: str
-    tradable: bool
     tick_size: Decimal
 
 
@@ -29,18 +28,6 @@ class Quote:
     symbol: str
     price: Decimal
     quoted_at: datetime
-
-
-class RejectCode(StrEnum):
-    """Why an order was stored REJECTED; low-cardinality, so it labels metrics."""
-
-    MARKET_CLOSED = "market_closed"
-    HALTED = "halted"
-    NO_QUOTE = "no_quote"
-    STALE_QUOTE = "stale_quote"
-    INSUFFICIENT_BUYING_POWER = "insufficient_buying_power"
-    INSUFFICIENT_SHARES = "insufficient_shares"
-    EXCHANGE = "exchange"
 
 
 @dataclass(frozen=True)
@@ -52,9 +39,11 @@ class Rejection:
 @dataclass(frozen=True)
 class Pricing:
     """The price a market order is sent with: a buy never fills above it, a sell never below. What the order holds
-    follows from it in the placement transaction (quantity x this for a buy, the shares for a sell), not here."""
+    follows from it in the placement transaction (quantity x this for a buy, the shares for a sell), not here; a sell's
+    notional is measured at the reference price it was priced from."""
 
     protection_price: Decimal
+    reference_price: Decimal
 
 
 @dataclass(frozen=True)
@@ -93,8 +82,6 @@ class PlacementPolicy:
         """The protection price of a valid order, or why it is rejected before any money is held."""
         if not self.clock.is_open(now):
             return Rejection(RejectCode.MARKET_CLOSED, "market closed")
-        if not instrument.tradable:
-            return Rejection(RejectCode.HALTED, f"trading in {instrument.symbol} is halted")
         if quote is None:
             return Rejection(RejectCode.NO_QUOTE, f"no reference price for {instrument.symbol}")
         age = now - quote.quoted_at
@@ -105,11 +92,6 @@ class PlacementPolicy:
             )
         if request.side is Side.BUY:
             limit = round_up_to_tick(quote.price * (1 + self.price_collar), instrument.tick_size)
-            return Pricing(protection_price=limit)
+            return Pricing(protection_price=limit, reference_price=quote.price)
         limit = round_down_to_tick(quote.price * (1 - self.price_collar), instrument.tick_size)
-        return Pricing(protection_price=max(limit, instrument.tick_size))
-
-
-def insufficient_holdings(side: Side) -> RejectCode:
-    """The code when the reserving transaction found too little cash (a buy) or too few shares (a sell)."""
-    return RejectCode.INSUFFICIENT_BUYING_POWER if side is Side.BUY else RejectCode.INSUFFICIENT_SHARES
+        return Pricing(protection_price=max(limit, instrument.tick_size), reference_price=quote.price)

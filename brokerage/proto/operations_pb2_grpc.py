@@ -276,3 +276,355 @@ class OperationsService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class RiskServiceStub:
+    """The pre-trade risk controls (SEC Rule 15c3-5), as DESIGN.md "Risk controls" orders them. Each change is in force on
+    every OrderService replica and worker at once (the placement transaction reads it; workers check halts in the
+    claim, and again before each send from a copy at most a second old), and writes its audit row in the same
+    transaction.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.SetTradingHalt = channel.unary_unary(
+                '/broker.v1.RiskService/SetTradingHalt',
+                request_serializer=broker_dot_v1_dot_operations__pb2.SetTradingHaltRequest.SerializeToString,
+                response_deserializer=broker_dot_v1_dot_operations__pb2.SetTradingHaltResponse.FromString,
+                _registered_method=True)
+        self.ClearTradingHalt = channel.unary_unary(
+                '/broker.v1.RiskService/ClearTradingHalt',
+                request_serializer=broker_dot_v1_dot_operations__pb2.ClearTradingHaltRequest.SerializeToString,
+                response_deserializer=broker_dot_v1_dot_operations__pb2.TradingHalt.FromString,
+                _registered_method=True)
+        self.ListTradingHalts = channel.unary_unary(
+                '/broker.v1.RiskService/ListTradingHalts',
+                request_serializer=broker_dot_v1_dot_operations__pb2.ListTradingHaltsRequest.SerializeToString,
+                response_deserializer=broker_dot_v1_dot_operations__pb2.ListTradingHaltsResponse.FromString,
+                _registered_method=True)
+        self.SetAccountStatus = channel.unary_unary(
+                '/broker.v1.RiskService/SetAccountStatus',
+                request_serializer=broker_dot_v1_dot_operations__pb2.SetAccountStatusRequest.SerializeToString,
+                response_deserializer=broker_dot_v1_dot_operations__pb2.SetAccountStatusResponse.FromString,
+                _registered_method=True)
+        self.SetLimits = channel.unary_unary(
+                '/broker.v1.RiskService/SetLimits',
+                request_serializer=broker_dot_v1_dot_operations__pb2.SetLimitsRequest.SerializeToString,
+                response_deserializer=broker_dot_v1_dot_operations__pb2.Limits.FromString,
+                _registered_method=True)
+        self.GetLimits = channel.unary_unary(
+                '/broker.v1.RiskService/GetLimits',
+                request_serializer=broker_dot_v1_dot_operations__pb2.GetLimitsRequest.SerializeToString,
+                response_deserializer=broker_dot_v1_dot_operations__pb2.Limits.FromString,
+                _registered_method=True)
+        self.ListRiskEvents = channel.unary_unary(
+                '/broker.v1.RiskService/ListRiskEvents',
+                request_serializer=broker_dot_v1_dot_operations__pb2.ListRiskEventsRequest.SerializeToString,
+                response_deserializer=broker_dot_v1_dot_operations__pb2.ListRiskEventsResponse.FromString,
+                _registered_method=True)
+
+
+class RiskServiceServicer:
+    """The pre-trade risk controls (SEC Rule 15c3-5), as DESIGN.md "Risk controls" orders them. Each change is in force on
+    every OrderService replica and worker at once (the placement transaction reads it; workers check halts in the
+    claim, and again before each send from a copy at most a second old), and writes its audit row in the same
+    transaction.
+    """
+
+    def SetTradingHalt(self, request, context):
+        """Halts new orders of a scope: the firm (the kill switch), a symbol (the restricted list) or a customer. One halt
+        in force per target: setting it again answers the one in force (already_in_force). Cancels and status queries
+        still reach the venue. With cancel_open_orders, every open order in scope is also canceled (a fill may win).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ClearTradingHalt(self, request, context):
+        """Clears a halt; one already cleared is answered as it stands.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTradingHalts(self, request, context):
+        """The halts in force (and, with include_cleared, the last cleared ones), newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetAccountStatus(self, request, context):
+        """ACTIVE; CLOSING_ONLY (sells only); BLOCKED (nothing new, and the customer's WatchOrders streams end).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetLimits(self, request, context):
+        """Sets a customer's limits: each field given overrides the firm's default, each unset one reverts to it. With an
+        empty customer_id, sets the firm's defaults: each field given replaces one, each unset one is kept.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetLimits(self, request, context):
+        """The limits in force for a customer (its own, or the firm's default, field by field); empty: the firm's defaults.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRiskEvents(self, request, context):
+        """The audit of every change of halts, statuses and limits, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_RiskServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'SetTradingHalt': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetTradingHalt,
+                    request_deserializer=broker_dot_v1_dot_operations__pb2.SetTradingHaltRequest.FromString,
+                    response_serializer=broker_dot_v1_dot_operations__pb2.SetTradingHaltResponse.SerializeToString,
+            ),
+            'ClearTradingHalt': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClearTradingHalt,
+                    request_deserializer=broker_dot_v1_dot_operations__pb2.ClearTradingHaltRequest.FromString,
+                    response_serializer=broker_dot_v1_dot_operations__pb2.TradingHalt.SerializeToString,
+            ),
+            'ListTradingHalts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTradingHalts,
+                    request_deserializer=broker_dot_v1_dot_operations__pb2.ListTradingHaltsRequest.FromString,
+                    response_serializer=broker_dot_v1_dot_operations__pb2.ListTradingHaltsResponse.SerializeToString,
+            ),
+            'SetAccountStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetAccountStatus,
+                    request_deserializer=broker_dot_v1_dot_operations__pb2.SetAccountStatusRequest.FromString,
+                    response_serializer=broker_dot_v1_dot_operations__pb2.SetAccountStatusResponse.SerializeToString,
+            ),
+            'SetLimits': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetLimits,
+                    request_deserializer=broker_dot_v1_dot_operations__pb2.SetLimitsRequest.FromString,
+                    response_serializer=broker_dot_v1_dot_operations__pb2.Limits.SerializeToString,
+            ),
+            'GetLimits': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetLimits,
+                    request_deserializer=broker_dot_v1_dot_operations__pb2.GetLimitsRequest.FromString,
+                    response_serializer=broker_dot_v1_dot_operations__pb2.Limits.SerializeToString,
+            ),
+            'ListRiskEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRiskEvents,
+                    request_deserializer=broker_dot_v1_dot_operations__pb2.ListRiskEventsRequest.FromString,
+                    response_serializer=broker_dot_v1_dot_operations__pb2.ListRiskEventsResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'broker.v1.RiskService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('broker.v1.RiskService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class RiskService:
+    """The pre-trade risk controls (SEC Rule 15c3-5), as DESIGN.md "Risk controls" orders them. Each change is in force on
+    every OrderService replica and worker at once (the placement transaction reads it; workers check halts in the
+    claim, and again before each send from a copy at most a second old), and writes its audit row in the same
+    transaction.
+    """
+
+    @staticmethod
+    def SetTradingHalt(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.v1.RiskService/SetTradingHalt',
+            broker_dot_v1_dot_operations__pb2.SetTradingHaltRequest.SerializeToString,
+            broker_dot_v1_dot_operations__pb2.SetTradingHaltResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClearTradingHalt(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.v1.RiskService/ClearTradingHalt',
+            broker_dot_v1_dot_operations__pb2.ClearTradingHaltRequest.SerializeToString,
+            broker_dot_v1_dot_operations__pb2.TradingHalt.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTradingHalts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.v1.RiskService/ListTradingHalts',
+            broker_dot_v1_dot_operations__pb2.ListTradingHaltsRequest.SerializeToString,
+            broker_dot_v1_dot_operations__pb2.ListTradingHaltsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetAccountStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.v1.RiskService/SetAccountStatus',
+            broker_dot_v1_dot_operations__pb2.SetAccountStatusRequest.SerializeToString,
+            broker_dot_v1_dot_operations__pb2.SetAccountStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetLimits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.v1.RiskService/SetLimits',
+            broker_dot_v1_dot_operations__pb2.SetLimitsRequest.SerializeToString,
+            broker_dot_v1_dot_operations__pb2.Limits.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetLimits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.v1.RiskService/GetLimits',
+            broker_dot_v1_dot_operations__pb2.GetLimitsRequest.SerializeToString,
+            broker_dot_v1_dot_operations__pb2.Limits.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRiskEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.v1.RiskService/ListRiskEvents',
+            broker_dot_v1_dot_operations__pb2.ListRiskEventsRequest.SerializeToString,
+            broker_dot_v1_dot_operations__pb2.ListRiskEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

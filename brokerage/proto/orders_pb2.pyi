@@ -3,12 +3,42 @@ import datetime
 from . import common_pb2 as _common_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class RejectCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    REJECT_CODE_UNSPECIFIED: _ClassVar[RejectCode]
+    REJECT_CODE_TRADING_HALTED: _ClassVar[RejectCode]
+    REJECT_CODE_ACCOUNT_BLOCKED: _ClassVar[RejectCode]
+    REJECT_CODE_ACCOUNT_CLOSING_ONLY: _ClassVar[RejectCode]
+    REJECT_CODE_QUANTITY_LIMIT: _ClassVar[RejectCode]
+    REJECT_CODE_MARKET_CLOSED: _ClassVar[RejectCode]
+    REJECT_CODE_NO_QUOTE: _ClassVar[RejectCode]
+    REJECT_CODE_STALE_QUOTE: _ClassVar[RejectCode]
+    REJECT_CODE_NOTIONAL_LIMIT: _ClassVar[RejectCode]
+    REJECT_CODE_DAILY_NOTIONAL_LIMIT: _ClassVar[RejectCode]
+    REJECT_CODE_INSUFFICIENT_BUYING_POWER: _ClassVar[RejectCode]
+    REJECT_CODE_INSUFFICIENT_SHARES: _ClassVar[RejectCode]
+    REJECT_CODE_EXCHANGE_REJECTED: _ClassVar[RejectCode]
+REJECT_CODE_UNSPECIFIED: RejectCode
+REJECT_CODE_TRADING_HALTED: RejectCode
+REJECT_CODE_ACCOUNT_BLOCKED: RejectCode
+REJECT_CODE_ACCOUNT_CLOSING_ONLY: RejectCode
+REJECT_CODE_QUANTITY_LIMIT: RejectCode
+REJECT_CODE_MARKET_CLOSED: RejectCode
+REJECT_CODE_NO_QUOTE: RejectCode
+REJECT_CODE_STALE_QUOTE: RejectCode
+REJECT_CODE_NOTIONAL_LIMIT: RejectCode
+REJECT_CODE_DAILY_NOTIONAL_LIMIT: RejectCode
+REJECT_CODE_INSUFFICIENT_BUYING_POWER: RejectCode
+REJECT_CODE_INSUFFICIENT_SHARES: RejectCode
+REJECT_CODE_EXCHANGE_REJECTED: RejectCode
 
 class PlaceOrderRequest(_message.Message):
     __slots__ = ("customer_id", "client_order_id", "symbol", "side", "quantity")
@@ -89,7 +119,7 @@ class WatchOrdersRequest(_message.Message):
     def __init__(self, customer_id: _Optional[str] = ..., resume_token: _Optional[str] = ...) -> None: ...
 
 class Order(_message.Message):
-    __slots__ = ("order_id", "client_order_id", "customer_id", "symbol", "side", "quantity", "status", "status_reason", "filled_quantity", "average_fill_price", "created_at", "updated_at", "sequence", "protection_price", "reserved_amount", "cancel_requested")
+    __slots__ = ("order_id", "client_order_id", "customer_id", "symbol", "side", "quantity", "status", "status_reason", "filled_quantity", "average_fill_price", "created_at", "updated_at", "sequence", "protection_price", "reserved_amount", "cancel_requested", "reject_code")
     ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     CLIENT_ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -106,6 +136,7 @@ class Order(_message.Message):
     PROTECTION_PRICE_FIELD_NUMBER: _ClassVar[int]
     RESERVED_AMOUNT_FIELD_NUMBER: _ClassVar[int]
     CANCEL_REQUESTED_FIELD_NUMBER: _ClassVar[int]
+    REJECT_CODE_FIELD_NUMBER: _ClassVar[int]
     order_id: str
     client_order_id: str
     customer_id: str
@@ -122,7 +153,8 @@ class Order(_message.Message):
     protection_price: str
     reserved_amount: str
     cancel_requested: bool
-    def __init__(self, order_id: _Optional[str] = ..., client_order_id: _Optional[str] = ..., customer_id: _Optional[str] = ..., symbol: _Optional[str] = ..., side: _Optional[_Union[_common_pb2.Side, str]] = ..., quantity: _Optional[int] = ..., status: _Optional[_Union[_common_pb2.OrderStatus, str]] = ..., status_reason: _Optional[str] = ..., filled_quantity: _Optional[int] = ..., average_fill_price: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sequence: _Optional[int] = ..., protection_price: _Optional[str] = ..., reserved_amount: _Optional[str] = ..., cancel_requested: _Optional[bool] = ...) -> None: ...
+    reject_code: RejectCode
+    def __init__(self, order_id: _Optional[str] = ..., client_order_id: _Optional[str] = ..., customer_id: _Optional[str] = ..., symbol: _Optional[str] = ..., side: _Optional[_Union[_common_pb2.Side, str]] = ..., quantity: _Optional[int] = ..., status: _Optional[_Union[_common_pb2.OrderStatus, str]] = ..., status_reason: _Optional[str] = ..., filled_quantity: _Optional[int] = ..., average_fill_price: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sequence: _Optional[int] = ..., protection_price: _Optional[str] = ..., reserved_amount: _Optional[str] = ..., cancel_requested: _Optional[bool] = ..., reject_code: _Optional[_Union[RejectCode, str]] = ...) -> None: ...
 
 class Account(_message.Message):
     __slots__ = ("customer_id", "available", "reserved", "updated_at")

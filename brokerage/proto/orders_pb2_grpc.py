@@ -75,8 +75,10 @@ class OrderServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def PlaceOrder(self, request, context):
-        """Accepts a market order and answers at once: PLACED (cash or shares reserved) or REJECTED with a reason.
-        Idempotent on (customer_id, client_order_id): a retry returns the first order.
+        """Accepts a market order and answers at once: PLACED (cash or shares reserved) or REJECTED with a reject_code and
+        a reason. Idempotent on (customer_id, client_order_id): a retry returns the first order. RESOURCE_EXHAUSTED with
+        google.rpc.RetryInfo means the customer is past its orders per minute and nothing was stored: retry the same
+        request (the same client_order_id) after the delay; it does not mean "not placed, use a new key".
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -67,8 +67,12 @@ _WORKER_CALLS = frozenset(
         "record_submit_failure",
         "end_unsent_order",
         "expire_unclaimed_orders",
+        "withhold_halted_claims",
     }
 )
+# The risk controls' levers: the operations service's alone, each called by the named query of its name.
+_RISK_LEVERS = frozenset({"set_trading_halt", "clear_trading_halt", "set_account_status", "set_limits"})
+_RISK_TABLES = ("trading_halts", "risk_limits", "risk_events")
 _SHARD_COUNT_QUERIES = frozenset({"record_shard_count", "recorded_shard_count"})
 
 
@@ -86,7 +90,8 @@ ROLES: tuple[Role, ...] = (
     Role(
         "broker_orders",
         login="order_service",
-        functions=frozenset({"place_orders_v2", "cancel_order"}),
+        # place_orders_v2 for the previous release's replicas during a rolling update (0019)
+        functions=frozenset({"place_orders_v2", "place_orders_v3", "cancel_order"}),
         tables={
             "orders": frozenset({SELECT}),
             "order_events": frozenset({SELECT}),
@@ -127,6 +132,7 @@ ROLES: tuple[Role, ...] = (
             "quotes": frozenset({SELECT, INSERT, UPDATE}),
             "shard_config": frozenset({SELECT, INSERT}),
             "paused_shards": frozenset({SELECT, INSERT, UPDATE, DELETE}),
+            "trading_halts": frozenset({SELECT}),
         },
         # The sweeper's marks; an order's status and money change only through the functions.
         columns={"orders": {UPDATE: frozenset({"swept_at", "cancel_swept_at", "sweep_count", "cancel_sent_at"})}},
@@ -145,6 +151,7 @@ ROLES: tuple[Role, ...] = (
                 "paused_shards",
                 "pause_shard",
                 "resume_shard",
+                "halts_in_force",
             }
         )
         | _SHARD_COUNT_QUERIES,
@@ -159,8 +166,12 @@ ROLES: tuple[Role, ...] = (
     Role(
         "broker_operations",
         login="operations_service",
-        functions=_SETTLEMENT | {"resolve_break", "redrive_waiting_order", "end_lost_order"} | _RECONCILE_FUNCTIONS,
-        tables=_RECONCILE_TABLES,
+        functions=_SETTLEMENT
+        | {"resolve_break", "redrive_waiting_order", "end_lost_order"}
+        | _RECONCILE_FUNCTIONS
+        | _RISK_LEVERS
+        | {"limits_in_force"},
+        tables={**_RECONCILE_TABLES, **{table: frozenset({SELECT}) for table in _RISK_TABLES}},
         queries=frozenset(
             {
                 "list_breaks",
@@ -170,8 +181,13 @@ ROLES: tuple[Role, ...] = (
                 "end_lost_order",
                 "apply_execution_reports",
                 "record_malformed_reports",
+                "halts_in_force",
+                "list_trading_halts",
+                "get_limits",
+                "list_risk_events",
             }
         )
+        | _RISK_LEVERS
         | _RECONCILE_QUERIES,
     ),
     Role(

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
-from brokerage.domain.errors import UnknownCustomer
+from brokerage.domain.errors import LimitReached, UnknownCustomer
 from brokerage.domain.orders import Account, Order, OrderEvent, OrderStatus, Position, Side
+from brokerage.domain.risk import AccountStatus, RejectCode
 from brokerage.messaging.publishing import Publication
 from brokerage.storage.batching import MicroBatcher, isolating_refusals
 from brokerage.storage.queries import fetch_all
@@ -29,6 +30,8 @@ class NewOrder:
     side: Side
     quantity: int
     protection_price: Decimal | None
+    reference_price: Decimal | None  # the quote it was priced from: a sell's notional is measured at it
+    reject_code: RejectCode | None  # the desk's refusal (market hours, the quote); None: the transaction decides
     reject_reason: str | None
     subject: str
     payload: bytes
@@ -43,9 +46,10 @@ class OrderStore:
         )
 
     async def place(self, new: NewOrder) -> Order:
-        """Inserts and reserves in one transaction (shared with placements arriving at the same moment);
-        returns the stored order, which for a retried client_order_id is the first one (possibly for other
-        fields: the caller compares). Raises UnknownCustomer."""
+        """Checks, inserts and reserves in one transaction (shared with placements arriving at the same moment);
+        returns the stored order, PLACED or REJECTED with its code, which for a retried client_order_id is the first
+        one (possibly for other fields: the caller compares). Raises UnknownCustomer, and LimitReached (nothing
+        stored) for a customer past its orders per minute."""
         return await self._placements.submit(new)
 
     async def _place_batch(self, batch: Sequence[NewOrder]) -> list[Order | BaseException]:
@@ -55,6 +59,8 @@ class OrderStore:
         for i, row in zip(by_customer, rows, strict=True):
             if row["order_id"] is not None:
                 results[i] = order_from_row(row)
+            elif row["retry_after"] is not None:
+                results[i] = rate_limited(row["retry_after"])
         return results
 
     async def cancel(self, customer_id: str, order_id: str, cancel_request: Publication) -> Order | None:
@@ -99,7 +105,7 @@ class OrderStore:
         rows = await self._fetch("get_account", {"customer_id": customer_id})
         if not rows:
             raise UnknownCustomer(customer_id)
-        return Account(**rows[0])
+        return Account(**{**rows[0], "status": AccountStatus(rows[0]["status"])})
 
     async def positions(self, customer_id: str) -> list[Position]:
         await self.account(customer_id)  # an unknown customer is NOT_FOUND, not an empty portfolio
@@ -116,7 +122,7 @@ class OrderStore:
 
 
 def _placement_arrays(batch: Sequence[NewOrder]) -> dict[str, list[Any]]:
-    """The batch as one array per column, the shape place_orders_v2() takes."""
+    """The batch as one array per column, the shape place_orders_v3() takes."""
     return {
         "order_id": [n.order_id for n in batch],
         "customer_id": [n.customer_id for n in batch],
@@ -125,6 +131,8 @@ def _placement_arrays(batch: Sequence[NewOrder]) -> dict[str, list[Any]]:
         "side": [n.side.value for n in batch],
         "quantity": [n.quantity for n in batch],
         "protection_price": [n.protection_price for n in batch],
+        "reference_price": [n.reference_price for n in batch],
+        "reject_code": [n.reject_code.value if n.reject_code else None for n in batch],
         "reject_reason": [n.reject_reason for n in batch],
         "subject": [n.subject for n in batch],
         "payload": [n.payload for n in batch],
@@ -164,4 +172,14 @@ def order_from_row(row: dict[str, Any]) -> Order:
         expires_at=row.get("expires_at"),
         submit_attempts=row.get("submit_attempts", 0),
         unknown_outcomes=row.get("unknown_outcomes", 0),
+        reject_code=RejectCode(row["reject_code"]) if row.get("reject_code") else None,
+    )
+
+
+def rate_limited(retry_after: timedelta) -> LimitReached:
+    """A placement refused at the customer's orders per minute: retry the same request after the delay."""
+    return LimitReached(
+        "orders_per_minute",
+        "too many orders a minute for this customer: retry the same request later",
+        retry_after_seconds=max(retry_after.total_seconds(), 0.001),
     )

@@ -1,13 +1,15 @@
 -- Named queries: each starts with a "-- name:" line and runs to the next one. Parameters are psycopg's.
 
 -- name: place_orders
--- One row per order, in the order given (a row of nulls: unknown customer).
-SELECT * FROM place_orders_v2(%(order_id)s::text[], %(customer_id)s::text[], %(client_order_id)s::text[],
-                              %(symbol)s::text[], %(side)s::text[], %(quantity)s::bigint[],
-                              %(protection_price)s::numeric[], %(reject_reason)s::text[], %(subject)s::text[],
-                              %(payload)s::bytea[], %(expires_at)s::timestamptz[])
-       WITH ORDINALITY
- ORDER BY ordinality;
+-- One row per order, in the order given: the order, or a row of nulls for an unknown customer, or only retry_after
+-- for a customer past its rate limit (nothing stored).
+SELECT (p.placed).*, p.retry_after
+  FROM place_orders_v3(%(order_id)s::text[], %(customer_id)s::text[], %(client_order_id)s::text[],
+                       %(symbol)s::text[], %(side)s::text[], %(quantity)s::bigint[], %(protection_price)s::numeric[],
+                       %(reference_price)s::numeric[], %(reject_code)s::text[], %(reject_reason)s::text[],
+                       %(subject)s::text[], %(payload)s::bytea[], %(expires_at)s::timestamptz[])
+       WITH ORDINALITY AS p
+ ORDER BY p.ordinality;
 
 -- name: cancel_order
 SELECT * FROM cancel_order(%(customer_id)s, %(order_id)s, %(subject)s, %(payload)s);
@@ -26,7 +28,8 @@ SELECT * FROM orders
  LIMIT %(limit)s;
 
 -- name: get_account
-SELECT customer_id, available, reserved, updated_at FROM balances WHERE customer_id = %(customer_id)s;
+SELECT customer_id, available, reserved, updated_at, account_status AS status
+  FROM balances WHERE customer_id = %(customer_id)s;
 
 -- name: list_positions
 SELECT symbol, quantity, reserved, average_cost FROM positions
@@ -34,7 +37,7 @@ SELECT symbol, quantity, reserved, average_cost FROM positions
  ORDER BY symbol;
 
 -- name: reference_data
-SELECT i.symbol, i.tradable, i.tick_size, q.price, q.quoted_at
+SELECT i.symbol, i.tick_size, q.price, q.quoted_at
   FROM instruments i LEFT JOIN quotes q USING (symbol);
 
 -- name: record_shard_count
@@ -239,7 +242,7 @@ UPDATE orders SET cancel_sent_at = now() WHERE order_id = %(order_id)s AND cance
 -- name: order_events_after
 -- A customer's order events after a sequence, oldest first, each with the order as that event left it.
 SELECT e.sequence AS event_sequence, e.event_type, e.occurred_at, e.status, e.status_reason, e.filled_quantity,
-       e.average_fill_price, e.cancel_requested,
+       e.average_fill_price, e.cancel_requested, CASE WHEN e.status = 'REJECTED' THEN o.reject_code END AS reject_code,
        o.order_id, o.client_order_id, o.customer_id, o.sequence, o.symbol, o.side, o.quantity, o.protection_price,
        o.created_at
   FROM order_events e JOIN orders o USING (order_id)
@@ -479,3 +482,52 @@ SELECT * FROM end_lost_order(%(order_id)s, %(reason)s, %(operator)s, %(note)s);
 
 -- name: order_by_id
 SELECT * FROM orders WHERE order_id = %(order_id)s;
+
+-- ---------------------------------------------------------------------------------------------- risk controls
+
+-- name: halts_in_force
+-- The halts in force, as workers check orders against them before each send, and the risk desk lists them.
+SELECT * FROM trading_halts WHERE cleared_at IS NULL ORDER BY halt_id DESC;
+
+-- name: withhold_halted_claims
+SELECT * FROM withhold_halted_claims(%(order_ids)s::text[]);
+
+-- name: set_trading_halt
+SELECT (h.o_halt).*, h.o_set
+  FROM set_trading_halt(%(scope)s, %(symbol)s, %(customer_id)s, %(reason)s, %(cancel_open_orders)s, %(issuer)s,
+                        %(operator)s, %(peer)s) AS h;
+
+-- name: clear_trading_halt
+SELECT * FROM clear_trading_halt(%(halt_id)s, %(reason)s, %(issuer)s, %(operator)s, %(peer)s) WHERE halt_id IS NOT NULL;
+
+-- name: list_trading_halts
+-- The halts in force and, with include_cleared, the last cleared ones: newest first.
+SELECT * FROM trading_halts
+ WHERE cleared_at IS NULL OR %(include_cleared)s
+ ORDER BY halt_id DESC
+ LIMIT %(limit)s;
+
+-- name: set_account_status
+SELECT customer_id, account_status
+  FROM set_account_status(%(customer_id)s, %(status)s, %(reason)s, %(issuer)s, %(operator)s, %(peer)s)
+ WHERE customer_id IS NOT NULL;
+
+-- name: set_limits
+SELECT * FROM set_limits(%(customer_id)s, %(max_order_notional)s, %(max_order_quantity)s,
+                         %(max_daily_buy_notional)s, %(max_orders_per_minute)s, %(reason)s, %(issuer)s,
+                         %(operator)s, %(peer)s)
+ WHERE customer_id IS NOT NULL;
+
+-- name: get_limits
+-- The limits in force for a customer (its own where set, the firm's elsewhere); none for an unknown customer.
+SELECT l.* FROM limits_in_force(%(customer_id)s) l
+ WHERE %(customer_id)s = '' OR EXISTS (SELECT 1 FROM balances b WHERE b.customer_id = %(customer_id)s);
+
+-- name: list_risk_events
+-- Newest first, after the page token's event; the detail as its JSON text (numbers exact, never floats).
+SELECT event_id, occurred_at, action, customer_id, symbol, halt_id, detail::text AS detail, reason, operator_issuer,
+       operator, operator_peer
+  FROM risk_events
+ WHERE %(before)s::bigint IS NULL OR event_id < %(before)s
+ ORDER BY event_id DESC
+ LIMIT %(limit)s;

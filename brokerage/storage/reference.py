@@ -55,7 +55,7 @@ class ReferenceData:
             await cur.execute(query("reference_data"))
             rows = await cur.fetchall()
         self.snapshot = ReferenceSnapshot(
-            instruments={r["symbol"]: Instrument(r["symbol"], r["tradable"], r["tick_size"]) for r in rows},
+            instruments={r["symbol"]: Instrument(r["symbol"], r["tick_size"]) for r in rows},
             quotes={
                 r["symbol"]: Quote(r["symbol"], r["price"], r["quoted_at"]) for r in rows if r["price"] is not None
             },

@@ -3,6 +3,7 @@ the ends of those that must not go: canceled before they arrived, or expired (ru
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -39,6 +40,12 @@ class SubmissionStore:
         except psycopg.errors.ObjectNotInPrerequisiteState as error:
             raise ShardPaused(error.diag.message_primary or "shard paused") from error
         return [order_from_row(row) for row in rows]
+
+    async def withhold_halted_claims(self, order_ids: Sequence[str]) -> dict[str, str]:
+        """Of these claimed orders, those under a halt in force, kept from the venue: 'rejected' (a first claim,
+        never sent: REJECTED TRADING_HALTED and released) or 'withheld' (it may have left before: left waiting)."""
+        rows = await fetch_all(self._pool, "withhold_halted_claims", {"order_ids": list(order_ids)})
+        return {row["order_id"]: row["outcome"] for row in rows}
 
     async def record_submitted(self, order: Order, venue_order_id: str) -> Order | None:
         """SUBMITTED, unless a report already moved the order further; the order as it now stands."""

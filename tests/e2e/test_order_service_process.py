@@ -87,7 +87,7 @@ def test_grpcurl_places_an_order_idempotently_and_shows_the_reservation(order_se
     too_big = grpcurl(
         order_service.target,
         f"{ORDER_SERVICE}/PlaceOrder",
-        data={**BUY_10_AAPL, "client_order_id": "big", "quantity": 100000},
+        data={**BUY_10_AAPL, "client_order_id": "big", "quantity": 1000},
         token=customer("1"),
     )
     account = grpcurl(
@@ -99,7 +99,8 @@ def test_grpcurl_places_an_order_idempotently_and_shows_the_reservation(order_se
     assert json.loads(again.stdout)["order_id"] == placed["order_id"]
     rejected = json.loads(too_big.stdout)
     assert rejected["status"] == "ORDER_STATUS_REJECTED"
-    assert rejected["status_reason"] == ("insufficient buying power: requires 23888000.00, available 97611.20")
+    assert rejected["status_reason"] == ("insufficient buying power: requires 238880.00, available 97611.20")
+    assert rejected["reject_code"] == "REJECT_CODE_INSUFFICIENT_BUYING_POWER"
     assert json.loads(account.stdout)["reserved"] == placed["reserved_amount"] == "2388.80"
 
 

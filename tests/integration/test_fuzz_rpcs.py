@@ -51,6 +51,7 @@ SERVICES = {  # each service's share of the examples follows its number of metho
     "OrderService": orders_pb2,
     "ExecutionService": execution_pb2,
     "OperationsService": operations_pb2,
+    "RiskService": operations_pb2,
     "CallbackService": callback_pb2,
     "ExchangeService": exchange_pb2,
 }
@@ -187,6 +188,16 @@ async def test_operations_service_answers_any_request_with_a_documented_code(
         on("OperationsService", operations.running.port, as_operator(), settings.database_url),
         data,
     )
+
+
+@fuzz_settings("RiskService")
+@given(data=st.data())
+async def test_risk_service_answers_any_request_with_a_documented_code(
+    operations: OperationsApp,  # noqa: F811
+    settings: Settings,
+    data: st.DataObject,
+) -> None:
+    await fuzz_one(on("RiskService", operations.running.port, as_operator(), settings.database_url), data)
 
 
 @fuzz_settings("CallbackService")

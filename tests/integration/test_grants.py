@@ -205,6 +205,8 @@ async def test_a_member_of_order_service_s_role_places_through_its_function_and_
                 "side": ["BUY"],
                 "quantity": [10],
                 "protection_price": [Decimal("100.00")],
+                "reference_price": [None],
+                "reject_code": [None],
                 "reject_reason": [None],
                 "subject": ["orders.test"],
                 "payload": [b""],

@@ -171,12 +171,12 @@ async def test_an_unknown_customer_is_not_found_and_stores_nothing(
 async def test_a_halted_symbol_is_stored_rejected(
     stub: orders_pb2_grpc.OrderServiceStub, db: psycopg.Connection
 ) -> None:
-    db.execute("UPDATE instruments SET tradable = false WHERE symbol = 'GOOGL'")
-    await asyncio.sleep(0.3)  # the reference snapshot refreshes every 0.1 s in tests
+    db.execute("SELECT set_trading_halt('SYMBOL', 'GOOGL', NULL, 'restricted', false, 'iss', 'ops', 'test')")
 
     order = await stub.PlaceOrder(place(symbol="GOOGL"), timeout=5)
 
     assert order.status == REJECTED and order.status_reason == "trading in GOOGL is halted"
+    assert order.reject_code == orders_pb2.REJECT_CODE_TRADING_HALTED
     assert available(db, "1") == (Decimal("100000.00"), Decimal("0"))
 
 
@@ -189,7 +189,9 @@ async def test_a_stale_quote_is_stored_rejected(stub: orders_pb2_grpc.OrderServi
     missing = await stub.PlaceOrder(place(key="b", symbol="META"), timeout=5)
 
     assert stale.status == REJECTED and "stale" in stale.status_reason
+    assert stale.reject_code == orders_pb2.REJECT_CODE_STALE_QUOTE
     assert missing.status == REJECTED and missing.status_reason == "no reference price for META"
+    assert missing.reject_code == orders_pb2.REJECT_CODE_NO_QUOTE
     assert [stale.sequence, missing.sequence] == [1, 2]  # rejected orders are orders too
 
 
@@ -216,6 +218,8 @@ def new_order(order_id: str, customer_id: str, symbol: str = "AAPL") -> NewOrder
         side=Side.BUY,
         quantity=1,
         protection_price=Decimal("238.88"),
+        reference_price=Decimal("227.50"),
+        reject_code=None,
         reject_reason=None,
         subject="orders.0",
         payload=b"",
@@ -261,8 +265,9 @@ def test_placement_never_scans_the_orders_table_even_when_its_statistics_say_it_
         db.execute("ANALYZE orders")
         for i in range(12):
             db.execute(
-                "SELECT * FROM place_orders(ARRAY[%s], ARRAY['1'], ARRAY[%s], ARRAY['AAPL'], ARRAY['BUY'],"
-                " ARRAY[1]::bigint[], ARRAY[238.88], ARRAY[238.88], ARRAY[NULL], ARRAY['orders.1'], ARRAY[''::bytea])",
+                "SELECT * FROM place_orders_v3(ARRAY[%s], ARRAY['1'], ARRAY[%s], ARRAY['AAPL'], ARRAY['BUY'],"
+                " ARRAY[1]::bigint[], ARRAY[238.88], ARRAY[227.50], ARRAY[NULL], ARRAY[NULL], ARRAY['orders.1'],"
+                " ARRAY[''::bytea], ARRAY[NULL]::timestamptz[])",
                 (f"order-{i}", f"key-{i}"),
             )
         scans = db.execute("SELECT seq_scan FROM pg_stat_xact_user_tables WHERE relname = 'orders'").fetchone()

@@ -11,12 +11,12 @@ from brokerage.domain.placement import (
     PlacementPolicy,
     Pricing,
     Quote,
-    RejectCode,
     Rejection,
 )
+from brokerage.domain.risk import RejectCode
 
 NOW = datetime(2026, 11, 24, 15, 0, tzinfo=UTC)
-AAPL = Instrument("AAPL", tradable=True, tick_size=Decimal("0.01"))
+AAPL = Instrument("AAPL", tick_size=Decimal("0.01"))
 QUOTE = Quote("AAPL", Decimal("227.50"), NOW - timedelta(seconds=1))
 POLICY = PlacementPolicy(
     price_collar=Decimal("0.05"), max_quantity=1000, quote_max_age=timedelta(seconds=10), clock=AlwaysOpen()
@@ -75,13 +75,13 @@ def test_every_violation_is_reported_at_once() -> None:
 def test_a_buy_is_protected_at_the_collared_price_rounded_up_to_the_tick() -> None:
     decision = POLICY.price(request(quantity=10), AAPL, QUOTE, NOW)
     # 227.50 x 1.05 = 238.875 -> 238.88
-    assert decision == Pricing(protection_price=Decimal("238.88"))
+    assert decision == Pricing(protection_price=Decimal("238.88"), reference_price=Decimal("227.50"))
 
 
 def test_a_sell_is_protected_at_a_floor_rounded_down() -> None:
     decision = POLICY.price(request(side=Side.SELL, quantity=7), AAPL, QUOTE, NOW)
     # 227.50 x 0.95 = 216.125 -> 216.12
-    assert decision == Pricing(protection_price=Decimal("216.12"))
+    assert decision == Pricing(protection_price=Decimal("216.12"), reference_price=Decimal("227.50"))
 
 
 def test_money_stays_decimal() -> None:
@@ -93,14 +93,11 @@ def test_money_stays_decimal() -> None:
 @pytest.mark.parametrize(
     ("instrument", "quote", "code"),
     [
-        (Instrument("AAPL", tradable=False, tick_size=Decimal("0.01")), QUOTE, RejectCode.HALTED),
         (AAPL, None, RejectCode.NO_QUOTE),
         (AAPL, Quote("AAPL", Decimal("227.50"), NOW - timedelta(seconds=11)), RejectCode.STALE_QUOTE),
     ],
 )
-def test_untradable_or_unpriced_orders_are_rejected(
-    instrument: Instrument, quote: Quote | None, code: RejectCode
-) -> None:
+def test_unpriced_orders_are_rejected(instrument: Instrument, quote: Quote | None, code: RejectCode) -> None:
     decision = POLICY.price(request(), instrument, quote, NOW)
     assert isinstance(decision, Rejection) and decision.code is code and decision.reason
 

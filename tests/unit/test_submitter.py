@@ -6,6 +6,7 @@ an order already recorded costs no round trip to the database."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -96,11 +97,25 @@ class Exchange:
         return CancelAnswer(True, "")
 
 
+class Halts:
+    """Keeps back the orders named, as the database would answer for them."""
+
+    def __init__(self, kept: dict[str, str] | None = None) -> None:
+        self.kept = kept or {}
+
+    async def keep_back(self, orders: Sequence[Order]) -> dict[str, str]:
+        return {o.order_id: self.kept[o.order_id] for o in orders if o.order_id in self.kept}
+
+
 def submitter(
-    record: Record, exchange: Exchange, breaker: CircuitBreaker | None = None, now: datetime = NOW
+    record: Record,
+    exchange: Exchange,
+    breaker: CircuitBreaker | None = None,
+    now: datetime = NOW,
+    halts: Halts | None = None,
 ) -> Submitter:
     breaker = breaker or CircuitBreaker(customers=3, window=timedelta(seconds=10), cooldown=timedelta(seconds=5))
-    return Submitter(record, exchange, POLICY, breaker, now=lambda: now)  # type: ignore[arg-type]
+    return Submitter(record, exchange, POLICY, breaker, halts or Halts(), now=lambda: now)  # type: ignore[arg-type]
 
 
 async def test_each_customers_orders_go_in_sequence_and_the_customers_side_by_side() -> None:
@@ -224,3 +239,15 @@ async def test_transient_failures_do_not_count_towards_parking() -> None:
     await submitter(record, exchange).submit_through("a1", "A")
 
     assert record.failures == [("a1", NOW + timedelta(seconds=30))]  # backed off (at the maximum), not parked
+
+
+async def test_orders_a_halt_keeps_back_are_not_sent_and_a_withheld_one_holds_back_its_customers_later_orders() -> None:
+    first = [placed_order(f"{c}{n}", customer_id=c, sequence=n) for c in "ab" for n in (1, 2, 3)]
+    record, exchange = Record(first), Exchange()
+    halts = Halts({"a1": "rejected", "b2": "withheld"})
+    touched: set[str] = set()
+
+    await submitter(record, exchange, halts=halts).submit_through("a1", "a", touched)
+
+    assert sorted(exchange.arrivals) == ["a2", "a3", "b1"]
+    assert sorted(record.submitted) == ["a2", "a3", "b1"]
