@@ -70,6 +70,7 @@ class Settings(BaseSettings):
     stream_replicas: int = Field(default=1, ge=1, le=5)
     stream_max_bytes: int = Field(default=1 << 30, ge=1 << 20)
     stream_duplicate_window_seconds: int = Field(default=900, ge=120)
+    executions_max_age_seconds: int = Field(default=7 * 24 * 3600, ge=3600)  # how long the feed keeps a fill
     shard_count: int = Field(default=16, ge=1, le=4096)
 
     grpc_host: str = "127.0.0.1"

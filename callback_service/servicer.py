@@ -10,7 +10,7 @@ sharing settlement transactions, and each is acknowledged, report by report in i
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 from grpc import aio
@@ -41,9 +41,10 @@ OUTCOME_TO_PROTO = {
 
 
 class CallbackServicer(callback_pb2_grpc.CallbackServiceServicer):
-    def __init__(self, store: SettlementStore, doorbell: Doorbell) -> None:
+    def __init__(self, store: SettlementStore, doorbell: Doorbell, on_booked: Callable[[], None]) -> None:
         self._store = store
         self._doorbell = doorbell
+        self._on_booked = on_booked  # the post-trade feed's relay: a fill booked waits in its outbox
 
     async def ReportExecution(  # type: ignore[override]  # the report's bytes: see add_to_server
         self, request: bytes, context: aio.ServicerContext
@@ -79,12 +80,13 @@ class CallbackServicer(callback_pb2_grpc.CallbackServiceServicer):
         )
 
     async def _book(self, reports: list[Received]) -> list[Settled]:
-        """Books the reports, then rings once for every customer whose orders changed."""
+        """Books the reports, then wakes the feed's relay and rings once for every customer whose orders changed."""
         outcomes = await self._store.apply(reports)
         for report, settled in zip(reports, outcomes, strict=True):
             _count_and_log(report, settled)
         changed = [s.customer_id for s in outcomes if s.events_through is not None and s.customer_id is not None]
         if changed:
+            self._on_booked()
             await self._doorbell.ring(changed)
         return outcomes
 

@@ -8,7 +8,7 @@ sequence order, and every order has ended or waits behind a named break.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -19,6 +19,7 @@ from brokerage.proto import common_pb2, exchange_pb2, orders_pb2
 LOST = "every order answered OK exists, unchanged"
 DOUBLED = "nothing doubled: one order per client_order_id, one transfer per movement"
 FIFO = "each customer's orders reached the venue in sequence order"
+FEED = "every booked fill is on the EXECUTIONS feed, once"
 # Whatever their keys say, one transfer per fill and asset, and one reservation and one release per order and asset.
 DOUBLED_TRANSFERS = """
     SELECT coalesce(exec_id, order_id) || ' ' || kind || ' ' || asset, count(*) FROM transfers
@@ -188,4 +189,24 @@ def fifo(database_url: str, entries: list[exchange_pb2.DropCopyEntry]) -> Verdic
         if before is not None and before[1] > arrived[order_id]:
             verdict.add(f"customer {customer}: {order_id} arrived before the earlier {before[0]}")
         last[customer] = (order_id, arrived[order_id])
+    return verdict
+
+
+def feed(database_url: str, published: list[str]) -> Verdict:
+    """The post-trade feed against the books: each booked fill's exec_id on EXECUTIONS exactly once, nothing there
+    that was never booked, and nothing left unrelayed."""
+    verdict = Verdict(FEED)
+    with psycopg.connect(database_url) as conn:
+        booked = {row[0] for row in conn.execute("SELECT exec_id FROM executions WHERE quantity > 0")}
+        row = conn.execute("SELECT count(*) FROM execution_feed").fetchone()
+    times = Counter(published)
+    for exec_id, n in sorted(times.items()):
+        if n > 1:
+            verdict.add(f"{exec_id} is on the feed {n} times")
+    for exec_id in sorted(booked - times.keys()):
+        verdict.add(f"{exec_id} was booked and is not on the feed")
+    for exec_id in sorted(times.keys() - booked):
+        verdict.add(f"{exec_id} is on the feed and was never booked")
+    if row and row[0]:
+        verdict.add(f"{row[0]} booked fills still wait to be relayed")
     return verdict

@@ -24,7 +24,7 @@ import nats
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from brokerage.messaging.streams import ORDERS_STREAM
+from brokerage.messaging.streams import EXECUTIONS_STREAM, ORDERS_STREAM
 from brokerage.storage.grants import BY_NAME, ROLES, SERVICE_ROLES
 from brokerage.storage.migrate import load_snapshot
 from brokerage.storage.seed import seed
@@ -197,6 +197,20 @@ class World:
             for sample in family.samples:
                 totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
         return totals
+
+    async def executions_feed(self) -> list[str]:
+        """The Nats-Msg-Id (exec_id) of every message on the EXECUTIONS stream, in stream order."""
+        client = await nats.connect(self.messaging.url.split(","), connect_timeout=5)
+        try:
+            js = client.jetstream(timeout=10)
+            last = (await js.stream_info(EXECUTIONS_STREAM)).state.last_seq
+            ids = []
+            for sequence in range(1, last + 1):
+                message = await js.get_msg(EXECUTIONS_STREAM, sequence)
+                ids.append((message.headers or {}).get("Nats-Msg-Id", f"(no id at {sequence})"))
+            return ids
+        finally:
+            await client.close()
 
     async def stream_leader(self) -> str | None:
         """The NATS server leading ORDERS, or None while no one answers (a quorum lost)."""

@@ -187,6 +187,7 @@ async def _settle_and_check(world: World, load: Load, seed: int, timeline: Timel
     entries = read_drop_copy(world.exchange.target)
     result.verdicts.append(checks.books_from_drop_copy(world.database_url, entries))
     result.verdicts.append(checks.fifo(world.database_url, entries))  # the redriven orders' arrivals too
+    result.verdicts.append(await _feed(world))
     reconciled = await asyncio.to_thread(_reconcile, world)
     verdict = checks.Verdict("reconcile exits 0 once the breaks are resolved")
     if reconciled.returncode != 0:
@@ -215,7 +216,7 @@ def _fingerprint(world: World) -> tuple[Any, ...] | None:
             row = conn.execute(
                 """SELECT (SELECT count(*) FROM orders), (SELECT max(updated_at) FROM orders),
                           (SELECT count(*) FROM executions), (SELECT count(*) FROM breaks),
-                          (SELECT count(resolved_at) FROM breaks)"""
+                          (SELECT count(resolved_at) FROM breaks), (SELECT count(*) FROM execution_feed)"""
             ).fetchone()
     except psycopg.Error:
         return None
@@ -238,6 +239,16 @@ async def _quiesce(world: World, timeline: Timeline) -> bool:
         await asyncio.sleep(1.0)
     timeline.write("stuck", state=str(last))
     return False
+
+
+async def _feed(world: World) -> checks.Verdict:
+    try:
+        published = await world.executions_feed()
+    except Exception as error:
+        unread = checks.Verdict(checks.FEED)
+        unread.add(f"the EXECUTIONS stream could not be read: {error!r}")
+        return unread
+    return await asyncio.to_thread(checks.feed, world.database_url, published)
 
 
 def _breaks_by_kind(world: World) -> dict[str, int]:

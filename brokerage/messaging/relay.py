@@ -1,5 +1,5 @@
 """The outbox relay: publishes committed messages to JetStream and removes them from the outbox once JetStream has
-them.
+them. The orders' outbox has one in every OrderService replica, the post-trade feed's one in every CallbackService.
 
 Any number of relays may run (one per OrderService replica): each claims its own rows with SKIP LOCKED,
 and a message published twice (a relay died between the ack and its commit) is dropped by JetStream's
@@ -9,6 +9,7 @@ duplicate window, keyed by Nats-Msg-Id. While NATS is down messages wait in the 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
 from prometheus_client import Counter, Histogram
 
@@ -21,9 +22,25 @@ from brokerage.telemetry import get_logger
 
 log = get_logger(__name__)
 
-PUBLISHED = Counter("outbox_messages_published_total", "Outbox messages JetStream acknowledged")
-PUBLISH_FAILURES = Counter("outbox_publish_failures_total", "Outbox batches that failed to publish")
-BATCH_SIZE = Histogram("outbox_batch_size", "Messages per published outbox batch", buckets=(1, 5, 20, 100, 500))
+
+
+@dataclass(frozen=True)
+class RelayMetrics:
+    published: Counter
+    failures: Counter
+    batch_size: Histogram
+
+    @classmethod
+    def named(cls, prefix: str, what: str) -> RelayMetrics:
+        return cls(
+            Counter(f"{prefix}_messages_published_total", f"{what} JetStream acknowledged"),
+            Counter(f"{prefix}_publish_failures_total", f"{what}: batches that failed to publish"),
+            Histogram(f"{prefix}_batch_size", f"{what} per published batch", buckets=(1, 5, 20, 100, 500)),
+        )
+
+
+ORDERS_OUTBOX = RelayMetrics.named("outbox", "Outbox messages")
+EXECUTION_FEED = RelayMetrics.named("execution_feed", "Post-trade feed messages")
 
 MAX_BACKOFF_SECONDS = 2.0
 
@@ -37,12 +54,14 @@ class OutboxRelay:
         batch_size: int,
         poll_seconds: float,
         publish_timeout: float,
+        metrics: RelayMetrics = ORDERS_OUTBOX,
     ) -> None:
         self._outbox = outbox
         self._link = link
         self._batch_size = batch_size
         self._poll_seconds = poll_seconds
         self._publish_timeout = publish_timeout
+        self._metrics = metrics
         self._wakeup = asyncio.Event()
 
     def wake(self) -> None:
@@ -61,7 +80,7 @@ class OutboxRelay:
             except ShardCountMismatch:
                 raise
             except Exception as error:
-                PUBLISH_FAILURES.inc()
+                self._metrics.failures.inc()
                 log.warning("outbox relay failed; retrying", error=repr(error), retry_in=backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
@@ -73,8 +92,8 @@ class OutboxRelay:
             if not messages:
                 return 0
             await publish_all(js, messages, self._publish_timeout)
-        PUBLISHED.inc(len(messages))
-        BATCH_SIZE.observe(len(messages))
+        self._metrics.published.inc(len(messages))
+        self._metrics.batch_size.observe(len(messages))
         return len(messages)
 
     async def _wait_for_work(self) -> None:

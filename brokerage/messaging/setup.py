@@ -1,4 +1,5 @@
-"""Creates the ORDERS stream and every shard's consumer, idempotently: `python -m brokerage.messaging.setup`.
+"""Creates the ORDERS stream and every shard's consumer, and the EXECUTIONS stream (the post-trade feed),
+idempotently: `python -m brokerage.messaging.setup`.
 
 A deployment runs it once (a Kubernetes Job) before the workers start, so the stream is made with the intended
 settings (replicas, limits) rather than by whichever process happens to connect first; running it again changes
@@ -14,7 +15,7 @@ import nats
 
 from brokerage.messaging.connection import NatsAccess
 from brokerage.messaging.consumers import ensure_shard_consumer
-from brokerage.messaging.streams import ShardCountMismatch, ensure_orders_stream
+from brokerage.messaging.streams import ShardCountMismatch, ensure_executions_stream, ensure_orders_stream
 from brokerage.settings import Settings, load_settings
 from brokerage.telemetry import configure_logging, get_logger
 
@@ -28,6 +29,7 @@ async def set_up(settings: Settings) -> None:
         await ensure_orders_stream(js, settings)
         for shard in range(settings.shard_count):
             await ensure_shard_consumer(js, shard, settings.consumer_ack_wait_seconds)
+        await ensure_executions_stream(js, settings)
     finally:
         await client.close()
 

@@ -1,4 +1,5 @@
-"""The ORDERS stream: its settings (DESIGN.md, "Settings that matter") and the shard count it was made for."""
+"""The streams: ORDERS, its settings (DESIGN.md, "Settings that matter") and the shard count it was made for; and
+EXECUTIONS, the post-trade feed (docs/executions-feed.md)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from brokerage.domain.sharding import SUBJECT_PREFIX
 from brokerage.settings import Settings
 
 ORDERS_STREAM = "ORDERS"
+EXECUTIONS_STREAM = "EXECUTIONS"
+EXECUTIONS_SUBJECTS = "executions.*"  # executions.<shard>, the shard of the order's customer
 SHARD_COUNT_KEY = "shard_count"
 
 
@@ -54,3 +57,29 @@ async def ensure_orders_stream(js: JetStreamContext, settings: Settings) -> None
     recorded = (info.config.metadata or {}).get(SHARD_COUNT_KEY)
     if recorded is not None and int(recorded) != settings.shard_count:
         raise ShardCountMismatch(f"stream {ORDERS_STREAM}", int(recorded), settings.shard_count)
+
+
+def executions_stream_config(settings: Settings) -> StreamConfig:
+    """Kept for its readers (limits retention, a week by default); when full, publishing fails and the feed waits in
+    PostgreSQL rather than dropping messages no reader has seen."""
+    return StreamConfig(
+        name=EXECUTIONS_STREAM,
+        subjects=[EXECUTIONS_SUBJECTS],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        max_bytes=settings.stream_max_bytes,
+        max_age=settings.executions_max_age_seconds,
+        discard=DiscardPolicy.NEW,
+        duplicate_window=settings.stream_duplicate_window_seconds,
+        num_replicas=settings.stream_replicas,
+    )
+
+
+async def ensure_executions_stream(js: JetStreamContext, settings: Settings) -> None:
+    """Creates the feed's stream if it is missing (where the settings let this process manage streams)."""
+    try:
+        await js.stream_info(EXECUTIONS_STREAM)
+    except NotFoundError:
+        if not settings.nats_manage_streams:
+            raise StreamMissing(f"no stream {EXECUTIONS_STREAM}: run python -m brokerage.messaging.setup") from None
+        await js.add_stream(executions_stream_config(settings))

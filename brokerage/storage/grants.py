@@ -160,8 +160,10 @@ ROLES: tuple[Role, ...] = (
         "broker_callback",
         login="callback_service",
         functions=_SETTLEMENT,
-        tables={},
-        queries=frozenset({"apply_execution_reports", "record_malformed_reports"}),
+        # the post-trade feed's relay, as the orders' relay takes the outbox
+        tables={"execution_feed": frozenset({SELECT, DELETE})},
+        columns={"execution_feed": {UPDATE: frozenset({"feed_id"})}},
+        queries=frozenset({"apply_execution_reports", "record_malformed_reports", "take_feed_batch"}),
     ),
     Role(
         "broker_operations",

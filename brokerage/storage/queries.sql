@@ -56,6 +56,12 @@ DELETE FROM outbox
  WHERE message_id IN (SELECT message_id FROM outbox ORDER BY message_id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
 RETURNING message_id, dedupe_id, subject, payload, message_type;
 
+-- name: take_feed_batch
+-- The post-trade feed's outbox, as take_outbox_batch: its oldest rows, each with exec_id as its message id.
+DELETE FROM execution_feed
+ WHERE feed_id IN (SELECT feed_id FROM execution_feed ORDER BY feed_id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
+RETURNING feed_id AS message_id, exec_id AS dedupe_id, subject, payload, 'ExecutionBooked' AS message_type;
+
 -- The workers' group commits: each parameter is an array, an element per call (storage.group_commit).
 -- name: claim_for_submissions
 SELECT c.ordinal, (c.claimed).* FROM claim_for_submissions(%(order_id)s, %(batch_max)s) AS c;

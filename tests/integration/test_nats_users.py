@@ -19,7 +19,13 @@ from nats.js.api import StreamConfig
 from brokerage.messaging.connection import JetStreamLink, NatsAccess
 from brokerage.messaging.consumers import shard_consumer_name
 from brokerage.messaging.setup import set_up
-from brokerage.messaging.streams import ORDERS_STREAM, StreamMissing, ensure_orders_stream
+from brokerage.messaging.streams import (
+    EXECUTIONS_STREAM,
+    ORDERS_STREAM,
+    StreamMissing,
+    ensure_executions_stream,
+    ensure_orders_stream,
+)
 from brokerage.settings import Settings
 from devtools.stack import NatsServer, free_port
 from devtools.tls import DevCertificates
@@ -146,6 +152,22 @@ async def test_callback_service_rings_the_doorbell_and_publishes_no_order(
     finally:
         await listener.close()
         await callback.close()
+
+
+async def test_callback_service_publishes_the_post_trade_feed_and_makes_no_stream(
+    secured_nats: tuple[NatsServer, dict[str, Path], Path], stream_made: None
+) -> None:
+    settings = settings_as("callback-service", secured_nats, nats_manage_streams=False)
+    link = JetStreamLink(NatsAccess.of(settings), "callback-service", lambda js: ensure_executions_stream(js, settings))
+    try:
+        js = await link.jetstream()  # the feed's stream read: the setup made it
+        headers = {"Nats-Msg-Id": "E-1"}
+        first = await js.publish("executions.3", b"{}", headers=headers, timeout=5)
+        again = await js.publish("executions.3", b"{}", headers=headers, timeout=5)
+    finally:
+        await link.close()
+
+    assert first.stream == EXECUTIONS_STREAM and again.duplicate and again.seq == first.seq
 
 
 async def test_without_stream_management_a_missing_stream_is_the_setup_jobs_to_make(

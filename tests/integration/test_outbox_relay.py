@@ -101,7 +101,7 @@ async def test_orders_keep_being_placed_while_nats_is_down_and_go_out_once_when_
 
 
 async def test_two_relays_publish_every_message_exactly_once(settings: Settings, db: psycopg.Connection) -> None:
-    published_before = relay_module.PUBLISHED._value.get()
+    published_before = relay_module.ORDERS_OUTBOX.published._value.get()
     async with running_app(settings) as first, running_app(settings) as second:
         channels = [customer_channel(f"127.0.0.1:{a.running.port}") for a in (first, second)]
         stubs = [orders_pb2_grpc.OrderServiceStub(c) for c in channels]
@@ -117,7 +117,7 @@ async def test_two_relays_publish_every_message_exactly_once(settings: Settings,
 
     ids = [message_id for message_id, _ in await stream_messages(settings.nats_url)]
     assert sorted(ids) == sorted(o.order_id for o in orders)
-    assert relay_module.PUBLISHED._value.get() - published_before == 200  # no row published twice
+    assert relay_module.ORDERS_OUTBOX.published._value.get() - published_before == 200  # no row published twice
 
 
 async def test_a_process_configured_for_another_shard_count_refuses_to_start(
