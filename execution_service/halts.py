@@ -26,8 +26,8 @@ HALTS_IN_FORCE = Gauge("trading_halts_in_force", "Trading halts in force, by sco
 KILL_SWITCH = Gauge("trading_kill_switch_engaged", "1 while a firm-wide trading halt (the kill switch) is in force.")
 KEPT_FROM_VENUE = Counter(
     "execution_orders_kept_from_venue_total",
-    "Claimed orders a halt kept from the venue just before their send: rejected, or withheld (one that may have "
-    "left before stays waiting).",
+    "Claimed orders a halt kept from the venue just before their send: rejected, canceled (a halt canceling open "
+    "orders), or withheld (one that may have left before stays waiting).",
     ("outcome",),
 )
 
@@ -71,7 +71,8 @@ class HaltWatch:
 
     async def keep_back(self, orders: Sequence[Order]) -> dict[str, str]:
         """Of these claimed orders, those a halt keeps from the venue, by order id: 'rejected' (REJECTED
-        TRADING_HALTED and released) or 'withheld' (it may have left before; it stays waiting)."""
+        TRADING_HALTED) or 'canceled' (by a halt that cancels open orders), released; or 'withheld' (it may have left
+        before; it stays waiting)."""
         halts = self._halts
         if halts is None or self._clock() - halts.read_at > self._max_age:
             suspects = list(orders)  # no copy to trust: the database checks them all

@@ -62,6 +62,7 @@ class ExecutionApp:
             self.board.follow(),
             self.halts.follow(),
             self.sweeper.run(),
+            self.sweeper.follow_halt_cancels(self.settings.halt_refresh_seconds),
             self.quote_feed.run(),
             self.running.health.follow(
                 [self.ping_database, self.check_nats], interval=self.settings.readiness_interval_seconds

@@ -8,6 +8,8 @@
 - A DAY order still waiting at its expiry (rule 10) ends: one no worker took is canceled as expired at once; one a
   worker took (or parked) only after the grace, once the venue, asked to cancel it, says it never received it (its
   tombstone refuses the order from then on). The venue's own close ends what it has.
+- A halt set with cancel_open_orders has a cancel job per shard: its orders open when it was set are canceled, at
+  once where no worker took them, else through a cancel request to the venue (this loop runs at the halts' pace).
 
 Safe with any number of replicas: each order is taken by one sweeper at a time (row locks, SKIP LOCKED), and
 re-driven at most once per interval. Paused shards are left alone, and busy ones are given longer: their orders
@@ -34,7 +36,7 @@ from brokerage.messaging.doorbell import Doorbell
 from brokerage.messaging.messages import MessageType, encode_cancel_requested, encode_order_placed
 from brokerage.messaging.publishing import Publication, publish_all
 from brokerage.storage.submissions import SubmissionStore
-from brokerage.storage.sweeps import SweepStore, SweepWindow, UnsentCancel, UnsentOrder
+from brokerage.storage.sweeps import HaltCancel, SweepStore, SweepWindow, UnsentCancel, UnsentOrder
 from brokerage.telemetry import get_logger, log_context
 
 log = get_logger(__name__)
@@ -49,7 +51,13 @@ UNKNOWN_AT_EXCHANGE = Counter(
 EXPIRED = Counter(
     "execution_orders_expired_total", "DAY orders ended at their expiry, by whether a worker took them.", ("claimed",)
 )
+HALT_CANCELS = Counter(
+    "execution_halt_cancels_total",
+    "Orders a halt's cancel job reached: canceled at once, or their cancel requested of the venue.",
+    ("outcome",),
+)
 BATCH_LIMIT = 500
+HALT_CANCEL_BATCH = 200  # orders of one shard's job per transaction
 EXPIRED_UNSENT = "expired: the session ended before the order reached the exchange"
 EXPIRED_AT_CLOSE = "expired: the session ended; the exchange never received the order"
 Due = TypeVar("Due", UnsentOrder, UnsentCancel)
@@ -100,6 +108,35 @@ class Sweeper:
                     await sweep()
                 except Exception as error:
                     log.warning("sweep failed", sweep=sweep.__name__, error=repr(error))
+
+    async def follow_halt_cancels(self, interval: float) -> None:
+        """Works the owned shards' halt cancel jobs every interval until cancelled (a kill switch's cancels must not
+        wait for the slower sweeps)."""
+        while not stop_requested():
+            try:
+                while await self.cancel_for_halts() >= HALT_CANCEL_BATCH:
+                    pass  # more in scope
+            except Exception as error:
+                log.warning("halt cancels failed", error=repr(error))
+            await asyncio.sleep(interval)
+
+    async def cancel_for_halts(self) -> int:
+        """One batch of the halt cancel jobs: canceled at once, or a cancel request published for the worker to
+        take to the venue (the unsent-cancel sweep re-drives one whose message is lost). Returns how many."""
+        reached = await self._store.cancel_for_halts(self._shards, HALT_CANCEL_BATCH)
+        if not reached:
+            return 0
+        requests = [_halt_cancel(item) for item in reached if item.outcome == "requested"]
+        if requests and self._link.connected:
+            js = await self._link.jetstream()
+            await publish_all(js, requests, self._policy.publish_timeout)
+        for item in reached:
+            HALT_CANCELS.labels(item.outcome).inc()
+            log.warning(
+                "order canceled by a halt", order_id=item.order_id, customer_id=item.customer_id, outcome=item.outcome
+            )
+        await self._doorbell.ring(sorted({item.customer_id for item in reached}))
+        return len(reached)
 
     async def republish_unsent(self) -> int:
         """Publishes again the orders PLACED too long. They are marked swept first: should publishing fail, they
@@ -199,6 +236,16 @@ def _wake_up(order: UnsentOrder) -> Publication:
 def _retry_wake_up(order: UnsentOrder) -> Publication:
     wake_up = _wake_up(order)
     return Publication(wake_up.subject, wake_up.payload, dedupe_id=f"{order.order_id}:retry:{order.sweep_count}")
+
+
+def _halt_cancel(item: HaltCancel) -> Publication:
+    """As the customer's cancel request: one per order (its cancel_requested_at was unset), the same message id."""
+    return Publication(
+        subject_for_shard(item.shard),
+        encode_cancel_requested(order_id=item.order_id, customer_id=item.customer_id, shard=item.shard),
+        dedupe_id=f"{item.order_id}:cancel",
+        message_type=MessageType.CANCEL_REQUESTED,
+    )
 
 
 def _cancel_wake_up(cancel: UnsentCancel) -> Publication:

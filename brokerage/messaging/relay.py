@@ -23,7 +23,6 @@ from brokerage.telemetry import get_logger
 log = get_logger(__name__)
 
 
-
 @dataclass(frozen=True)
 class RelayMetrics:
     published: Counter

@@ -68,11 +68,12 @@ _WORKER_CALLS = frozenset(
         "end_unsent_order",
         "expire_unclaimed_orders",
         "withhold_halted_claims",
+        "cancel_for_halts",
     }
 )
 # The risk controls' levers: the operations service's alone, each called by the named query of its name.
 _RISK_LEVERS = frozenset({"set_trading_halt", "clear_trading_halt", "set_account_status", "set_limits"})
-_RISK_TABLES = ("trading_halts", "risk_limits", "risk_events")
+_RISK_TABLES = ("trading_halts", "risk_limits", "risk_events", "halt_cancel_jobs")
 _SHARD_COUNT_QUERIES = frozenset({"record_shard_count", "recorded_shard_count"})
 
 

@@ -498,6 +498,9 @@ SELECT * FROM trading_halts WHERE cleared_at IS NULL ORDER BY halt_id DESC;
 -- name: withhold_halted_claims
 SELECT * FROM withhold_halted_claims(%(order_ids)s::text[]);
 
+-- name: cancel_for_halts
+SELECT * FROM cancel_for_halts(%(shards)s::integer[], %(limit)s);
+
 -- name: set_trading_halt
 SELECT (h.o_halt).*, h.o_set
   FROM set_trading_halt(%(scope)s, %(symbol)s, %(customer_id)s, %(reason)s, %(cancel_open_orders)s, %(issuer)s,

@@ -164,6 +164,34 @@ CREATE TRIGGER risk_events_append_only BEFORE UPDATE OR DELETE ON risk_events
 CREATE TRIGGER risk_events_no_truncate BEFORE TRUNCATE ON risk_events
     FOR EACH STATEMENT EXECUTE FUNCTION risk_events_append_only();
 
+-- A halt set with cancel_open_orders also cancels every order open in its scope when it was set (0021): a job per
+-- shard, persisted so it survives a crash, worked by the shard's workers until nothing in scope is left open.
+CREATE TABLE halt_cancel_jobs (
+    halt_id     bigint NOT NULL REFERENCES trading_halts,
+    shard       integer NOT NULL,
+    canceled    integer NOT NULL DEFAULT 0,  -- orders canceled at once
+    requested   integer NOT NULL DEFAULT 0,  -- cancels asked of the venue
+    finished_at timestamptz,
+    PRIMARY KEY (halt_id, shard)
+);
+CREATE INDEX halt_cancel_jobs_unfinished ON halt_cancel_jobs (shard) WHERE finished_at IS NULL;
+
+-- A customer's halt has its customer's shard to work; a symbol's or the firm's, every shard.
+CREATE FUNCTION trading_halts_cancel_jobs() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_shards integer;
+BEGIN
+    SELECT shard_count INTO v_shards FROM shard_config;
+    INSERT INTO halt_cancel_jobs (halt_id, shard)
+    SELECT NEW.halt_id, s FROM generate_series(0, v_shards - 1) AS s
+     WHERE NEW.customer_id IS NULL OR s = shard_of(NEW.customer_id, v_shards);
+    RETURN NULL;
+END;
+$$;
+CREATE TRIGGER trading_halts_cancel_jobs AFTER INSERT ON trading_halts
+    FOR EACH ROW WHEN (NEW.cancel_open_orders) EXECUTE FUNCTION trading_halts_cancel_jobs();
+
 -- ----------------------------------------------------------------------------------------------------------- orders
 
 -- The trades table. A market order is a DAY order (rule 10); its status only moves forward (order_transitions,
@@ -998,11 +1026,39 @@ BEGIN
 END;
 $$;
 
+-- Ends a waiting order that never reached the venue as CANCELED with the reason, its reservation released.
+CREATE FUNCTION cancel_unsent(p_order orders, p_reason text) RETURNS orders
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_order orders;
+BEGIN
+    PERFORM release_reservation(p_order);
+    UPDATE orders SET status = 'CANCELED', status_reason = p_reason, reserved_cash = 0, reserved_shares = 0,
+                      updated_at = now()
+     WHERE order_id = p_order.order_id
+    RETURNING * INTO v_order;
+    PERFORM append_order_event(v_order, 'canceled');
+    RETURN v_order;
+END;
+$$;
+
+-- How a halt ends an order that never left: canceled when the halt cancels the orders open when it was set and the
+-- order was one of them, else REJECTED TRADING_HALTED (0019).
+CREATE FUNCTION end_halted_unsent(p_order orders, p_halt trading_halts) RETURNS orders
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF p_halt.cancel_open_orders AND p_order.created_at <= p_halt.set_at THEN
+        RETURN cancel_unsent(p_order, 'canceled: trading halted');
+    END IF;
+    RETURN reject_unsent(p_order, 'TRADING_HALTED', halt_notice(p_halt));
+END;
+$$;
+
 -- A halt stops orders that have not left (15c3-5 checks before an order leaves), and never holds them for its clear
 -- (their collars would be stale by then): the customer's waiting orders through p_through under a halt in force are
--- REJECTED TRADING_HALTED, those never claimed. One claimed before may be at the venue already: it and the
--- customer's later orders wait (FIFO), until the halt is cleared or its cancel job asks the venue. Returns the
--- sequence a claim may take the customer's orders through. Under the customer's lock, taken first, as everywhere.
+-- ended as the halt says (end_halted_unsent: REJECTED TRADING_HALTED, or canceled), those never claimed. One claimed
+-- before may be at the venue already: it and the customer's later orders wait (FIFO), until the halt is cleared or its
+-- cancel job asks the venue. Returns the sequence a claim may take the customer's orders through. Under the customer's lock, taken first, as everywhere.
 CREATE FUNCTION reject_halted_waiting(p_customer_id text, p_through bigint) RETURNS bigint
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -1025,7 +1081,7 @@ BEGIN
         IF v_order.claims > 0 THEN
             RETURN v_order.sequence - 1;
         END IF;
-        PERFORM reject_unsent(v_order, 'TRADING_HALTED', halt_notice(v_halt));
+        PERFORM end_halted_unsent(v_order, v_halt);
     END LOOP;
     RETURN p_through;
 END;
@@ -1087,9 +1143,10 @@ BEGIN
 END;
 $$;
 
--- The worker's check just before it sends claimed orders: each under a halt in force is kept from the venue, REJECTED
--- TRADING_HALTED when this is its first claim and no earlier send's outcome is unknown ('rejected'), else left
--- waiting as reject_halted_waiting leaves it ('withheld'). Returns those it kept back; the worker sends the rest.
+-- The worker's check just before it sends claimed orders: each under a halt in force is kept from the venue, ended as
+-- its halt says (end_halted_unsent: 'rejected' TRADING_HALTED, or 'canceled' by a halt that cancels open orders) when
+-- this is its first claim and no earlier send's outcome is unknown, else left waiting as reject_halted_waiting leaves
+-- it ('withheld'). Returns those it kept back; the worker sends the rest.
 CREATE FUNCTION withhold_halted_claims(p_order_ids text[])
 RETURNS TABLE (order_id text, outcome text)
 LANGUAGE plpgsql SET enable_seqscan = off AS $$
@@ -1104,10 +1161,65 @@ BEGIN
         SELECT * INTO v_order FROM orders o WHERE o.order_id = v_order.order_id FOR UPDATE;
         CONTINUE WHEN v_order.status <> 'PLACED';
         IF v_order.claims = 1 AND v_order.unknown_outcomes = 0 THEN
-            PERFORM reject_unsent(v_order, 'TRADING_HALTED', halt_notice(v_halt));
-            RETURN QUERY SELECT v_order.order_id, 'rejected';
+            v_order := end_halted_unsent(v_order, v_halt);
+            RETURN QUERY SELECT v_order.order_id, lower(v_order.status);
         ELSE
             RETURN QUERY SELECT v_order.order_id, 'withheld';
+        END IF;
+    END LOOP;
+END;
+$$;
+
+-- Works the unfinished jobs of these shards, at most p_limit orders each: returns the orders asked of the venue (the
+-- caller publishes their cancel requests; the sweeper re-drives any whose message is lost) and those canceled at once.
+-- A job with nothing left in scope finishes. Each order under its customer's lock, taken first, as everywhere.
+CREATE FUNCTION cancel_for_halts(p_shards integer[], p_limit integer)
+RETURNS TABLE (order_id text, customer_id text, shard integer, outcome text)
+LANGUAGE plpgsql SET enable_seqscan = off AS $$
+DECLARE
+    v_job   halt_cancel_jobs;
+    v_halt  trading_halts;
+    v_id    text;
+    v_order orders;
+    v_found integer;
+BEGIN
+    FOR v_job IN
+        SELECT * FROM halt_cancel_jobs j WHERE j.shard = ANY(p_shards) AND j.finished_at IS NULL
+           FOR UPDATE SKIP LOCKED
+    LOOP
+        SELECT * INTO v_halt FROM trading_halts h WHERE h.halt_id = v_job.halt_id;
+        v_found := 0;
+        FOR v_id IN
+            SELECT o.order_id FROM orders o
+             WHERE o.shard = v_job.shard AND o.status IN ('PLACED', 'SUBMITTED', 'PARTIALLY_FILLED')
+               AND o.cancel_requested_at IS NULL AND o.created_at <= v_halt.set_at
+               AND (v_halt.scope = 'FIRM' OR (v_halt.scope = 'SYMBOL' AND o.symbol = v_halt.symbol)
+                    OR (v_halt.scope = 'CUSTOMER' AND o.customer_id = v_halt.customer_id))
+             ORDER BY o.customer_id, o.sequence
+             LIMIT p_limit
+        LOOP
+            v_found := v_found + 1;
+            SELECT * INTO v_order FROM orders o WHERE o.order_id = v_id;
+            PERFORM 1 FROM balances b WHERE b.customer_id = v_order.customer_id FOR UPDATE;
+            SELECT * INTO v_order FROM orders o WHERE o.order_id = v_id FOR UPDATE;
+            CONTINUE WHEN v_order.status NOT IN ('PLACED', 'SUBMITTED', 'PARTIALLY_FILLED')
+                          OR v_order.cancel_requested_at IS NOT NULL;
+            IF v_order.status = 'PLACED' AND v_order.claimed_at IS NULL THEN
+                v_order := cancel_unsent(v_order, 'canceled: trading halted');
+                UPDATE halt_cancel_jobs j SET canceled = j.canceled + 1
+                 WHERE j.halt_id = v_job.halt_id AND j.shard = v_job.shard;
+                RETURN QUERY SELECT v_order.order_id, v_order.customer_id, v_order.shard, 'canceled';
+            ELSE
+                UPDATE orders o SET cancel_requested_at = now(), updated_at = now() WHERE o.order_id = v_id
+                RETURNING * INTO v_order;
+                PERFORM append_order_event(v_order, 'cancel_requested');
+                UPDATE halt_cancel_jobs j SET requested = j.requested + 1
+                 WHERE j.halt_id = v_job.halt_id AND j.shard = v_job.shard;
+                RETURN QUERY SELECT v_order.order_id, v_order.customer_id, v_order.shard, 'requested';
+            END IF;
+        END LOOP;
+        IF v_found = 0 THEN
+            UPDATE halt_cancel_jobs j SET finished_at = now() WHERE j.halt_id = v_job.halt_id AND j.shard = v_job.shard;
         END IF;
     END LOOP;
 END;
@@ -2049,6 +2161,7 @@ ALTER FUNCTION set_account_status(text, text, text, text, text, text)
 ALTER FUNCTION set_limits(text, numeric, bigint, numeric, integer, text, text, text, text)
     SECURITY DEFINER SET search_path = public, pg_temp;
 ALTER FUNCTION withhold_halted_claims(text[]) SECURITY DEFINER SET search_path = public, pg_temp;
+ALTER FUNCTION cancel_for_halts(integer[], integer) SECURITY DEFINER SET search_path = public, pg_temp;
 
 -- OrderService: places and cancels through its functions; reads its customers' orders, events, cash and positions,
 -- the reference data and the shard count (recorded by the first process to start); the relay takes outbox rows.
@@ -2118,5 +2231,7 @@ GRANT EXECUTE ON FUNCTION set_trading_halt(text, text, text, text, boolean, text
                           limits_in_force(text) TO broker_operations;
 GRANT SELECT ON trading_halts, risk_limits, risk_events TO broker_operations;
 -- The workers read the halts (their cache, checked before each send) and keep halted claims from the venue.
-GRANT EXECUTE ON FUNCTION withhold_halted_claims(text[]) TO broker_execution;
+GRANT EXECUTE ON FUNCTION withhold_halted_claims(text[]), cancel_for_halts(integer[], integer) TO broker_execution;
 GRANT SELECT ON trading_halts TO broker_execution;
+-- The operations service shows the halts' cancel jobs' progress beside the halts.
+GRANT SELECT ON halt_cancel_jobs TO broker_operations;

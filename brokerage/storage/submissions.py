@@ -42,8 +42,9 @@ class SubmissionStore:
         return [order_from_row(row) for row in rows]
 
     async def withhold_halted_claims(self, order_ids: Sequence[str]) -> dict[str, str]:
-        """Of these claimed orders, those under a halt in force, kept from the venue: 'rejected' (a first claim,
-        never sent: REJECTED TRADING_HALTED and released) or 'withheld' (it may have left before: left waiting)."""
+        """Of these claimed orders, those under a halt in force, kept from the venue: a first claim, never sent,
+        ended as its halt says ('rejected' TRADING_HALTED, or 'canceled') and released; or 'withheld' (it may have left
+        before: left waiting)."""
         rows = await fetch_all(self._pool, "withhold_halted_claims", {"order_ids": list(order_ids)})
         return {row["order_id"]: row["outcome"] for row in rows}
 

@@ -31,6 +31,16 @@ class UnsentOrder:
 
 
 @dataclass(frozen=True)
+class HaltCancel:
+    """An order a halt's cancel job reached: 'canceled' at once, or its cancel 'requested' of the venue."""
+
+    order_id: str
+    customer_id: str
+    shard: int
+    outcome: str
+
+
+@dataclass(frozen=True)
 class UnsentCancel:
     """A customer's cancel to publish again."""
 
@@ -65,6 +75,12 @@ class SweepStore:
         """Cancels of the window's (unpaused) shards asked, and not sent, for longer than its limits; likewise."""
         rows = await fetch_all(self._pool, "claim_unsent_cancels", self._params(window, limit))
         return [UnsentCancel(**row) for row in rows]
+
+    async def cancel_for_halts(self, shards: tuple[int, ...], limit: int) -> list[HaltCancel]:
+        """Works the shards' halt cancel jobs a batch further: the orders canceled at once, and those whose cancel
+        is now asked of the venue (their messages the caller's to publish)."""
+        rows = await fetch_all(self._pool, "cancel_for_halts", {"shards": list(shards), "limit": limit})
+        return [HaltCancel(**row) for row in rows]
 
     async def due_retries(self, shards: tuple[int, ...], after: timedelta, limit: int) -> list[UnsentOrder]:
         """Orders whose backoff is over, marked swept now: their wake-ups lift their customers' holds."""

@@ -354,3 +354,37 @@ async def test_orders_waiting_when_a_halt_lands_never_reach_the_venue_and_after_
     assert fake_exchange.arrivals() == [after[0].order_id]
     codes = db.execute("SELECT DISTINCT reject_code FROM orders WHERE order_id = ANY(%s)", (ids,)).fetchall()
     assert codes == [("TRADING_HALTED",)]
+
+
+async def test_a_halt_that_cancels_open_orders_cancels_waiting_ones_and_asks_the_venue_for_taken_ones(
+    app: OrderServiceApp,
+    stub: orders_pb2_grpc.OrderServiceStub,
+    execution_settings: Settings,
+    fake_exchange: FakeExchange,
+    db: psycopg.Connection,
+) -> None:
+    waiting = await place_many(stub, ["1", "2"], per_customer=2)  # no worker runs yet: they wait
+    taken = waiting[0].order_id if waiting[0].customer_id == "2" else waiting[-1].order_id
+    db.execute("UPDATE orders SET claimed_at = now(), claims = 1 WHERE order_id = %s", (taken,))  # sent? unknown
+    db.execute(
+        "SELECT set_trading_halt('FIRM', NULL, NULL, 'runaway algo', true, %s, %s, %s)",
+        OPERATOR,
+    )
+    later = await stub.PlaceOrder(place(customer="3", key="later"), timeout=5)
+
+    async with running_service(start_execution, execution_settings):
+        ids = [o.order_id for o in waiting]
+        await eventually(lambda: set(statuses(db, ids).values()) == {"CANCELED"}, "every open order canceled", 10)
+        jobs_done = "SELECT count(*) FROM halt_cancel_jobs WHERE finished_at IS NULL"
+        await eventually(lambda: db.execute(jobs_done).fetchone() == (0,), "every shard's job finished")
+
+    assert later.reject_code == code(RejectCode.TRADING_HALTED)  # placed after the halt: never open
+    assert fake_exchange.cancels == [taken]  # asked of the venue, which never had it: ended by its tombstone
+    assert fake_exchange.arrivals() == []
+    reasons = dict(db.execute("SELECT order_id, status_reason FROM orders WHERE order_id = ANY(%s)", (ids,)).fetchall())
+    assert {r for i, r in reasons.items() if i != taken} == {"canceled: trading halted"}
+    for customer in ("1", "2"):
+        assert available(db, customer) == (Decimal("100000.00"), Decimal("0"))
+    # the waiting ones canceled by the job, or by a claim that met the halt first; the taken one only by the job
+    jobs = db.execute("SELECT count(*), sum(canceled), sum(requested) FROM halt_cancel_jobs").fetchone()
+    assert jobs is not None and (jobs[0], jobs[2]) == (16, 1) and jobs[1] <= 3
