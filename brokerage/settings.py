@@ -102,6 +102,10 @@ class Settings(BaseSettings):
     watches_per_customer: int = Field(default=10, ge=1)  # WatchOrders streams of one customer on one replica
 
     price_collar: Decimal = Field(default=Decimal("0.05"), gt=0, lt=1)
+    # The firm's credit threshold: past this gross buy notional accepted in a New York trading day, the operations
+    # service engages the firm-wide halt by itself (once a day; an operator's clear stands).
+    firm_daily_buy_notional_threshold: Decimal = Field(default=Decimal("1000000000"), gt=0)
+    firm_threshold_check_seconds: float = Field(default=1.0, gt=0)
     max_order_quantity: int = Field(default=1_000_000, ge=1)
     quote_max_age_seconds: float = Field(default=10.0, gt=0)
     market_hours: MarketHours = MarketHours.ALWAYS_OPEN

@@ -27,7 +27,7 @@ from brokerage.storage.settlements import SettlementStore
 from operations_service.desk import RepairDesk
 from operations_service.risk import RULES as RISK_RULES
 from operations_service.risk import SERVICE_NAME as RISK_SERVICE
-from operations_service.risk import RiskServicer
+from operations_service.risk import FirmThreshold, RiskServicer
 from operations_service.servicer import POLICY as REPAIR_POLICY
 from operations_service.servicer import SERVICE_NAME, OperationsServicer
 
@@ -40,11 +40,15 @@ class OperationsApp:
     settings: Settings
     pool: AsyncConnectionPool
     exchange: ExchangeClient
+    threshold: FirmThreshold
     running: RunningServer
 
     def background(self) -> list[Coroutine[Any, Any, None]]:
-        """Readiness follows PostgreSQL."""
-        return [self.running.health.follow([self.ping_database], interval=self.settings.readiness_interval_seconds)]
+        """Readiness follows PostgreSQL; the firm's daily notional threshold is watched."""
+        return [
+            self.running.health.follow([self.ping_database], interval=self.settings.readiness_interval_seconds),
+            self.threshold.watch(),
+        ]
 
     async def ping_database(self) -> None:
         await ping(self.pool)
@@ -66,12 +70,14 @@ async def start(settings: Settings) -> OperationsApp:
     )
     desk = RepairDesk(RepairStore(pool), SettlementStore(pool, batch_max=64, flushers=1), exchange)
     servicer = OperationsServicer(desk, partial(_reconcile, settings, exchange))
+    risk = RiskStore(pool)
     services = [
         Service(SERVICE_NAME, servicer, operations_pb2_grpc.add_OperationsServiceServicer_to_server),
-        Service(RISK_SERVICE, RiskServicer(RiskStore(pool)), operations_pb2_grpc.add_RiskServiceServicer_to_server),
+        Service(RISK_SERVICE, RiskServicer(risk), operations_pb2_grpc.add_RiskServiceServicer_to_server),
     ]
     running = await create_service_server(settings, services, [IdentityBoundary(verifier, POLICY)])
-    return OperationsApp(settings, pool, exchange, running)
+    threshold = FirmThreshold(risk, settings.firm_daily_buy_notional_threshold, settings.firm_threshold_check_seconds)
+    return OperationsApp(settings, pool, exchange, threshold, running)
 
 
 async def _reconcile(settings: Settings, exchange: ExchangeClient, day: date) -> list[CheckResult]:

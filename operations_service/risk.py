@@ -4,8 +4,13 @@ subject) and the peer (its certificate's identity under mutual TLS, else its add
 
 from __future__ import annotations
 
-from grpc import aio
+import asyncio
+from decimal import Decimal
 
+from grpc import aio
+from prometheus_client import Gauge
+
+from brokerage.background import stop_requested
 from brokerage.domain.errors import FieldViolation, InvalidRequest, NotFound
 from brokerage.domain.identifiers import id_violations
 from brokerage.domain.money import format_decimal
@@ -56,6 +61,39 @@ STATUSES = {
 }
 STATUSES_TO_PROTO = {status: value for value, status in STATUSES.items()}
 HALTS_LISTED = 1_000
+FIRM_BUY_NOTIONAL = Gauge(
+    "firm_buy_notional_today", "Gross notional of the buys the firm accepted today (New York), as last summed."
+)
+
+
+class FirmThreshold:
+    """The firm's credit threshold: sums the day's accepted buys each check and engages the firm-wide halt by itself
+    when they reach the threshold (the database decides, once a day; every replica may check)."""
+
+    def __init__(self, store: RiskStore, threshold: Decimal, every: float) -> None:
+        self._store = store
+        self._threshold = threshold
+        self._every = every
+
+    async def watch(self) -> None:
+        while not stop_requested():
+            try:
+                await self.check()
+            except Exception as error:
+                log.warning("firm threshold check failed", error=repr(error))
+            await asyncio.sleep(self._every)
+
+    async def check(self) -> int | None:
+        notional, halt_id = await self._store.engage_firm_threshold(self._threshold)
+        FIRM_BUY_NOTIONAL.set(float(notional))  # a gauge's sample, not money
+        if halt_id is not None:
+            log.critical(
+                "firm halt engaged at the daily notional threshold",
+                halt_id=halt_id,
+                notional=str(notional),
+                threshold=str(self._threshold),
+            )
+        return halt_id
 
 
 class RiskServicer(operations_pb2_grpc.RiskServiceServicer):

@@ -72,8 +72,10 @@ _WORKER_CALLS = frozenset(
     }
 )
 # The risk controls' levers: the operations service's alone, each called by the named query of its name.
-_RISK_LEVERS = frozenset({"set_trading_halt", "clear_trading_halt", "set_account_status", "set_limits"})
-_RISK_TABLES = ("trading_halts", "risk_limits", "risk_events", "halt_cancel_jobs")
+_RISK_LEVERS = frozenset(
+    {"set_trading_halt", "clear_trading_halt", "set_account_status", "set_limits", "engage_firm_threshold_halt"}
+)
+_RISK_TABLES = ("trading_halts", "risk_limits", "risk_events", "halt_cancel_jobs", "firm_buy_notional")
 _SHARD_COUNT_QUERIES = frozenset({"record_shard_count", "recorded_shard_count"})
 
 

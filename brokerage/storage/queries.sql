@@ -532,6 +532,9 @@ SELECT * FROM set_limits(%(customer_id)s, %(max_order_notional)s, %(max_order_qu
 SELECT l.* FROM limits_in_force(%(customer_id)s) l
  WHERE %(customer_id)s = '' OR EXISTS (SELECT 1 FROM balances b WHERE b.customer_id = %(customer_id)s);
 
+-- name: engage_firm_threshold_halt
+SELECT * FROM engage_firm_threshold_halt(%(threshold)s);
+
 -- name: list_risk_events
 -- Newest first, after the page token's event; the detail as its JSON text (numbers exact, never floats).
 SELECT event_id, occurred_at, action, customer_id, symbol, halt_id, detail::text AS detail, reason, operator_issuer,

@@ -5,6 +5,7 @@ workers read them."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
@@ -85,6 +86,12 @@ class RiskStore:
         """The limits in force for the customer ('' : the firm's defaults); None for an unknown customer."""
         rows = await fetch_all(self._pool, "get_limits", {"customer_id": customer_id})
         return _limits(rows[0]) if rows else None
+
+    async def engage_firm_threshold(self, threshold: Decimal) -> tuple[Decimal, int | None]:
+        """The firm's accepted buy notional today, and the firm halt engaged now if it reached the threshold (None:
+        nothing engaged: below it, a firm halt already in force, or engaged by it earlier today)."""
+        [row] = await fetch_all(self._pool, "engage_firm_threshold_halt", {"threshold": threshold})
+        return row["o_notional"], row["o_halt_id"]
 
     async def events(self, *, limit: int, before: int | None) -> list[RiskEvent]:
         rows = await fetch_all(self._pool, "list_risk_events", {"limit": limit, "before": before})

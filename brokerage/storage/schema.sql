@@ -176,6 +176,16 @@ CREATE TABLE halt_cancel_jobs (
 );
 CREATE INDEX halt_cancel_jobs_unfinished ON halt_cancel_jobs (shard) WHERE finished_at IS NULL;
 
+-- The firm's credit threshold (0022): the gross notional of the buys accepted today, in counters spread over slots
+-- (a connection writes its backend pid's), and a firm-wide halt engaged by itself once it reaches the operations
+-- service's threshold (engage_firm_threshold_halt).
+CREATE TABLE firm_buy_notional (
+    day      date NOT NULL,
+    slot     integer NOT NULL,
+    notional numeric(20,4) NOT NULL DEFAULT 0 CHECK (notional >= 0),
+    PRIMARY KEY (day, slot)
+);
+
 -- A customer's halt has its customer's shard to work; a symbol's or the firm's, every shard.
 CREATE FUNCTION trading_halts_cancel_jobs() RETURNS trigger
 LANGUAGE plpgsql AS $$
@@ -842,7 +852,8 @@ END;
 $$;
 
 -- Group commit of placements: one row per order, in the order given; a row of nulls for an unknown customer, and
--- only o_retry_after for one past its rate limit.
+-- only retry_after for one past its rate limit. The batch's accepted buy notional goes to the firm's day counter, as
+-- its last write (0022).
 CREATE FUNCTION place_orders_v3(
     p_order_ids text[],
     p_customer_ids text[],
@@ -859,13 +870,28 @@ CREATE FUNCTION place_orders_v3(
     p_expires_ats timestamptz[]
 ) RETURNS TABLE (placed orders, retry_after interval)
 LANGUAGE plpgsql SET enable_seqscan = off AS $$
+DECLARE
+    v_placed  record;
+    v_bought  numeric := 0;
 BEGIN
     FOR i IN 1 .. cardinality(p_order_ids) LOOP
-        RETURN QUERY SELECT * FROM place_order_v3(
+        SELECT * INTO v_placed FROM place_order_v3(
             p_order_ids[i], p_customer_ids[i], p_client_order_ids[i], p_symbols[i], p_sides[i], p_quantities[i],
             p_protection_prices[i], p_reference_prices[i], p_reject_codes[i], p_reject_reasons[i], p_subjects[i],
             p_payloads[i], p_expires_ats[i]);
+        IF (v_placed.o_order).order_id = p_order_ids[i] AND (v_placed.o_order).status = 'PLACED'
+           AND (v_placed.o_order).side = 'BUY' THEN
+            v_bought := v_bought + (v_placed.o_order).quantity * (v_placed.o_order).protection_price;
+        END IF;
+        placed := v_placed.o_order;
+        retry_after := v_placed.o_retry_after;
+        RETURN NEXT;
     END LOOP;
+    IF v_bought > 0 THEN
+        INSERT INTO firm_buy_notional AS f (day, slot, notional)
+        VALUES ((now() AT TIME ZONE 'America/New_York')::date, pg_backend_pid() % 16, v_bought)
+        ON CONFLICT (day, slot) DO UPDATE SET notional = f.notional + EXCLUDED.notional;
+    END IF;
 END;
 $$;
 
@@ -2099,6 +2125,30 @@ LANGUAGE sql STABLE AS $$
      WHERE f.customer_id = ''
 $$;
 
+-- The day's accepted buy notional, and the firm halt engaged now if it reached p_threshold (none already in force,
+-- none engaged by the threshold earlier today); o_halt_id null when nothing was engaged.
+CREATE FUNCTION engage_firm_threshold_halt(p_threshold numeric, OUT o_notional numeric, OUT o_halt_id bigint)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_day  date := (now() AT TIME ZONE 'America/New_York')::date;
+    v_halt record;
+BEGIN
+    SELECT coalesce(sum(notional), 0) INTO o_notional FROM firm_buy_notional WHERE day = v_day;
+    IF o_notional < p_threshold
+       OR EXISTS (SELECT 1 FROM trading_halts WHERE scope = 'FIRM' AND cleared_at IS NULL)
+       OR EXISTS (SELECT 1 FROM trading_halts WHERE set_by = 'daily-notional-threshold'
+                     AND (set_at AT TIME ZONE 'America/New_York')::date = v_day) THEN
+        RETURN;
+    END IF;
+    SELECT * INTO v_halt FROM set_trading_halt(
+        'FIRM', NULL, NULL,
+        format('the firm''s buys today came to %s, past the daily threshold of %s', format_money(o_notional),
+               format_money(p_threshold)),
+        false, 'urn:brokerage:operations-service', 'daily-notional-threshold', 'operations-service');
+    o_halt_id := (v_halt.o_halt).halt_id;
+END;
+$$;
+
 -- ----------------------------------------------------------------------------------------------------- who may do what
 
 -- Least privilege (0017): the role that runs the migrations owns all of the above; each service has a group role of
@@ -2162,6 +2212,7 @@ ALTER FUNCTION set_limits(text, numeric, bigint, numeric, integer, text, text, t
     SECURITY DEFINER SET search_path = public, pg_temp;
 ALTER FUNCTION withhold_halted_claims(text[]) SECURITY DEFINER SET search_path = public, pg_temp;
 ALTER FUNCTION cancel_for_halts(integer[], integer) SECURITY DEFINER SET search_path = public, pg_temp;
+ALTER FUNCTION engage_firm_threshold_halt(numeric) SECURITY DEFINER SET search_path = public, pg_temp;
 
 -- OrderService: places and cancels through its functions; reads its customers' orders, events, cash and positions,
 -- the reference data and the shard count (recorded by the first process to start); the relay takes outbox rows.
@@ -2235,3 +2286,6 @@ GRANT EXECUTE ON FUNCTION withhold_halted_claims(text[]), cancel_for_halts(integ
 GRANT SELECT ON trading_halts TO broker_execution;
 -- The operations service shows the halts' cancel jobs' progress beside the halts.
 GRANT SELECT ON halt_cancel_jobs TO broker_operations;
+-- The operations service engages the firm's halt at its daily notional threshold.
+GRANT EXECUTE ON FUNCTION engage_firm_threshold_halt(numeric) TO broker_operations;
+GRANT SELECT ON firm_buy_notional TO broker_operations;

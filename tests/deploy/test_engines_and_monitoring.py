@@ -31,6 +31,8 @@ REQUIRED_ALERTS = {
     "GrpcServerErrorRatioHigh",
     "CallbackRefused",
     "SettlementBreak",
+    "KillSwitchEngaged",
+    "ExecutionFeedPublishFailing",
 }
 NATS_VALUES = K8S / "nats" / "values.yaml"
 

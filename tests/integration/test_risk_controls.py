@@ -17,9 +17,12 @@ from prometheus_client import REGISTRY
 from brokerage.domain.risk import RejectCode
 from brokerage.proto import common_pb2, orders_pb2, orders_pb2_grpc
 from brokerage.settings import Settings
+from brokerage.storage.pool import open_pool
+from brokerage.storage.risk import RiskStore
 from execution_service.main import start as start_execution
+from operations_service.risk import FirmThreshold
 from order_service.main import OrderServiceApp
-from tests.integration.conftest import available, running_service, snapshot
+from tests.integration.conftest import available, make_settings, running_service, snapshot
 from tests.integration.fake_exchange import FakeExchange
 from tests.integration.test_execution import all_submitted, eventually, place_many, statuses
 
@@ -388,3 +391,30 @@ async def test_a_halt_that_cancels_open_orders_cancels_waiting_ones_and_asks_the
     # the waiting ones canceled by the job, or by a claim that met the halt first; the taken one only by the job
     jobs = db.execute("SELECT count(*), sum(canceled), sum(requested) FROM halt_cancel_jobs").fetchone()
     assert jobs is not None and (jobs[0], jobs[2]) == (16, 1) and jobs[1] <= 3
+
+
+async def test_the_firms_daily_buy_notional_engages_the_kill_switch_by_itself_once_a_day(
+    stub: orders_pb2_grpc.OrderServiceStub, db: psycopg.Connection, seeded_database: str
+) -> None:
+    pool = await open_pool(make_settings(seeded_database, "nats://unused"))
+    try:
+        threshold = FirmThreshold(RiskStore(pool), Decimal("5000"), every=1)
+        await asyncio.gather(*(stub.PlaceOrder(place(customer=c), timeout=5) for c in ("1", "2")))  # 2 x 2388.80
+        below = await threshold.check()
+        await stub.PlaceOrder(place(customer="3"), timeout=5)  # 7166.40 in all
+        engaged = await threshold.check()
+        halted = await stub.PlaceOrder(place(customer="4"), timeout=5)
+        assert engaged is not None
+        clear(db, engaged)
+        again = await threshold.check()
+    finally:
+        await pool.close()
+
+    assert below is None and again is None  # an operator's clear stands for the day
+    assert halted.reject_code == code(RejectCode.TRADING_HALTED)
+    event = db.execute("SELECT operator, reason FROM risk_events WHERE action = 'halt_set'").fetchone()
+    assert event == (
+        "daily-notional-threshold",
+        "the firm's buys today came to 7166.40, past the daily threshold of 5000.00",
+    )
+    assert REGISTRY.get_sample_value("firm_buy_notional_today") == 7166.40
