@@ -136,6 +136,12 @@ def grpcurl_examples(plan: MeshPlan, tls: DevCertificates | None = None) -> str:
             *_brokerctl_tls(tls),
             f"  {brokerctl} breaks list",
             f"  {brokerctl} reconcile",
+            "  # the risk controls: the kill switch (its id printed), a symbol's halt, limits, the audit",
+            f'  {brokerctl} halt firm --reason "kill switch drill"',
+            f"  {brokerctl} halt list",
+            f'  {brokerctl} resume HALT_ID --reason "drill over"',
+            f'  {brokerctl} limits set 7 --max-orders-per-minute 20 --reason "new account"',
+            f"  {brokerctl} risk-events",
         ]
     )
 

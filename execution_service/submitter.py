@@ -2,11 +2,11 @@
 whatever else its shard has waiting longest (customers side by side, each in sequence order); and a customer's
 cancel, on its own.
 
-For each order: claim it (rule 6), check it against the halts once more (one may have landed since the claim: the
-order is then rejected, or kept waiting if it may have left before), submit it, and record what the exchange said:
-SUBMITTED (unless a report already moved it further) or REJECTED with the venue's reason. The message that woke us
-is only a wake-up; PostgreSQL says what is still to do, so a lost, duplicated or reordered message can neither skip
-nor repeat an order.
+For each order: claim it (rule 6), check it against the halts again just before its send (one may have landed since
+the claim: the order then ends as its halt says, or waits if it may have left before), submit it, and record what
+the exchange said: SUBMITTED (unless a report already moved it further) or REJECTED with the venue's reason. The
+message that woke us is only a wake-up; PostgreSQL says what is still to do, so a lost, duplicated or reordered
+message can neither skip nor repeat an order.
 
 A send that fails is the order's own business (rule 7): a transient error backs it off, an unknown outcome is asked
 of the venue and backs it off, up to a bounded number of attempts before it is parked; either way it holds back its
@@ -61,7 +61,7 @@ CUSTOMER_CANCEL = "canceled by the customer"
 
 
 class HaltGate(Protocol):
-    """The check just before a send (execution_service.halts.HaltWatch): the claimed orders a halt keeps back."""
+    """The check just before each send (execution_service.halts.HaltWatch): the claimed orders a halt keeps back."""
 
     async def keep_back(self, orders: Sequence[Order]) -> dict[str, str]: ...
 
@@ -124,18 +124,8 @@ class Submitter:
         if self._breaker.cooling_down(self._now()):  # nothing would go: no claim either
             raise VenueDown("BREAKER_OPEN", f"circuit breaker open: {self._breaker.reason}")
         orders = await self._store.claim_for_submission(order_id, customer_id)
-        kept = await self._halts.keep_back(orders) if orders else {}
         by_customer: dict[str, list[Order]] = {}
-        withheld: set[str] = set()  # customers whose next order may have left before: the rest of theirs wait (FIFO)
         for order in orders:
-            if order.customer_id in withheld:
-                continue
-            if (kept_as := kept.get(order.order_id)) is not None:
-                if kept_as == "withheld":
-                    withheld.add(order.customer_id)
-                elif touched is not None:
-                    touched.add(order.customer_id)
-                continue
             by_customer.setdefault(order.customer_id, []).append(order)
         outcomes = await asyncio.gather(
             *(self._submit_in_sequence(waiting, touched) for waiting in by_customer.values()), return_exceptions=True
@@ -157,7 +147,10 @@ class Submitter:
         """One customer's orders, oldest first: one that is not done (backing off, parked) stops those after it."""
         for order in orders:
             with log_context(order_id=order.order_id, customer_id=order.customer_id):
-                done = await self._submit(order)
+                kept = (await self._halts.keep_back([order])).get(order.order_id)
+                if kept == "withheld":  # it may have left before: it, and the customer's later orders, wait
+                    return
+                done = kept is not None or await self._submit(order)  # kept: ended as its halt says
             if not done:
                 return
             self._recorded.add(order.order_id)
