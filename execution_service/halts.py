@@ -27,7 +27,7 @@ KILL_SWITCH = Gauge("trading_kill_switch_engaged", "1 while a firm-wide trading 
 KEPT_FROM_VENUE = Counter(
     "execution_orders_kept_from_venue_total",
     "Claimed orders a halt kept from the venue just before their send: rejected, canceled (a halt canceling open "
-    "orders), or withheld (one that may have left before stays waiting).",
+    "orders), or cancel_requested (one that may have left before: the venue is asked to cancel it).",
     ("outcome",),
 )
 
@@ -61,7 +61,8 @@ class HaltWatch:
             await asyncio.sleep(self._refresh_seconds)
 
     async def refresh(self) -> None:
-        halts = HaltsInForce(await halts_in_force(self._pool), self._clock())
+        read_at = self._clock()  # as old as the moment the read began: a slow read is not fresher than it is
+        halts = HaltsInForce(await halts_in_force(self._pool), read_at)
         for scope in HaltScope:
             HALTS_IN_FORCE.labels(scope.value.lower()).set(sum(h.scope is scope for h in halts.halts))
         KILL_SWITCH.set(1 if halts.firm_halted else 0)
@@ -71,8 +72,8 @@ class HaltWatch:
 
     async def keep_back(self, orders: Sequence[Order]) -> dict[str, str]:
         """Of these claimed orders, those a halt keeps from the venue, by order id: 'rejected' (REJECTED
-        TRADING_HALTED) or 'canceled' (by a halt that cancels open orders), released; or 'withheld' (it may have left
-        before; it stays waiting)."""
+        TRADING_HALTED) or 'canceled' (by a halt that cancels open orders), released; or 'cancel_requested' (it may
+        have left before: the venue is to be asked to cancel it)."""
         halts = self._halts
         if halts is None or self._clock() - halts.read_at > self._max_age:
             suspects = list(orders)  # no copy to trust: the database checks them all

@@ -3,7 +3,8 @@ whatever else its shard has waiting longest (customers side by side, each in seq
 cancel, on its own.
 
 For each order: claim it (rule 6), check it against the halts again just before its send (one may have landed since
-the claim: the order then ends as its halt says, or waits if it may have left before), submit it, and record what
+the claim: the order then ends as its halt says, or the venue is asked to cancel it if it may have left before),
+submit it, and record what
 the exchange said: SUBMITTED (unless a report already moved it further) or REJECTED with the venue's reason. The
 message that woke us is only a wake-up; PostgreSQL says what is still to do, so a lost, duplicated or reordered
 message can neither skip nor repeat an order.
@@ -148,9 +149,9 @@ class Submitter:
         for order in orders:
             with log_context(order_id=order.order_id, customer_id=order.customer_id):
                 kept = (await self._halts.keep_back([order])).get(order.order_id)
-                if kept == "withheld":  # it may have left before: it, and the customer's later orders, wait
-                    return
-                done = kept is not None or await self._submit(order)  # kept: ended as its halt says
+                if kept == "cancel_requested":  # it may have left before: the venue is asked to cancel it
+                    await self.cancel(order.order_id, touched)
+                done = kept is not None or await self._submit(order)  # kept: ended, or its cancel asked
             if not done:
                 return
             self._recorded.add(order.order_id)
@@ -234,7 +235,7 @@ class Submitter:
         with log_context(order_id=order.order_id, customer_id=order.customer_id):
             answer = await self._exchange.cancel(order_id)
             if answer.never_received:
-                await self._store.end_unsent(order_id, CUSTOMER_CANCEL)
+                await self._store.end_unsent(order_id, order.cancel_reason or CUSTOMER_CANCEL)
                 if touched is not None:
                     touched.add(order.customer_id)
             else:

@@ -8,6 +8,7 @@ end (FAILED_PRECONDITION, ACCOUNT_BLOCKED) within a poll of the block."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncGenerator
 from contextlib import AbstractContextManager
 
@@ -30,7 +31,9 @@ class OrderWatch:
         self._watchers = Places(per_customer, "watches_per_customer", "WatchOrders streams per customer")
 
     async def follow(self, customer_id: str, after: int) -> AsyncGenerator[OrderEvent, None]:
-        """The customer's events after sequence `after`, for as long as the caller keeps reading."""
+        """The customer's events after sequence `after`, for as long as the caller keeps reading, and the account
+        not blocked (a block rings no doorbell: it is read each poll interval, however often the doorbell rings)."""
+        status_read = time.monotonic()
         async with self._doorbell.listening(customer_id) as rung:  # listening before reading: no ring is missed
             while not stop_requested():
                 rung.clear()
@@ -38,8 +41,11 @@ class OrderWatch:
                 for event in events:
                     yield event
                     after = event.sequence
-                if len(events) < PAGE and not await _rung_or_polled(rung, self._poll_seconds):
-                    await self.refuse_if_blocked(customer_id)  # a block rings no doorbell: the poll reads it
+                if time.monotonic() - status_read >= self._poll_seconds:
+                    await self.refuse_if_blocked(customer_id)
+                    status_read = time.monotonic()
+                if len(events) < PAGE:
+                    await _rung_or_polled(rung, self._poll_seconds)
 
     async def refuse_if_blocked(self, customer_id: str) -> None:
         """FailedPrecondition when the account is blocked; UnknownCustomer when there is no such customer."""
@@ -52,20 +58,11 @@ class OrderWatch:
         return self._watchers.holding(customer_id)
 
 
-async def _rung_or_polled(rung: asyncio.Event, poll_seconds: float) -> bool:
-    """Whether the doorbell rang (False: the poll came due)."""
+async def _rung_or_polled(rung: asyncio.Event, poll_seconds: float) -> None:
     # A timer that sets the event, not a timeout around the wait: Python 3.11's asyncio.timeout can swallow a
     # cancellation that meets its own expiry, and a cancelled watch must end.
-    polled = False
-
-    def poll() -> None:
-        nonlocal polled
-        polled = True
-        rung.set()
-
-    timer = asyncio.get_running_loop().call_later(poll_seconds, poll)
+    timer = asyncio.get_running_loop().call_later(poll_seconds, rung.set)
     try:
         await rung.wait()
     finally:
         timer.cancel()
-    return not polled

@@ -100,6 +100,7 @@ class Order:
     submit_attempts: int = 0  # attempts to send it that failed (rule 7)
     unknown_outcomes: int = 0  # of them, those whose outcome the venue could not account for
     reject_code: RejectCode | None = None  # why it is REJECTED, as data; None unless REJECTED
+    cancel_reason: str | None = None  # why a cancel was asked when not by the customer (a halt's)
 
     def same_request_as(self, request: OrderRequest) -> bool:
         """Whether a retry under the same client_order_id asks for this very order."""

@@ -12,11 +12,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from enum import StrEnum
 
 from brokerage.domain.errors import FieldViolation, InvalidRequest
 from brokerage.domain.identifiers import id_violations
+from brokerage.domain.money import MoneyFormatError, parse_decimal
 
 MAX_REASON_LENGTH = 500
 # numeric(20,4): sixteen digits before the point.
@@ -177,10 +178,10 @@ def _money(field: str, text: str | None, violations: list[FieldViolation]) -> De
     if text is None:
         return None
     try:
-        value = Decimal(text)
-    except InvalidOperation:
-        value = Decimal("NaN")
-    if not value.is_finite() or not 0 < value < MAX_MONEY or value != value.quantize(Decimal("0.0001")):
+        value = parse_decimal(text)
+    except MoneyFormatError:
+        value = Decimal(0)  # refused below with the others
+    if not 0 < value < MAX_MONEY or value != value.quantize(Decimal("0.0001")):
         violations.append(FieldViolation(field, "must be a positive decimal amount with at most 4 decimals"))
         return None
     return value

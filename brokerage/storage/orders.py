@@ -173,6 +173,7 @@ def order_from_row(row: dict[str, Any]) -> Order:
         submit_attempts=row.get("submit_attempts", 0),
         unknown_outcomes=row.get("unknown_outcomes", 0),
         reject_code=RejectCode(row["reject_code"]) if row.get("reject_code") else None,
+        cancel_reason=row.get("cancel_reason"),
     )
 
 

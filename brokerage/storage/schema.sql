@@ -119,13 +119,19 @@ CREATE TABLE trading_halts (
 CREATE UNIQUE INDEX trading_halts_one_in_force ON trading_halts (scope, coalesce(symbol, ''), coalesce(customer_id, ''))
  WHERE cleared_at IS NULL;
 
+-- Whether a halt covers an order of this customer in this symbol.
+CREATE FUNCTION halt_covers(p_halt trading_halts, p_customer_id text, p_symbol text) RETURNS boolean
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT p_halt.scope = 'FIRM' OR (p_halt.scope = 'SYMBOL' AND p_halt.symbol = p_symbol)
+           OR (p_halt.scope = 'CUSTOMER' AND p_halt.customer_id = p_customer_id)
+$$;
+
 -- The halt in force over an order of this customer in this symbol, the widest first; null if none.
 CREATE FUNCTION halt_in_force(p_customer_id text, p_symbol text) RETURNS trading_halts
 LANGUAGE sql STABLE AS $$
-    SELECT * FROM trading_halts
-     WHERE cleared_at IS NULL
-       AND (scope = 'FIRM' OR (scope = 'SYMBOL' AND symbol = p_symbol) OR (scope = 'CUSTOMER' AND customer_id = p_customer_id))
-     ORDER BY CASE scope WHEN 'FIRM' THEN 1 WHEN 'SYMBOL' THEN 2 ELSE 3 END
+    SELECT h.* FROM trading_halts h
+     WHERE h.cleared_at IS NULL AND halt_covers(h, p_customer_id, p_symbol)
+     ORDER BY CASE h.scope WHEN 'FIRM' THEN 1 WHEN 'SYMBOL' THEN 2 ELSE 3 END
      LIMIT 1
 $$;
 
@@ -253,6 +259,7 @@ CREATE TABLE orders (
                              'MARKET_CLOSED', 'NO_QUOTE', 'STALE_QUOTE', 'NOTIONAL_LIMIT', 'DAILY_NOTIONAL_LIMIT',
                              'INSUFFICIENT_BUYING_POWER', 'INSUFFICIENT_SHARES', 'EXCHANGE_REJECTED')),
     claims               integer NOT NULL DEFAULT 0,  -- claims of it: one means no earlier send can have been made
+    cancel_reason        text,              -- why a cancel was asked, when not by the customer (a halt's)
     UNIQUE (customer_id, client_order_id),
     UNIQUE (customer_id, sequence),         -- also serves ListOrders, newest first
     CHECK (filled_quantity BETWEEN 0 AND quantity),
@@ -747,15 +754,10 @@ BEGIN
         RETURN;
     END IF;
 
-    SELECT f.customer_id,
-           coalesce(c.max_order_notional, f.max_order_notional),
-           coalesce(c.max_order_quantity, f.max_order_quantity),
-           coalesce(c.max_daily_buy_notional, f.max_daily_buy_notional),
-           coalesce(c.max_orders_per_minute, f.max_orders_per_minute)
-      INTO v_limits.customer_id, v_limits.max_order_notional, v_limits.max_order_quantity,
-           v_limits.max_daily_buy_notional, v_limits.max_orders_per_minute
-      FROM risk_limits f LEFT JOIN risk_limits c ON c.customer_id = p_customer_id
-     WHERE f.customer_id = '';
+    v_limits := limits_in_force(p_customer_id);
+    IF v_limits.max_orders_per_minute IS NULL THEN  -- fail closed: no order passes unchecked
+        RAISE EXCEPTION 'the firm''s default limits are missing (the risk_limits row of customer_id '''')';
+    END IF;
 
     -- The rate limit (GCRA on the database's clock, the same for every replica): a burst of the minute's allowance,
     -- then one order each 60/limit seconds. Orders of one batch share now(), so they count each other.
@@ -1080,34 +1082,71 @@ BEGIN
 END;
 $$;
 
--- A halt stops orders that have not left (15c3-5 checks before an order leaves), and never holds them for its clear
--- (their collars would be stale by then): the customer's waiting orders through p_through under a halt in force are
--- ended as the halt says (end_halted_unsent: REJECTED TRADING_HALTED, or canceled), those never claimed. One claimed
--- before may be at the venue already: it and the customer's later orders wait (FIFO), until the halt is cleared or its
--- cancel job asks the venue. Returns the sequence a claim may take the customer's orders through. Under the customer's lock, taken first, as everywhere.
+-- Asks the venue to cancel an order a halt caught that may have left, as a customer's cancel would be asked (the
+-- sweeper publishes what is not sent at once); the caller holds the customer's lock.
+CREATE FUNCTION request_halt_cancel(p_order orders) RETURNS orders
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_order orders;
+BEGIN
+    UPDATE orders SET cancel_requested_at = now(), cancel_reason = 'canceled: trading halted', updated_at = now()
+     WHERE order_id = p_order.order_id
+    RETURNING * INTO v_order;
+    PERFORM append_order_event(v_order, 'cancel_requested');
+    RETURN v_order;
+END;
+$$;
+
+-- What a halt does to a waiting order: one no send of which can have left (claimed at most p_own_claims times, the
+-- caller's own claims, and no unknown outcome) ends here (end_halted_unsent: 'rejected', or 'canceled'); any other is
+-- asked of the venue ('cancel_requested'). The caller holds the customer's lock.
+CREATE FUNCTION stop_halted(p_order orders, p_halt trading_halts, p_own_claims integer) RETURNS text
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF p_order.claims <= p_own_claims AND p_order.unknown_outcomes = 0 THEN
+        RETURN lower((end_halted_unsent(p_order, p_halt)).status);
+    END IF;
+    PERFORM request_halt_cancel(p_order);
+    RETURN 'cancel_requested';
+END;
+$$;
+
+-- A halt stops orders that have not left (15c3-5 checks before an order leaves), and never holds them for its clear:
+-- the customer's waiting orders through p_through under a halt in force are stopped (stop_halted) before the claim
+-- takes any. The claim holds rows of the customer's orders, so it must not wait for the customer's lock (taken first
+-- everywhere else): a customer busy elsewhere keeps its halted orders, and what follows them, for the next claim.
+-- Returns the sequence the claim may take the customer's orders through.
 CREATE FUNCTION reject_halted_waiting(p_customer_id text, p_through bigint) RETURNS bigint
 LANGUAGE plpgsql AS $$
 DECLARE
+    v_first orders;
     v_order orders;
     v_halt  trading_halts;
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM trading_halts WHERE cleared_at IS NULL) THEN
         RETURN p_through;
     END IF;
-    PERFORM 1 FROM balances WHERE customer_id = p_customer_id FOR UPDATE;
+    SELECT * INTO v_first FROM orders o
+     WHERE o.customer_id = p_customer_id AND o.status = 'PLACED' AND o.held_by IS NULL AND o.sequence <= p_through
+       AND o.cancel_requested_at IS NULL AND (halt_in_force(p_customer_id, o.symbol)).halt_id IS NOT NULL
+     ORDER BY o.sequence
+     LIMIT 1;
+    IF NOT FOUND THEN
+        RETURN p_through;
+    END IF;
+    IF NOT lock_customer_unless_busy(p_customer_id) THEN
+        RETURN v_first.sequence - 1;
+    END IF;
     FOR v_order IN
         SELECT * FROM orders
          WHERE customer_id = p_customer_id AND status = 'PLACED' AND held_by IS NULL AND sequence <= p_through
-           AND cancel_requested_at IS NULL
+           AND sequence >= v_first.sequence AND cancel_requested_at IS NULL
          ORDER BY sequence
            FOR UPDATE
     LOOP
         v_halt := halt_in_force(p_customer_id, v_order.symbol);
         CONTINUE WHEN v_halt.halt_id IS NULL;
-        IF v_order.claims > 0 THEN
-            RETURN v_order.sequence - 1;
-        END IF;
-        PERFORM end_halted_unsent(v_order, v_halt);
+        PERFORM stop_halted(v_order, v_halt, 0);
     END LOOP;
     RETURN p_through;
 END;
@@ -1169,10 +1208,9 @@ BEGIN
 END;
 $$;
 
--- The worker's check just before it sends claimed orders: each under a halt in force is kept from the venue, ended as
--- its halt says (end_halted_unsent: 'rejected' TRADING_HALTED, or 'canceled' by a halt that cancels open orders) when
--- this is its first claim and no earlier send's outcome is unknown, else left waiting as reject_halted_waiting leaves
--- it ('withheld'). Returns those it kept back; the worker sends the rest.
+-- The worker's check just before it sends claimed orders: each under a halt in force is kept from the venue and
+-- stopped (stop_halted, the worker's own claim its only one: 'rejected', 'canceled' or 'cancel_requested'). Returns
+-- those it kept back; the worker sends the rest, and takes each cancel request to the venue at once.
 CREATE FUNCTION withhold_halted_claims(p_order_ids text[])
 RETURNS TABLE (order_id text, outcome text)
 LANGUAGE plpgsql SET enable_seqscan = off AS $$
@@ -1185,69 +1223,67 @@ BEGIN
         CONTINUE WHEN v_halt.halt_id IS NULL OR v_order.status <> 'PLACED';
         PERFORM 1 FROM balances b WHERE b.customer_id = v_order.customer_id FOR UPDATE;
         SELECT * INTO v_order FROM orders o WHERE o.order_id = v_order.order_id FOR UPDATE;
-        CONTINUE WHEN v_order.status <> 'PLACED';
-        IF v_order.claims = 1 AND v_order.unknown_outcomes = 0 THEN
-            v_order := end_halted_unsent(v_order, v_halt);
-            RETURN QUERY SELECT v_order.order_id, lower(v_order.status);
-        ELSE
-            RETURN QUERY SELECT v_order.order_id, 'withheld';
-        END IF;
+        CONTINUE WHEN v_order.status <> 'PLACED' OR v_order.cancel_requested_at IS NOT NULL;
+        RETURN QUERY SELECT v_order.order_id, stop_halted(v_order, v_halt, 1);
     END LOOP;
 END;
 $$;
 
--- Works the unfinished jobs of these shards, at most p_limit orders each: returns the orders asked of the venue (the
--- caller publishes their cancel requests; the sweeper re-drives any whose message is lost) and those canceled at once.
--- A job with nothing left in scope finishes. Each order under its customer's lock, taken first, as everywhere.
+-- Works the unfinished halt cancel jobs of these shards: their orders open when each halt was set, at most p_limit,
+-- taken across the jobs in one lock order (by customer), each under its customer's lock: one no worker took canceled
+-- at once, any other asked of the venue (the caller publishes the requests; the sweeper re-drives any whose message is
+-- lost). Returns them; a job with nothing left in scope finishes.
 CREATE FUNCTION cancel_for_halts(p_shards integer[], p_limit integer)
 RETURNS TABLE (order_id text, customer_id text, shard integer, outcome text)
 LANGUAGE plpgsql SET enable_seqscan = off AS $$
 DECLARE
-    v_job   halt_cancel_jobs;
-    v_halt  trading_halts;
-    v_id    text;
-    v_order orders;
-    v_found integer;
+    v_jobs   bigint[];
+    v_shards integer[];
+    v_next   record;
+    v_order  orders;
 BEGIN
-    FOR v_job IN
-        SELECT * FROM halt_cancel_jobs j WHERE j.shard = ANY(p_shards) AND j.finished_at IS NULL
+    SELECT array_agg(mine.halt_id), array_agg(mine.shard) INTO v_jobs, v_shards FROM (
+        SELECT j.halt_id, j.shard FROM halt_cancel_jobs j
+         WHERE j.shard = ANY(p_shards) AND j.finished_at IS NULL
            FOR UPDATE SKIP LOCKED
+    ) AS mine;
+    IF v_jobs IS NULL THEN
+        RETURN;
+    END IF;
+    FOR v_next IN
+        SELECT DISTINCT ON (o.customer_id, o.sequence) o.order_id, o.customer_id, o.sequence, j.halt_id, j.shard
+          FROM unnest(v_jobs, v_shards) AS j (halt_id, shard)
+          JOIN trading_halts h ON h.halt_id = j.halt_id
+          JOIN orders o ON o.shard = j.shard
+         WHERE o.status IN ('PLACED', 'SUBMITTED', 'PARTIALLY_FILLED') AND o.cancel_requested_at IS NULL
+           AND o.created_at <= h.set_at AND halt_covers(h, o.customer_id, o.symbol)
+         ORDER BY o.customer_id, o.sequence
+         LIMIT p_limit
     LOOP
-        SELECT * INTO v_halt FROM trading_halts h WHERE h.halt_id = v_job.halt_id;
-        v_found := 0;
-        FOR v_id IN
-            SELECT o.order_id FROM orders o
-             WHERE o.shard = v_job.shard AND o.status IN ('PLACED', 'SUBMITTED', 'PARTIALLY_FILLED')
-               AND o.cancel_requested_at IS NULL AND o.created_at <= v_halt.set_at
-               AND (v_halt.scope = 'FIRM' OR (v_halt.scope = 'SYMBOL' AND o.symbol = v_halt.symbol)
-                    OR (v_halt.scope = 'CUSTOMER' AND o.customer_id = v_halt.customer_id))
-             ORDER BY o.customer_id, o.sequence
-             LIMIT p_limit
-        LOOP
-            v_found := v_found + 1;
-            SELECT * INTO v_order FROM orders o WHERE o.order_id = v_id;
-            PERFORM 1 FROM balances b WHERE b.customer_id = v_order.customer_id FOR UPDATE;
-            SELECT * INTO v_order FROM orders o WHERE o.order_id = v_id FOR UPDATE;
-            CONTINUE WHEN v_order.status NOT IN ('PLACED', 'SUBMITTED', 'PARTIALLY_FILLED')
-                          OR v_order.cancel_requested_at IS NOT NULL;
-            IF v_order.status = 'PLACED' AND v_order.claimed_at IS NULL THEN
-                v_order := cancel_unsent(v_order, 'canceled: trading halted');
-                UPDATE halt_cancel_jobs j SET canceled = j.canceled + 1
-                 WHERE j.halt_id = v_job.halt_id AND j.shard = v_job.shard;
-                RETURN QUERY SELECT v_order.order_id, v_order.customer_id, v_order.shard, 'canceled';
-            ELSE
-                UPDATE orders o SET cancel_requested_at = now(), updated_at = now() WHERE o.order_id = v_id
-                RETURNING * INTO v_order;
-                PERFORM append_order_event(v_order, 'cancel_requested');
-                UPDATE halt_cancel_jobs j SET requested = j.requested + 1
-                 WHERE j.halt_id = v_job.halt_id AND j.shard = v_job.shard;
-                RETURN QUERY SELECT v_order.order_id, v_order.customer_id, v_order.shard, 'requested';
-            END IF;
-        END LOOP;
-        IF v_found = 0 THEN
-            UPDATE halt_cancel_jobs j SET finished_at = now() WHERE j.halt_id = v_job.halt_id AND j.shard = v_job.shard;
+        PERFORM 1 FROM balances b WHERE b.customer_id = v_next.customer_id FOR UPDATE;
+        SELECT * INTO v_order FROM orders o WHERE o.order_id = v_next.order_id FOR UPDATE;
+        CONTINUE WHEN v_order.status NOT IN ('PLACED', 'SUBMITTED', 'PARTIALLY_FILLED')
+                      OR v_order.cancel_requested_at IS NOT NULL;
+        IF v_order.status = 'PLACED' AND v_order.claimed_at IS NULL THEN
+            v_order := cancel_unsent(v_order, 'canceled: trading halted');
+            UPDATE halt_cancel_jobs j SET canceled = j.canceled + 1
+             WHERE j.halt_id = v_next.halt_id AND j.shard = v_next.shard;
+            RETURN QUERY SELECT v_order.order_id, v_order.customer_id, v_order.shard, 'canceled';
+        ELSE
+            v_order := request_halt_cancel(v_order);
+            UPDATE halt_cancel_jobs j SET requested = j.requested + 1
+             WHERE j.halt_id = v_next.halt_id AND j.shard = v_next.shard;
+            RETURN QUERY SELECT v_order.order_id, v_order.customer_id, v_order.shard, 'requested';
         END IF;
     END LOOP;
+    UPDATE halt_cancel_jobs j SET finished_at = now()
+      FROM unnest(v_jobs, v_shards) AS mine (halt_id, shard)
+     WHERE j.halt_id = mine.halt_id AND j.shard = mine.shard
+       AND NOT EXISTS (
+           SELECT 1 FROM orders o JOIN trading_halts h ON h.halt_id = j.halt_id
+            WHERE o.shard = j.shard AND o.status IN ('PLACED', 'SUBMITTED', 'PARTIALLY_FILLED')
+              AND o.cancel_requested_at IS NULL AND o.created_at <= h.set_at
+              AND halt_covers(h, o.customer_id, o.symbol));
 END;
 $$;
 

@@ -43,8 +43,8 @@ class SubmissionStore:
 
     async def withhold_halted_claims(self, order_ids: Sequence[str]) -> dict[str, str]:
         """Of these claimed orders, those under a halt in force, kept from the venue: a first claim, never sent,
-        ended as its halt says ('rejected' TRADING_HALTED, or 'canceled') and released; or 'withheld' (it may have left
-        before: left waiting)."""
+        ended as its halt says ('rejected' TRADING_HALTED, or 'canceled') and released; or 'cancel_requested' (it may
+        have left before: the venue is to be asked to cancel it)."""
         rows = await fetch_all(self._pool, "withhold_halted_claims", {"order_ids": list(order_ids)})
         return {row["order_id"]: row["outcome"] for row in rows}
 

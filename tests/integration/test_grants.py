@@ -251,3 +251,26 @@ def _explained_as(db: psycopg.Connection, role: str, statement: tuple[str, str])
         finally:
             db.execute("DEALLOCATE ALL")
     return None
+
+
+@pytest.mark.parametrize("role", ["broker_orders", "broker_execution", "broker_callback", "broker_reconcile"])
+def test_only_the_operations_service_may_change_halts_statuses_and_limits(
+    seeded_database: str, service_logins: dict[str, str], role: str
+) -> None:
+    url = database_url_as(seeded_database, service_logins[role])
+    changes = [
+        "SELECT set_trading_halt('FIRM', NULL, NULL, 'x', false, 'i', 'o', 'p')",
+        "SELECT clear_trading_halt(1, 'x', 'i', 'o', 'p')",
+        "SELECT set_account_status('1', 'BLOCKED', 'x', 'i', 'o', 'p')",
+        "SELECT set_limits('', 1, 1, 1, 1, 'x', 'i', 'o', 'p')",
+        "SELECT engage_firm_threshold_halt(1)",
+        "INSERT INTO trading_halts (scope, reason, set_by) VALUES ('FIRM', 'x', 'o')",
+        "UPDATE trading_halts SET cleared_at = now(), cleared_by = 'o'",
+        "UPDATE risk_limits SET max_order_notional = 1",
+        "UPDATE balances SET account_status = 'BLOCKED'",
+        "INSERT INTO risk_events (action, detail, reason, operator_issuer, operator, operator_peer)"
+        " VALUES ('halt_set', '{}', 'x', 'i', 'o', 'p')",
+    ]
+    for statement in changes:
+        with psycopg.connect(url, autocommit=True) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(statement)

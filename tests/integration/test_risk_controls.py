@@ -6,6 +6,7 @@ RiskService tests call them over gRPC."""
 from __future__ import annotations
 
 import asyncio
+import re
 from decimal import Decimal
 
 import grpc
@@ -291,7 +292,7 @@ def test_the_audit_names_the_operator_and_refuses_change(db: psycopg.Connection)
             db.execute(statement)
 
 
-def test_a_halt_rejects_waiting_orders_at_the_claim_and_withholds_one_that_may_have_left(
+def test_a_halt_rejects_waiting_orders_at_the_claim_and_asks_the_venue_to_cancel_one_that_may_have_left(
     db: psycopg.Connection,
 ) -> None:
     ids = [_placed_directly(db, "1", f"w{i}") for i in range(3)]
@@ -301,13 +302,19 @@ def test_a_halt_rejects_waiting_orders_at_the_claim_and_withholds_one_that_may_h
     claimed = db.execute("SELECT (c.claimed).order_id FROM claim_for_submissions(ARRAY[%s], ARRAY[10]) c", (ids[0],))
 
     assert claimed.fetchall() == []
-    rows = dict(db.execute("SELECT order_id, coalesce(reject_code, status) FROM orders").fetchall())
-    # the first never claimed: rejected; the second may be at the venue: it and the customer's later orders wait
-    assert rows == {ids[0]: "TRADING_HALTED", ids[1]: "PLACED", ids[2]: "PLACED"}
-    assert available(db, "1")[1] == 2 * Decimal("238.88")
+    rows = db.execute(
+        "SELECT order_id, coalesce(reject_code, status), cancel_requested_at IS NOT NULL, cancel_reason FROM orders"
+    ).fetchall()
+    # never claimed: rejected; the one that may be at the venue: its cancel asked of the venue (rule 9), held meanwhile
+    assert {r[0]: r[1:] for r in rows} == {
+        ids[0]: ("TRADING_HALTED", False, None),
+        ids[1]: ("PLACED", True, "canceled: trading halted"),
+        ids[2]: ("TRADING_HALTED", False, None),
+    }
+    assert available(db, "1")[1] == Decimal("238.88")
 
 
-def test_a_halt_landing_between_claim_and_send_rejects_a_first_claim_and_withholds_a_second(
+def test_a_halt_landing_between_claim_and_send_rejects_a_first_claim_and_asks_the_venue_about_a_second(
     db: psycopg.Connection,
 ) -> None:
     first, second = (_placed_directly(db, "1", key) for key in ("a", "b"))
@@ -317,7 +324,7 @@ def test_a_halt_landing_between_claim_and_send_rejects_a_first_claim_and_withhol
 
     kept = dict(db.execute("SELECT * FROM withhold_halted_claims(ARRAY[%s, %s])", (first, second)).fetchall())
 
-    assert kept == {first: "rejected", second: "withheld"}
+    assert kept == {first: "rejected", second: "cancel_requested"}
     assert available(db, "1") == (Decimal("100000.00") - Decimal("238.88"), Decimal("238.88"))
 
 
@@ -418,3 +425,11 @@ async def test_the_firms_daily_buy_notional_engages_the_kill_switch_by_itself_on
         "the firm's buys today came to 7166.40, past the daily threshold of 5000.00",
     )
     assert REGISTRY.get_sample_value("firm_buy_notional_today") == 7166.40
+
+
+def test_the_databases_reject_codes_are_the_domains(db: psycopg.Connection) -> None:
+    row = db.execute(
+        "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = 'orders_reject_code_check'"
+    ).fetchone()
+    assert row is not None
+    assert re.findall(r"'(\w+)'::text", row[0]) == [code.value for code in RejectCode]

@@ -241,13 +241,15 @@ async def test_transient_failures_do_not_count_towards_parking() -> None:
     assert record.failures == [("a1", NOW + timedelta(seconds=30))]  # backed off (at the maximum), not parked
 
 
-async def test_orders_a_halt_keeps_back_are_not_sent_and_a_withheld_one_holds_back_its_customers_later_orders() -> None:
-    first = [placed_order(f"{c}{n}", customer_id=c, sequence=n) for c in "ab" for n in (1, 2, 3)]
+async def test_orders_a_halt_keeps_back_are_not_sent_and_one_that_may_have_left_is_asked_of_the_venue() -> None:
+    first = [placed_order(f"{c}{n}", customer_id=c, sequence=n) for c in "ab" for n in (1, 2)]
     record, exchange = Record(first), Exchange()
-    halts = Halts({"a1": "rejected", "b2": "withheld"})
-    touched: set[str] = set()
+    record.to_cancel["b1"] = replace(first[2], cancel_reason="canceled: trading halted")
+    exchange.never_received.add("b1")
+    halts = Halts({o.order_id: "rejected" if o.customer_id == "a" else "cancel_requested" for o in first})
 
-    await submitter(record, exchange, halts=halts).submit_through("a1", "a", touched)
+    await submitter(record, exchange, halts=halts).submit_through("a1", "a")
 
-    assert sorted(exchange.arrivals) == ["a2", "a3", "b1"]
-    assert sorted(record.submitted) == ["a2", "a3", "b1"]
+    assert exchange.arrivals == [] and record.submitted == []
+    assert exchange.cancels == ["b1"]  # b2's cancel is asked by its own pending_cancel: none here
+    assert record.ended == [("b1", "canceled: trading halted")]
