@@ -741,6 +741,7 @@ DECLARE
     v_reason   text := '';
     v_held     bigint;
     v_cash     numeric := 0;
+    v_counted  boolean := false;  -- the customer's sequences and rate limit already taken by the reserving update
 BEGIN
     -- Rule 3: the row lock orders the customer's placements; the sequence and the risk state are taken under it.
     SELECT * INTO v_balance FROM balances WHERE customer_id = p_customer_id FOR UPDATE;
@@ -799,8 +800,12 @@ BEGIN
         -- Rule 1: reserve with a guarded update; no row updated means not enough.
         v_cash := p_quantity * p_protection_price;
         UPDATE balances SET available = available - v_cash, reserved = reserved + v_cash,
-                            buy_notional_day = v_day, buy_notional = v_bought + v_notional
+                            buy_notional_day = v_day, buy_notional = v_bought + v_notional,
+                            next_order_sequence = next_order_sequence + 1,
+                            next_event_sequence = next_event_sequence + 1,
+                            rate_tat = v_tat + v_interval, updated_at = now()
          WHERE customer_id = p_customer_id AND available >= v_cash;
+        v_counted := FOUND;
         IF NOT FOUND THEN
             v_code := 'INSUFFICIENT_BUYING_POWER';
             v_reason := format('insufficient buying power: requires %s, available %s',
@@ -832,11 +837,13 @@ BEGIN
         RAISE EXCEPTION 'order % conflicts with an existing order', p_order_id USING ERRCODE = 'unique_violation';
     END IF;
 
-    UPDATE balances SET next_order_sequence = next_order_sequence + 1,
-                        next_event_sequence = next_event_sequence + 1,
-                        rate_tat = v_tat + v_interval,
-                        updated_at = now()
-     WHERE customer_id = p_customer_id;
+    IF NOT v_counted THEN  -- the reserving update of a buy took them already: one write of the row, not two
+        UPDATE balances SET next_order_sequence = next_order_sequence + 1,
+                            next_event_sequence = next_event_sequence + 1,
+                            rate_tat = v_tat + v_interval,
+                            updated_at = now()
+         WHERE customer_id = p_customer_id;
+    END IF;
 
     INSERT INTO order_events (customer_id, sequence, order_id, event_type, status, status_reason)
     VALUES (p_customer_id, v_balance.next_event_sequence, p_order_id,
