@@ -126,13 +126,19 @@ LANGUAGE sql IMMUTABLE AS $$
            OR (p_halt.scope = 'CUSTOMER' AND p_halt.customer_id = p_customer_id)
 $$;
 
--- The halt in force over an order of this customer in this symbol, the widest first; null if none.
+-- The halt in force over an order of this customer in this symbol, the widest first; null if none. PL/pgSQL, as every
+-- helper placement calls for every order: it keeps its plan (0023).
 CREATE FUNCTION halt_in_force(p_customer_id text, p_symbol text) RETURNS trading_halts
-LANGUAGE sql STABLE AS $$
-    SELECT h.* FROM trading_halts h
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_halt trading_halts;
+BEGIN
+    SELECT h.* INTO v_halt FROM trading_halts h
      WHERE h.cleared_at IS NULL AND halt_covers(h, p_customer_id, p_symbol)
      ORDER BY CASE h.scope WHEN 'FIRM' THEN 1 WHEN 'SYMBOL' THEN 2 ELSE 3 END
-     LIMIT 1
+     LIMIT 1;
+    RETURN v_halt;
+END;
 $$;
 
 -- What a customer is told of a halt (the operator's reason stays in the audit).
@@ -2157,15 +2163,21 @@ $$;
 
 -- The limits in force for a customer: its own where set, the firm's elsewhere ('' : the firm's).
 CREATE FUNCTION limits_in_force(p_customer_id text) RETURNS risk_limits
-LANGUAGE sql STABLE AS $$
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_limits risk_limits;
+BEGIN
     SELECT p_customer_id,
            coalesce(c.max_order_notional, f.max_order_notional),
            coalesce(c.max_order_quantity, f.max_order_quantity),
            coalesce(c.max_daily_buy_notional, f.max_daily_buy_notional),
            coalesce(c.max_orders_per_minute, f.max_orders_per_minute),
            greatest(c.updated_at, f.updated_at)
+      INTO v_limits
       FROM risk_limits f LEFT JOIN risk_limits c ON c.customer_id = p_customer_id AND p_customer_id <> ''
-     WHERE f.customer_id = ''
+     WHERE f.customer_id = '';
+    RETURN v_limits;
+END;
 $$;
 
 -- The day's accepted buy notional, and the firm halt engaged now if it reached p_threshold (none already in force,

@@ -11,6 +11,7 @@
 -- - The limits have one home (limits_in_force), and placement fails closed without the firm's defaults.
 -- - A buy writes its customer's row once, as before 0019 (which wrote it twice).
 -- - Which orders a halt covers has one home (halt_covers).
+-- - halt_in_force and limits_in_force, called for every order, keep their plans (PL/pgSQL, as 0015's helpers).
 
 ALTER TABLE orders ADD COLUMN cancel_reason text;  -- why a cancel was asked, when not by the customer
 
@@ -22,12 +23,37 @@ LANGUAGE sql IMMUTABLE AS $$
            OR (p_halt.scope = 'CUSTOMER' AND p_halt.customer_id = p_customer_id)
 $$;
 
+-- The two helpers placement calls for every order, in PL/pgSQL (as 0015's): a SQL function that is not inlined is
+-- planned again at every call.
 CREATE OR REPLACE FUNCTION halt_in_force(p_customer_id text, p_symbol text) RETURNS trading_halts
-LANGUAGE sql STABLE AS $$
-    SELECT h.* FROM trading_halts h
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_halt trading_halts;
+BEGIN
+    SELECT h.* INTO v_halt FROM trading_halts h
      WHERE h.cleared_at IS NULL AND halt_covers(h, p_customer_id, p_symbol)
      ORDER BY CASE h.scope WHEN 'FIRM' THEN 1 WHEN 'SYMBOL' THEN 2 ELSE 3 END
-     LIMIT 1
+     LIMIT 1;
+    RETURN v_halt;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION limits_in_force(p_customer_id text) RETURNS risk_limits
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_limits risk_limits;
+BEGIN
+    SELECT p_customer_id,
+           coalesce(c.max_order_notional, f.max_order_notional),
+           coalesce(c.max_order_quantity, f.max_order_quantity),
+           coalesce(c.max_daily_buy_notional, f.max_daily_buy_notional),
+           coalesce(c.max_orders_per_minute, f.max_orders_per_minute),
+           greatest(c.updated_at, f.updated_at)
+      INTO v_limits
+      FROM risk_limits f LEFT JOIN risk_limits c ON c.customer_id = p_customer_id AND p_customer_id <> ''
+     WHERE f.customer_id = '';
+    RETURN v_limits;
+END;
 $$;
 
 -- Asks the venue to cancel an order a halt caught that may have left, as a customer's cancel would be asked (the
