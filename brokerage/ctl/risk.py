@@ -1,15 +1,5 @@
 """brokerctl's risk levers, over the operations service's RiskService: halts (the kill switch, the restricted list, a
-customer's), account statuses, limits, and the audit of every change.
-
-    brokerctl halt firm|symbol SYMBOL|customer CUSTOMER_ID --reason TEXT [--cancel-open-orders]
-    brokerctl halt list [--all]
-    brokerctl resume HALT_ID --reason TEXT
-    brokerctl account CUSTOMER_ID active|closing-only|blocked --reason TEXT
-    brokerctl limits get [CUSTOMER_ID]
-    brokerctl limits set [CUSTOMER_ID] [--max-order-notional X] [--max-order-quantity N]
-                         [--max-daily-buy-notional X] [--max-orders-per-minute N] --reason TEXT
-    brokerctl risk-events [--limit N]
-"""
+customer's), account statuses, limits, and the audit of every change (the commands: brokerage.ctl.main's usage)."""
 
 from __future__ import annotations
 

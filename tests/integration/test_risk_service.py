@@ -12,13 +12,9 @@ import psycopg
 import pytest
 
 from brokerage.proto import operations_pb2, operations_pb2_grpc, orders_pb2, orders_pb2_grpc
-from brokerage.settings import Settings
 from operations_service.main import OperationsApp
-from operations_service.main import start as start_operations
 from tests.identity import TEST_IDENTITY, as_operator
-from tests.integration.conftest import running_service
-from tests.integration.fake_exchange import FakeExchange
-from tests.integration.test_repairs import brokerctl
+from tests.integration.test_repairs import brokerctl, operations  # noqa: F401  (the fixture)
 from tests.integration.test_risk_controls import PLACED, REJECTED, place
 
 pytestmark = pytest.mark.integration
@@ -32,14 +28,7 @@ FIRM, SYMBOL, CUSTOMER = (
 
 
 @pytest.fixture
-async def operations(settings: Settings, fake_exchange: FakeExchange) -> AsyncIterator[OperationsApp]:
-    configured = settings.model_copy(update={"exchange_target": fake_exchange.target})
-    async with running_service(start_operations, configured) as app:
-        yield app
-
-
-@pytest.fixture
-async def risk(operations: OperationsApp) -> AsyncIterator[operations_pb2_grpc.RiskServiceStub]:
+async def risk(operations: OperationsApp) -> AsyncIterator[operations_pb2_grpc.RiskServiceStub]:  # noqa: F811
     async with grpc.aio.insecure_channel(f"127.0.0.1:{operations.running.port}") as channel:
         yield operations_pb2_grpc.RiskServiceStub(channel)
 
@@ -203,7 +192,9 @@ async def test_bad_requests_unknown_targets_and_callers_without_ops_write_are_re
 
 
 async def test_brokerctl_halts_resumes_sets_statuses_and_limits_and_shows_the_audit(
-    operations: OperationsApp, stub: orders_pb2_grpc.OrderServiceStub, tmp_path: Path
+    operations: OperationsApp,  # noqa: F811
+    stub: orders_pb2_grpc.OrderServiceStub,
+    tmp_path: Path,
 ) -> None:
     halted = await brokerctl(operations, tmp_path, "halt", "symbol", "GOOGL", "--reason", "pending news")
     listed = await brokerctl(operations, tmp_path, "halt", "list")
